@@ -1,0 +1,110 @@
+//! Options of a registry.
+
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use crate::registry::Config;
+use crate::JobRegistry;
+
+/// Default of [`JobRegistryBuilder::cancel_grace`]: 30 seconds, the grace a process supervisor
+/// such as Kubernetes gives a container before it kills it.
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(30);
+
+/// Default of [`JobRegistryBuilder::keep_finished_for`]: one hour, ample for any client polling
+/// at Synapse's pace to read a final status.
+pub const DEFAULT_KEEP_FINISHED_FOR: Duration = Duration::from_secs(60 * 60);
+
+/// Default of [`JobRegistryBuilder::keep_finished_at_most`]: 10,000 finished statuses, a few
+/// megabytes besides their bodies.
+pub const DEFAULT_KEEP_FINISHED_AT_MOST: usize = 10_000;
+
+/// Builds a [`JobRegistry`] with options; [`JobRegistry::new`] is the same with every default.
+///
+/// ```
+/// use std::time::Duration;
+/// use asyncjobs::JobRegistry;
+///
+/// let registry = JobRegistry::builder()
+///     .cancel_grace(Duration::from_secs(5))
+///     .keep_finished_for(Duration::from_secs(15 * 60))
+///     .keep_finished_at_most(1_000)
+///     .build();
+/// # drop(registry);
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct JobRegistryBuilder {
+    config: Config,
+    keep_finished_for: Duration,
+    keep_finished_at_most: usize,
+    first_job_id: Option<u64>,
+}
+
+impl JobRegistryBuilder {
+    pub(crate) fn new() -> Self {
+        JobRegistryBuilder {
+            config: Config { cancel_grace: DEFAULT_CANCEL_GRACE, runtime: None },
+            keep_finished_for: DEFAULT_KEEP_FINISHED_FOR,
+            keep_finished_at_most: DEFAULT_KEEP_FINISHED_AT_MOST,
+            first_job_id: None,
+        }
+    }
+
+    /// How long a job that was asked to cancel may go on before the registry stops it (drops its
+    /// future) and ends it FAILED with exception [`exception::CANCELED`](crate::exception::CANCELED).
+    /// A job that stops by itself within the grace ends as it chooses.
+    ///
+    /// Defaults to: [`DEFAULT_CANCEL_GRACE`] (30 seconds).
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.config.cancel_grace = grace;
+        self
+    }
+
+    /// How long a finished job's status stays readable; after that the job is unknown.
+    ///
+    /// Defaults to: [`DEFAULT_KEEP_FINISHED_FOR`] (one hour).
+    pub fn keep_finished_for(mut self, keep_for: Duration) -> Self {
+        self.keep_finished_for = keep_for;
+        self
+    }
+
+    /// The most finished statuses kept; when one more job finishes, the oldest finished status is
+    /// dropped. Running jobs are never dropped and do not count. `0` drops a status as soon as the
+    /// job finishes (a [`wait`](JobRegistry::wait) already in progress still gets it).
+    ///
+    /// Defaults to: [`DEFAULT_KEEP_FINISHED_AT_MOST`] (10,000).
+    pub fn keep_finished_at_most(mut self, count: usize) -> Self {
+        self.keep_finished_at_most = count;
+        self
+    }
+
+    /// The runtime that jobs run on. Without one, jobs run on the runtime current where
+    /// [`spawn`](JobRegistry::spawn) is called, and `spawn` outside a runtime is an error.
+    ///
+    /// Defaults to: none (the caller's runtime).
+    pub fn runtime(mut self, runtime: Handle) -> Self {
+        self.config.runtime = Some(runtime);
+        self
+    }
+
+    /// The id of the first job; later jobs count up from it. Use it to continue a sequence that a
+    /// previous process left off (e.g. stored in a database).
+    ///
+    /// Defaults to: the number of milliseconds since the Unix epoch at `build`, times 1000
+    /// (e.g. `1764379461000000`), so ids do not repeat across restarts of the process as long as
+    /// it starts fewer than 1000 jobs per millisecond on average. A client polling an id from
+    /// before a restart then gets "unknown job", never another job's status.
+    pub fn first_job_id(mut self, id: u64) -> Self {
+        self.first_job_id = Some(id);
+        self
+    }
+
+    /// Builds the registry.
+    pub fn build(self) -> JobRegistry {
+        let first_id = self.first_job_id.unwrap_or_else(|| {
+            u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0).saturating_mul(1000)
+        });
+        JobRegistry::from_parts(self.config, self.keep_finished_for, self.keep_finished_at_most, first_id)
+    }
+}

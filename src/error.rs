@@ -1,0 +1,44 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+use crate::JobId;
+
+/// Everything that can go wrong when calling into a [`JobRegistry`](crate::JobRegistry).
+///
+/// Every variant says what the caller asked for that could not be done; none of them means the
+/// registry is damaged, and the registry keeps working after returning any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// No job with this id is known: it was never started by this registry, or it finished and
+    /// its status has since been dropped by the retention rules
+    /// ([`JobRegistryBuilder::keep_finished_for`](crate::JobRegistryBuilder::keep_finished_for)).
+    /// An HTTP layer answers 404.
+    UnknownJob(JobId),
+    /// The text given as a job id is not one: ids are 1 to 20 ASCII digits that fit in a `u64`.
+    /// An HTTP layer answers 400.
+    MalformedId,
+    /// The job exists but was started by another user (or by no user), and the caller is a
+    /// [`UserView`](crate::UserView) of a different user. An HTTP layer answers 403.
+    NotYourJob(JobId),
+    /// The registry has been shut down and starts no more jobs. Statuses stay readable.
+    ShutDown,
+    /// `spawn` was called outside a tokio runtime and the registry was built without one
+    /// ([`JobRegistryBuilder::runtime`](crate::JobRegistryBuilder::runtime)).
+    NoRuntime,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::UnknownJob(id) => write!(f, "unknown job {id}"),
+            Error::MalformedId => f.write_str("malformed job id: expected 1 to 20 ascii digits"),
+            Error::NotYourJob(id) => write!(f, "job {id} was started by another user"),
+            Error::ShutDown => f.write_str("job registry is shut down"),
+            Error::NoRuntime => f.write_str("no tokio runtime to run the job on"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,18 @@
+//! The `exception` names of failures that the registry itself reports.
+//!
+//! A job that returns `Err(e)` ends with `exception` set to the Rust type name of its error type
+//! (e.g. `"std::io::error::Error"`). The failures below have no user error type, so they get
+//! these names; an HTTP layer can map them to status codes like any other exception name.
+
+/// The job panicked; `errorMessage` is the panic's message.
+pub const PANICKED: &str = "asyncjobs::JobPanicked";
+
+/// The job was asked to cancel and did not stop within the grace period, so the registry stopped
+/// it ([`JobRegistryBuilder::cancel_grace`](crate::JobRegistryBuilder::cancel_grace)).
+pub const CANCELED: &str = "asyncjobs::JobCanceled";
+
+/// The job returned `Ok`, but its result could not be serialized to JSON.
+pub const RESPONSE_NOT_SERIALIZABLE: &str = "asyncjobs::ResponseNotSerializable";
+
+/// The job's task was dropped before it finished, without being canceled: its runtime shut down.
+pub const ABORTED: &str = "asyncjobs::JobAborted";

@@ -1,0 +1,109 @@
+//! What a running job holds: its way to report progress and to see cancellation.
+
+use std::sync::Arc;
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::job::{Applied, Change, Job};
+use crate::{AsynchronousJobStatus, JobId};
+
+/// A job's own handle, given to the closure passed to [`JobRegistry::spawn`]: the job reports
+/// progress and sees cancellation through it.
+///
+/// Clones share the same job. A handle may outlive its job; once the job has finished, progress
+/// reported through it is ignored.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncjobs::Error> {
+/// use asyncjobs::{JobHandle, JobRegistry, JobRequest};
+///
+/// let registry = JobRegistry::new();
+/// let id = registry.spawn(JobRequest::default(), |job: JobHandle| async move {
+///     for row in 0..100u64 {
+///         if job.is_canceling() {
+///             return Err(std::io::Error::other("canceled"));
+///         }
+///         job.set_progress(row, 100, "copying rows");
+///         tokio::task::yield_now().await;
+///     }
+///     Ok(serde_json::json!({"rows": 100}))
+/// })?;
+/// let done = registry.wait(&id).await?;
+/// assert_eq!(done.progress_current, Some(100));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`JobRegistry::spawn`]: crate::JobRegistry::spawn
+#[derive(Clone)]
+pub struct JobHandle {
+    job: Arc<Job>,
+    token: CancellationToken,
+}
+
+impl JobHandle {
+    pub(crate) fn new(job: Arc<Job>, token: CancellationToken) -> Self {
+        JobHandle { job, token }
+    }
+
+    /// This job's id.
+    pub fn id(&self) -> JobId {
+        self.job.id
+    }
+
+    /// The user who started this job, if one was given.
+    pub fn started_by(&self) -> Option<u64> {
+        self.job.user
+    }
+
+    /// Reports progress: `current` out of `total` done, and what the job is doing. Returns whether
+    /// the status changed.
+    ///
+    /// The message is cut to [`MAX_MESSAGE_CHARS`](crate::MAX_MESSAGE_CHARS) characters. Values are
+    /// stored as given (`current` may exceed `total`). Reporting exactly what is already there
+    /// changes nothing: neither the etag nor `changedOn` moves, and nothing is allocated. After
+    /// the job has finished this does nothing and returns `false`.
+    pub fn set_progress(&self, current: u64, total: u64, message: impl AsRef<str>) -> bool {
+        let message = message.as_ref();
+        self.job.apply(Change::Progress { current, total, message }) == Applied::Changed
+    }
+
+    /// Whether the job has been asked to cancel (by [`JobRegistry::cancel`], or because the
+    /// registry's root token fired). A job should stop at its next safe point and return an error.
+    ///
+    /// [`JobRegistry::cancel`]: crate::JobRegistry::cancel
+    pub fn is_canceling(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves when the job is asked to cancel; at once if it already was.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping it only stops waiting.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    /// The job's cancellation token, a child of the registry's root token, for handing to code
+    /// that takes one (e.g. to cancel a sub-task along with the job).
+    pub fn cancellation_token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// A snapshot of this job's status.
+    pub fn status(&self) -> AsynchronousJobStatus {
+        self.job.snapshot()
+    }
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("id", &self.job.id)
+            .field("started_by", &self.job.user)
+            .field("canceling", &self.is_canceling())
+            .finish()
+    }
+}

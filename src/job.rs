@@ -1,0 +1,234 @@
+//! One job's shared state, and the one place where a job's status changes.
+//!
+//! Invariants, all kept by [`Job::apply`], the only code that writes a job's [`State`]:
+//! - once `phase` is terminal nothing changes again, and every later change is ignored;
+//! - `version` (the etag) grows by exactly one on each observable change and never otherwise;
+//! - `changed_at` never decreases;
+//! - every change wakes the job's waiters, after the lock is released.
+//!
+//! Locks: a job's lock is a leaf. It is never held while another lock is taken, across an
+//! `.await`, or while user code runs (serialization and error formatting happen before `apply`).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::text::truncate_chars;
+use crate::{AsynchJobState, AsynchronousJobStatus, Etag, JobId, JobRequest, MAX_MESSAGE_CHARS};
+
+pub(crate) struct Job {
+    pub(crate) id: JobId,
+    pub(crate) user: Option<u64>,
+    request: Option<Arc<Value>>,
+    started_on: DateTime<Utc>,
+    started_at: Instant,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+struct State {
+    phase: AsynchJobState,
+    canceling: bool,
+    version: u64,
+    changed_at: Instant,
+    current: Option<u64>,
+    total: Option<u64>,
+    message: Option<Arc<str>>,
+    failure: Option<Box<Failure>>,
+    response: Option<Arc<Value>>,
+    /// The registry's link to the job's token, there until it is fired or the job finishes: a
+    /// finished job then holds no place in the registry's token tree. The job itself, and its
+    /// supervisor, hold their own clones.
+    token: Option<CancellationToken>,
+}
+
+/// Why a job failed, already formatted and capped: building one may run user code, so it is built
+/// before `apply` takes the job's lock.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: Arc<str>,
+    pub(crate) details: Option<Arc<str>>,
+    pub(crate) exception: Arc<str>,
+}
+
+/// Every kind of change a job's status can undergo.
+pub(crate) enum Change<'a> {
+    Progress { current: u64, total: u64, message: &'a str },
+    Canceling,
+    Complete(Option<Arc<Value>>),
+    Fail(Failure),
+}
+
+/// What [`Job::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    Changed,
+    /// The change would not alter anything observable.
+    Unchanged,
+    /// The job had already finished; the change was ignored.
+    AlreadyFinished,
+}
+
+const COMPLETE_MESSAGE: &str = "Complete";
+
+impl Job {
+    pub(crate) fn new(id: JobId, request: JobRequest, token: CancellationToken) -> Self {
+        let started_at = Instant::now();
+        Job {
+            id,
+            user: request.user,
+            request: request.body,
+            started_on: Utc::now(),
+            started_at,
+            state: Mutex::new(State {
+                phase: AsynchJobState::Processing,
+                canceling: false,
+                version: 1,
+                changed_at: started_at,
+                current: None,
+                total: None,
+                message: None,
+                failure: None,
+                response: None,
+                token: Some(token),
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The one place where a job's status changes: applies `change`, bumps the etag, stamps the
+    /// change time and wakes waiters, or does nothing when nothing observable would change.
+    pub(crate) fn apply(&self, change: Change<'_>) -> Applied {
+        let mut st = self.state.lock();
+        if st.phase.is_terminal() {
+            return Applied::AlreadyFinished;
+        }
+        let mut fire = None;
+        let mut release = None;
+        match change {
+            Change::Progress { current, total, message } => {
+                let message = truncate_chars(message, MAX_MESSAGE_CHARS);
+                let same_message = st.message.as_deref() == Some(message);
+                if same_message && st.current == Some(current) && st.total == Some(total) {
+                    return Applied::Unchanged;
+                }
+                st.current = Some(current);
+                st.total = Some(total);
+                if !same_message {
+                    st.message = Some(Arc::from(message));
+                }
+            }
+            Change::Canceling => {
+                if st.canceling {
+                    return Applied::Unchanged;
+                }
+                st.canceling = true;
+                fire = st.token.take();
+            }
+            Change::Complete(response) => {
+                st.phase = AsynchJobState::Complete;
+                st.current = st.total;
+                st.message = Some(Arc::from(COMPLETE_MESSAGE));
+                st.response = response;
+                release = st.token.take();
+            }
+            Change::Fail(failure) => {
+                st.phase = AsynchJobState::Failed;
+                st.failure = Some(Box::new(failure));
+                release = st.token.take();
+            }
+        }
+        st.version += 1;
+        st.changed_at = st.changed_at.max(Instant::now());
+        drop(st);
+        // Tokens take their own locks: fire and release them only after ours is released.
+        if let Some(token) = fire {
+            token.cancel();
+        }
+        drop(release);
+        self.changed.notify_waiters();
+        Applied::Changed
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.state.lock().phase.is_terminal()
+    }
+
+    /// When the job finished, if it has.
+    pub(crate) fn finished_at(&self) -> Option<Instant> {
+        let st = self.state.lock();
+        st.phase.is_terminal().then_some(st.changed_at)
+    }
+
+    pub(crate) fn snapshot(&self) -> AsynchronousJobStatus {
+        let st = self.state.lock();
+        let phase = st.phase;
+        let canceling = st.canceling;
+        let version = st.version;
+        let changed_at = st.changed_at;
+        let current = st.current;
+        let total = st.total;
+        let message = st.message.clone();
+        let (error_message, error_details, exception) = match &st.failure {
+            Some(f) => (Some(f.message.clone()), f.details.clone(), Some(f.exception.clone())),
+            None => (None, None, None),
+        };
+        let response = st.response.clone();
+        drop(st);
+
+        let runtime_end = if phase.is_terminal() { changed_at } else { Instant::now() };
+        let since_start = |at: Instant| at.saturating_duration_since(self.started_at);
+        AsynchronousJobStatus {
+            job_id: self.id,
+            job_state: phase,
+            job_canceling: canceling,
+            etag: Etag::from_version(version),
+            started_on: self.started_on.trunc_subsecs(3),
+            changed_on: wall_time(self.started_on, since_start(changed_at)),
+            started_by_user_id: self.user,
+            progress_current: current,
+            progress_total: total,
+            progress_message: message,
+            error_message,
+            error_details,
+            exception,
+            request_body: self.request.clone(),
+            response_body: response,
+            runtime_ms: u64::try_from(since_start(runtime_end).as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Resolves with the final status once the job has finished.
+    ///
+    /// Cancel safety: cancel safe; it only waits.
+    pub(crate) async fn finished(&self) -> AsynchronousJobStatus {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a finish between the check and the await still wakes us.
+            notified.as_mut().enable();
+            if self.is_finished() {
+                return self.snapshot();
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Wall-clock time `elapsed` after `start`, to the millisecond. Derived from the monotonic clock,
+/// so change times never go backwards even if the system clock does.
+fn wall_time(start: DateTime<Utc>, elapsed: Duration) -> DateTime<Utc> {
+    let elapsed = chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX);
+    start.checked_add_signed(elapsed).unwrap_or(start).trunc_subsecs(3)
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("id", &self.id).field("user", &self.user).finish_non_exhaustive()
+    }
+}

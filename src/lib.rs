@@ -1,0 +1,123 @@
+//! Run asynchronous jobs on tokio and let anyone ask, at any moment, how a job is doing.
+//!
+//! A [`JobRegistry`] starts jobs (futures) and hands each a [`JobHandle`], through which the job
+//! reports progress and sees cancellation. Anyone holding the registry can take a snapshot of a
+//! job's [`AsynchronousJobStatus`] at any time. Statuses serialize to the JSON of Synapse's
+//! `AsynchronousJobStatus` exactly, so Synapse-style clients and dashboards work unchanged.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use asyncjobs::{AsynchJobState, JobHandle, JobRegistry, JobRequest};
+//!
+//! let registry = JobRegistry::new();
+//! let id = registry.spawn(
+//!     JobRequest::new(serde_json::json!({"concreteType": "org.example.CountRequest"})).started_by(7),
+//!     |job: JobHandle| async move {
+//!         for i in 0..=3u64 {
+//!             job.set_progress(i, 3, format!("step {i} of 3"));
+//!             tokio::task::yield_now().await;
+//!         }
+//!         Ok::<_, std::io::Error>(serde_json::json!({"concreteType": "org.example.Count", "n": 3}))
+//!     },
+//! )?;
+//!
+//! // Any time, from anywhere: a snapshot of the status.
+//! let now = registry.status(&id)?;
+//! println!("{}", serde_json::to_string(&now)?);
+//!
+//! let done = registry.wait(&id).await?;
+//! assert_eq!(done.job_state, AsynchJobState::Complete);
+//! assert_eq!(done.progress_message.as_deref(), Some("Complete"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Lifecycle
+//!
+//! ```text
+//!   spawn ──► PROCESSING ──(Ok)──────────────────────────────► COMPLETE
+//!               │    ▲ progress, cancel flag                     (responseBody, progress = total)
+//!               │    └───────┘
+//!               ├──(Err / panic)───────────────────────────────► FAILED
+//!               │                                                (errorMessage, errorDetails, exception)
+//!               └──cancel──► jobCanceling = true, token fired
+//!                              ├── job returns Err (or Ok) ───► FAILED (or COMPLETE), jobCanceling = true
+//!                              └── grace elapses ─────────────► FAILED, exception asyncjobs::JobCanceled
+//! ```
+//!
+//! A finished status never changes again. There is no CANCELED state, as in Synapse.
+//!
+//! # Etags and polling
+//!
+//! A job's [`Etag`] changes on every observable change of its status and never repeats, and it
+//! stays put when nothing changed: a poller that sees the same etag has missed nothing.
+//!
+//! # Cancellation
+//!
+//! [`JobRegistry::cancel`] sets `jobCanceling` at once and fires the job's
+//! [`CancellationToken`](tokio_util::sync::CancellationToken), a child of the registry's root
+//! token. A job that ignores it is stopped (its future dropped) after the
+//! [cancel grace](JobRegistryBuilder::cancel_grace).
+//!
+//! # Retention
+//!
+//! Finished statuses stay readable for a time and up to a count
+//! ([`keep_finished_for`](JobRegistryBuilder::keep_finished_for),
+//! [`keep_finished_at_most`](JobRegistryBuilder::keep_finished_at_most)), then are dropped, so a
+//! long-running service's memory stays bounded. Running jobs are never dropped.
+//!
+//! # Concurrency and consistency
+//!
+//! - A snapshot is consistent: it is the status as of one change, never half of one.
+//! - Reading statuses never waits for a job, and a job reporting progress never waits for a reader
+//!   beyond a few field copies: no lock is held across an `.await` or while user code
+//!   (serialization, `Display` of a user's error) runs.
+//! - Each job finishes exactly once; panics in a job, in its `Drop`, in its error's `Display` or
+//!   in its result's `Serialize` end it FAILED and never poison the registry.
+//! - Jobs run on the tokio runtime current at [`spawn`](JobRegistry::spawn) (or the one given
+//!   to the builder), multi-thread or current-thread alike. If that runtime shuts down under a
+//!   running job, the job ends FAILED with exception [`exception::ABORTED`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+
+mod builder;
+mod cancel;
+mod error;
+mod etag;
+pub mod exception;
+mod handle;
+mod id;
+mod job;
+mod registry;
+mod request;
+mod retention;
+mod status;
+mod supervisor;
+mod table;
+mod text;
+mod user_view;
+
+pub use builder::{
+    JobRegistryBuilder, DEFAULT_CANCEL_GRACE, DEFAULT_KEEP_FINISHED_AT_MOST, DEFAULT_KEEP_FINISHED_FOR,
+};
+pub use cancel::CancelOutcome;
+pub use error::Error;
+pub use etag::Etag;
+pub use handle::JobHandle;
+pub use id::JobId;
+pub use registry::JobRegistry;
+pub use request::JobRequest;
+pub use status::{AsynchJobState, AsynchronousJobStatus};
+pub use user_view::UserView;
+
+/// The most characters kept of a progress message or an error message, as in Synapse; longer
+/// ones are cut on a character boundary.
+pub const MAX_MESSAGE_CHARS: usize = 3000;
+
+/// The most bytes kept of a failed job's `errorDetails` (its error's `source()` chain).
+pub const MAX_ERROR_DETAILS_BYTES: usize = 64 * 1024;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

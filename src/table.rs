@@ -1,0 +1,76 @@
+//! The sharded table of jobs by id.
+//!
+//! Jobs are spread over `2^n` shards by the low bits of their id. Ids are handed out in sequence,
+//! so consecutive jobs land on consecutive shards and the shards fill evenly without hashing;
+//! within a shard, keys are mixed by [`IdHasher`] because they all share those low bits.
+//!
+//! Each shard's lock is held only to find, insert or remove an `Arc<Job>`: never while a job's own
+//! lock is taken, never across an `.await`, and never while a job (or its bodies) is dropped.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::job::Job;
+use crate::JobId;
+
+pub(crate) struct Table {
+    shards: Box<[RwLock<HashMap<u64, Arc<Job>, BuildHasherDefault<IdHasher>>>]>,
+    mask: u64,
+}
+
+impl Table {
+    pub(crate) fn new(shards: usize) -> Self {
+        let shards = shards.max(1).next_power_of_two();
+        Table {
+            shards: (0..shards).map(|_| RwLock::new(HashMap::default())).collect(),
+            mask: shards as u64 - 1,
+        }
+    }
+
+    fn shard(&self, id: JobId) -> &RwLock<HashMap<u64, Arc<Job>, BuildHasherDefault<IdHasher>>> {
+        &self.shards[(id.as_u64() & self.mask) as usize]
+    }
+
+    pub(crate) fn insert(&self, job: Arc<Job>) {
+        let old = self.shard(job.id).write().insert(job.id.as_u64(), job);
+        debug_assert!(old.is_none(), "job ids are never reused");
+    }
+
+    pub(crate) fn get(&self, id: JobId) -> Option<Arc<Job>> {
+        self.shard(id).read().get(&id.as_u64()).cloned()
+    }
+
+    /// Removes the job and hands it back, so the caller drops it after the shard lock is released.
+    pub(crate) fn remove(&self, id: JobId) -> Option<Arc<Job>> {
+        self.shard(id).write().remove(&id.as_u64())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+}
+
+/// Mixes a `u64` key with one multiply-fold: job ids are ours, not an attacker's, so no keyed hash
+/// is needed, and all bits of the result depend on all bits of the id.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let product = u128::from(n ^ self.0) * 0x9E37_79B9_7F4A_7C15;
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}

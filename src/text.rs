@@ -1,0 +1,105 @@
+//! Bounded text: caps on messages and error chains, so that one bad job cannot eat memory.
+
+use std::error::Error as StdError;
+use std::fmt::{self, Write};
+
+/// `s` cut to at most `max_chars` characters, on a character boundary.
+pub(crate) fn truncate_chars(s: &str, max_chars: usize) -> &str {
+    // A string of at most `max_chars` bytes has at most that many characters: skip the walk.
+    if s.len() <= max_chars {
+        return s;
+    }
+    match s.char_indices().nth(max_chars) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+/// A `fmt::Write` that keeps at most `max_chars` characters and `max_bytes` bytes, then makes the
+/// formatting stop by returning an error, so a hostile `Display` cannot make us allocate more.
+pub(crate) struct Capped {
+    buf: String,
+    chars: usize,
+    max_chars: usize,
+    max_bytes: usize,
+}
+
+impl Capped {
+    pub(crate) fn new(max_chars: usize, max_bytes: usize) -> Self {
+        Capped { buf: String::new(), chars: 0, max_chars, max_bytes }
+    }
+
+    pub(crate) fn into_string(self) -> String {
+        self.buf
+    }
+
+    fn full(&self) -> bool {
+        self.chars >= self.max_chars || self.buf.len() >= self.max_bytes
+    }
+}
+
+impl Write for Capped {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if self.chars >= self.max_chars || self.buf.len() + c.len_utf8() > self.max_bytes {
+                return Err(fmt::Error);
+            }
+            self.buf.push(c);
+            self.chars += 1;
+        }
+        Ok(())
+    }
+}
+
+/// How many `source()` links `error_chain` follows: a chain can be cyclic.
+const MAX_CHAIN_DEPTH: usize = 64;
+
+/// The error's own message, capped at `max_chars` characters.
+pub(crate) fn error_message(error: &(dyn StdError + 'static), max_chars: usize) -> String {
+    let mut out = Capped::new(max_chars, usize::MAX);
+    // An error here only means the cap was reached.
+    let _ = write!(out, "{error}");
+    out.into_string()
+}
+
+/// The error and its `source()` chain, one per line, capped at `max_bytes` bytes.
+pub(crate) fn error_chain(error: &(dyn StdError + 'static), max_bytes: usize) -> String {
+    let mut out = Capped::new(usize::MAX, max_bytes);
+    let _ = (|| -> fmt::Result {
+        write!(out, "{error}")?;
+        let mut source = error.source();
+        for _ in 0..MAX_CHAIN_DEPTH {
+            let Some(cause) = source else { return Ok(()) };
+            write!(out, "\ncaused by: {cause}")?;
+            source = cause.source();
+        }
+        if source.is_some() && !out.full() {
+            out.write_str("\n(more causes not shown)")?;
+        }
+        Ok(())
+    })();
+    out.into_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_chars("héllo", 2), "hé");
+        assert_eq!(truncate_chars("héllo", 10), "héllo");
+        assert_eq!(truncate_chars("日本語", 2), "日本");
+        assert_eq!(truncate_chars("", 0), "");
+    }
+
+    #[test]
+    fn capped_writer_stops_at_either_limit() {
+        let mut c = Capped::new(3, usize::MAX);
+        assert!(write!(c, "abcdef").is_err());
+        assert_eq!(c.into_string(), "abc");
+        let mut c = Capped::new(usize::MAX, 4);
+        assert!(write!(c, "ééé").is_err());
+        assert_eq!(c.into_string(), "éé");
+    }
+}

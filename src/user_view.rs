@@ -1,0 +1,108 @@
+//! A registry seen by one user.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::job::Job;
+use crate::registry::request_cancel;
+use crate::{AsynchronousJobStatus, CancelOutcome, Error, JobHandle, JobId, JobRegistry, JobRequest};
+
+/// A view of a [`JobRegistry`] scoped to one user, from [`JobRegistry::as_user`]: what an API
+/// handler acting for an end user should hold.
+///
+/// It reads, waits for and cancels only the jobs that this user started; any other job, including
+/// one started with no user, is refused with [`Error::NotYourJob`] (Synapse answers 403). Jobs it
+/// spawns are started by this user.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), asyncjobs::Error> {
+/// use asyncjobs::{Error, JobRegistry, JobRequest};
+///
+/// let registry = JobRegistry::new();
+/// let alice = registry.as_user(1);
+/// let id = alice.spawn(JobRequest::default(), |_job| async { Ok::<_, std::io::Error>(()) })?;
+/// assert_eq!(alice.status(&id)?.started_by_user_id, Some(1));
+/// assert_eq!(registry.as_user(2).status(&id), Err(Error::NotYourJob(id)));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct UserView {
+    registry: JobRegistry,
+    user: u64,
+}
+
+impl UserView {
+    pub(crate) fn new(registry: JobRegistry, user: u64) -> Self {
+        UserView { registry, user }
+    }
+
+    /// The user this view acts for.
+    pub fn user(&self) -> u64 {
+        self.user
+    }
+
+    /// Starts a job as this user, whatever user `request` names; otherwise as
+    /// [`JobRegistry::spawn`].
+    ///
+    /// # Errors
+    ///
+    /// As [`JobRegistry::spawn`].
+    pub fn spawn<F, Fut, R, E>(&self, request: JobRequest, job: F) -> Result<JobId, Error>
+    where
+        F: FnOnce(JobHandle) -> Fut,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        self.registry.spawn(request.started_by(self.user), job)
+    }
+
+    /// A snapshot of one of this user's jobs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
+    /// user) started it.
+    pub fn status(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
+        Ok(self.find(id)?.snapshot())
+    }
+
+    /// Asks one of this user's jobs to cancel, as [`JobRegistry::cancel`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
+    /// user) started it.
+    pub fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
+        Ok(request_cancel(&*self.find(id)?))
+    }
+
+    /// Waits for one of this user's jobs to finish, as [`JobRegistry::wait`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
+    /// user) started it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only stops waiting.
+    pub async fn wait(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
+        let job = self.find(id)?;
+        Ok(job.finished().await)
+    }
+
+    fn find(&self, id: &JobId) -> Result<Arc<Job>, Error> {
+        let job = self.registry.find(id)?;
+        if job.user == Some(self.user) {
+            Ok(job)
+        } else {
+            Err(Error::NotYourJob(*id))
+        }
+    }
+}
