@@ -44,7 +44,10 @@ pub struct JobRegistryBuilder {
 impl JobRegistryBuilder {
     pub(crate) fn new() -> Self {
         JobRegistryBuilder {
-            config: Config { cancel_grace: DEFAULT_CANCEL_GRACE, runtime: None },
+            config: Config {
+                cancel_grace: DEFAULT_CANCEL_GRACE,
+                runtime: None,
+            },
             keep_finished_for: DEFAULT_KEEP_FINISHED_FOR,
             keep_finished_at_most: DEFAULT_KEEP_FINISHED_AT_MOST,
             first_job_id: None,
@@ -103,8 +106,15 @@ impl JobRegistryBuilder {
     /// Builds the registry.
     pub fn build(self) -> JobRegistry {
         let first_id = self.first_job_id.unwrap_or_else(|| {
-            u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0).saturating_mul(1000)
+            u64::try_from(chrono::Utc::now().timestamp_millis())
+                .unwrap_or(0)
+                .saturating_mul(1000)
         });
-        JobRegistry::from_parts(self.config, self.keep_finished_for, self.keep_finished_at_most, first_id)
+        JobRegistry::from_parts(
+            self.config,
+            self.keep_finished_for,
+            self.keep_finished_at_most,
+            first_id,
+        )
     }
 }

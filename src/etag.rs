@@ -76,7 +76,9 @@ impl FromStr for Etag {
 impl PartialEq<str> for Etag {
     fn eq(&self, other: &str) -> bool {
         match &self.0 {
-            Repr::Version(v) => other.parse::<Etag>().is_ok_and(|o| o.0 == Repr::Version(*v)),
+            Repr::Version(v) => other
+                .parse::<Etag>()
+                .is_ok_and(|o| o.0 == Repr::Version(*v)),
             Repr::Text(t) => &**t == other,
         }
     }

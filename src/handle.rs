@@ -66,7 +66,11 @@ impl JobHandle {
     /// the job has finished this does nothing and returns `false`.
     pub fn set_progress(&self, current: u64, total: u64, message: impl AsRef<str>) -> bool {
         let message = message.as_ref();
-        self.job.apply(Change::Progress { current, total, message }) == Applied::Changed
+        self.job.apply(Change::Progress {
+            current,
+            total,
+            message,
+        }) == Applied::Changed
     }
 
     /// Whether the job has been asked to cancel (by [`JobRegistry::cancel`], or because the

@@ -88,7 +88,9 @@ impl<'de> Deserialize<'de> for JobId {
                 f.write_str("a job id: a string of ascii digits")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<JobId, E> {
-                v.parse().map_err(|_| E::invalid_value(serde::de::Unexpected::Other("string of non-digits"), &self))
+                v.parse().map_err(|_| {
+                    E::invalid_value(serde::de::Unexpected::Other("string of non-digits"), &self)
+                })
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<JobId, E> {
                 Ok(JobId(v))

@@ -58,7 +58,11 @@ pub(crate) struct Failure {
 
 /// Every kind of change a job's status can undergo.
 pub(crate) enum Change<'a> {
-    Progress { current: u64, total: u64, message: &'a str },
+    Progress {
+        current: u64,
+        total: u64,
+        message: &'a str,
+    },
     Canceling,
     Complete(Option<Arc<Value>>),
     Fail(Failure),
@@ -111,7 +115,11 @@ impl Job {
         let mut fire = None;
         let mut release = None;
         match change {
-            Change::Progress { current, total, message } => {
+            Change::Progress {
+                current,
+                total,
+                message,
+            } => {
                 let message = truncate_chars(message, MAX_MESSAGE_CHARS);
                 let same_message = st.message.as_deref() == Some(message);
                 if same_message && st.current == Some(current) && st.total == Some(total) {
@@ -175,13 +183,21 @@ impl Job {
         let total = st.total;
         let message = st.message.clone();
         let (error_message, error_details, exception) = match &st.failure {
-            Some(f) => (Some(f.message.clone()), f.details.clone(), Some(f.exception.clone())),
+            Some(f) => (
+                Some(f.message.clone()),
+                f.details.clone(),
+                Some(f.exception.clone()),
+            ),
             None => (None, None, None),
         };
         let response = st.response.clone();
         drop(st);
 
-        let runtime_end = if phase.is_terminal() { changed_at } else { Instant::now() };
+        let runtime_end = if phase.is_terminal() {
+            changed_at
+        } else {
+            Instant::now()
+        };
         let since_start = |at: Instant| at.saturating_duration_since(self.started_at);
         AsynchronousJobStatus {
             job_id: self.id,
@@ -224,11 +240,17 @@ impl Job {
 /// so change times never go backwards even if the system clock does.
 fn wall_time(start: DateTime<Utc>, elapsed: Duration) -> DateTime<Utc> {
     let elapsed = chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX);
-    start.checked_add_signed(elapsed).unwrap_or(start).trunc_subsecs(3)
+    start
+        .checked_add_signed(elapsed)
+        .unwrap_or(start)
+        .trunc_subsecs(3)
 }
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("id", &self.id).field("user", &self.user).finish_non_exhaustive()
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }

@@ -79,7 +79,12 @@
 //!   to the builder), multi-thread or current-thread alike. If that runtime shuts down under a
 //!   running job, the job ends FAILED with exception [`exception::ABORTED`].
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 
 mod builder;
 mod cancel;
@@ -99,7 +104,8 @@ mod text;
 mod user_view;
 
 pub use builder::{
-    JobRegistryBuilder, DEFAULT_CANCEL_GRACE, DEFAULT_KEEP_FINISHED_AT_MOST, DEFAULT_KEEP_FINISHED_FOR,
+    JobRegistryBuilder, DEFAULT_CANCEL_GRACE, DEFAULT_KEEP_FINISHED_AT_MOST,
+    DEFAULT_KEEP_FINISHED_FOR,
 };
 pub use cancel::CancelOutcome;
 pub use error::Error;

@@ -88,7 +88,12 @@ impl JobRegistry {
         JobRegistryBuilder::new()
     }
 
-    pub(crate) fn from_parts(config: Config, keep_for: Duration, keep_at_most: usize, first_id: u64) -> Self {
+    pub(crate) fn from_parts(
+        config: Config,
+        keep_for: Duration,
+        keep_at_most: usize,
+        first_id: u64,
+    ) -> Self {
         // Enough shards that threads rarely meet on one, as in sharded caches: 4 per core.
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         JobRegistry {
@@ -141,7 +146,11 @@ impl JobRegistry {
         let handle = JobHandle::new(entry.clone(), token.clone());
         match catch_unwind(AssertUnwindSafe(move || job(handle))) {
             Ok(future) => {
-                let supervisor = Supervisor { shared: shared.clone(), job: entry, token };
+                let supervisor = Supervisor {
+                    shared: shared.clone(),
+                    job: entry,
+                    token,
+                };
                 // If the runtime is shutting down the task is dropped unpolled, and the
                 // supervisor's `Drop` ends the job.
                 drop(runtime.spawn(supervisor.run(future)));

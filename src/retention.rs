@@ -23,7 +23,11 @@ pub(crate) struct Retention {
 
 impl Retention {
     pub(crate) fn new(keep_for: Duration, keep_at_most: usize) -> Self {
-        Retention { keep_for, keep_at_most, finished: Mutex::new(VecDeque::new()) }
+        Retention {
+            keep_for,
+            keep_at_most,
+            finished: Mutex::new(VecDeque::new()),
+        }
     }
 
     /// Whether a job that finished at `finished_at` is past its retention time at `now`.

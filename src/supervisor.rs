@@ -152,7 +152,11 @@ pub(crate) fn panicked(panic: Box<dyn Any + Send>) -> Failure {
         Arc::from("job panicked")
     };
     drop_quietly(panic);
-    Failure { message, details: None, exception: Arc::from(exception::PANICKED) }
+    Failure {
+        message,
+        details: None,
+        exception: Arc::from(exception::PANICKED),
+    }
 }
 
 fn capped_message(s: &str) -> Arc<str> {

@@ -16,8 +16,10 @@ use parking_lot::RwLock;
 use crate::job::Job;
 use crate::JobId;
 
+type Shard = RwLock<HashMap<u64, Arc<Job>, BuildHasherDefault<IdHasher>>>;
+
 pub(crate) struct Table {
-    shards: Box<[RwLock<HashMap<u64, Arc<Job>, BuildHasherDefault<IdHasher>>>]>,
+    shards: Box<[Shard]>,
     mask: u64,
 }
 
@@ -25,12 +27,14 @@ impl Table {
     pub(crate) fn new(shards: usize) -> Self {
         let shards = shards.max(1).next_power_of_two();
         Table {
-            shards: (0..shards).map(|_| RwLock::new(HashMap::default())).collect(),
+            shards: (0..shards)
+                .map(|_| RwLock::new(HashMap::default()))
+                .collect(),
             mask: shards as u64 - 1,
         }
     }
 
-    fn shard(&self, id: JobId) -> &RwLock<HashMap<u64, Arc<Job>, BuildHasherDefault<IdHasher>>> {
+    fn shard(&self, id: JobId) -> &Shard {
         &self.shards[(id.as_u64() & self.mask) as usize]
     }
 

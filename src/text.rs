@@ -26,7 +26,12 @@ pub(crate) struct Capped {
 
 impl Capped {
     pub(crate) fn new(max_chars: usize, max_bytes: usize) -> Self {
-        Capped { buf: String::new(), chars: 0, max_chars, max_bytes }
+        Capped {
+            buf: String::new(),
+            chars: 0,
+            max_chars,
+            max_bytes,
+        }
     }
 
     pub(crate) fn into_string(self) -> String {

@@ -8,7 +8,9 @@ use serde::Serialize;
 
 use crate::job::Job;
 use crate::registry::request_cancel;
-use crate::{AsynchronousJobStatus, CancelOutcome, Error, JobHandle, JobId, JobRegistry, JobRequest};
+use crate::{
+    AsynchronousJobStatus, CancelOutcome, Error, JobHandle, JobId, JobRegistry, JobRequest,
+};
 
 /// A view of a [`JobRegistry`] scoped to one user, from [`JobRegistry::as_user`]: what an API
 /// handler acting for an end user should hold.

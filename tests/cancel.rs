@@ -1,0 +1,237 @@
+//! Cancellation is real: the flag shows at once, the token fires, and a job that ignores it is
+//! stopped after the grace period.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use asyncjobs::{
+    exception, AsynchJobState, CancelOutcome, JobHandle, JobRegistry, JobRequest,
+    DEFAULT_CANCEL_GRACE,
+};
+
+#[tokio::test(start_paused = true)]
+async fn a_cooperative_job_stops_and_fails_with_its_own_error() {
+    let registry = JobRegistry::new();
+    let id = registry
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.set_progress(1, 100, "working");
+            job.cancelled().await;
+            assert!(job.is_canceling());
+            Err::<(), _>(std::io::Error::other("stopped at a safe point"))
+        })
+        .unwrap();
+    tokio::task::yield_now().await;
+    let before = registry.status(&id).unwrap();
+
+    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::Requested));
+    let flagged = registry.status(&id).unwrap();
+    assert!(flagged.job_canceling, "the flag shows at once");
+    assert_eq!(flagged.job_state, AsynchJobState::Processing);
+    assert_ne!(flagged.etag, before.etag, "setting the flag is a change");
+    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::AlreadyRequested));
+    assert_eq!(
+        registry.status(&id).unwrap().etag,
+        flagged.etag,
+        "a second cancel changes nothing"
+    );
+
+    let done = registry.wait(&id).await.unwrap();
+    assert_eq!(done.job_state, AsynchJobState::Failed);
+    assert!(done.job_canceling);
+    assert_eq!(
+        done.error_message.as_deref(),
+        Some("stopped at a safe point")
+    );
+    assert_eq!(done.exception.as_deref(), Some("std::io::error::Error"));
+    assert_eq!(
+        done.runtime_ms, 0,
+        "it stopped at once, well within the grace"
+    );
+    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::AlreadyFinished));
+    assert_eq!(
+        registry.status(&id).unwrap(),
+        done,
+        "cancelling a finished job changes nothing"
+    );
+}
+
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_ignores_cancel_is_stopped_after_the_grace() {
+    let registry = JobRegistry::builder()
+        .cancel_grace(Duration::from_secs(5))
+        .build();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let guard = SetOnDrop(dropped.clone());
+    let id = registry
+        .spawn(JobRequest::default(), |_job| async move {
+            let _guard = guard;
+            // Never looks at the token.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::Requested));
+
+    tokio::time::sleep(Duration::from_millis(4900)).await;
+    let s = registry.status(&id).unwrap();
+    assert_eq!(
+        s.job_state,
+        AsynchJobState::Processing,
+        "still within the grace"
+    );
+    assert!(!dropped.load(Ordering::SeqCst));
+
+    let done = registry.wait(&id).await.unwrap();
+    assert_eq!(done.job_state, AsynchJobState::Failed);
+    assert!(done.job_canceling);
+    assert_eq!(done.exception.as_deref(), Some(exception::CANCELED));
+    assert_eq!(
+        done.error_message.as_deref(),
+        Some("job was canceled and did not stop within its 5s grace period, so it was stopped")
+    );
+    assert_eq!(done.runtime_ms, 6000, "1 s of work + 5 s of grace");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the job's future was dropped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_grace_is_thirty_seconds() {
+    assert_eq!(DEFAULT_CANCEL_GRACE, Duration::from_secs(30));
+    let registry = JobRegistry::new();
+    let id = registry
+        .spawn(JobRequest::default(), |_job| async {
+            std::future::pending::<()>().await;
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    registry.cancel(&id).unwrap();
+    assert_eq!(registry.wait(&id).await.unwrap().runtime_ms, 30_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_completes_despite_cancel_is_complete() {
+    let registry = JobRegistry::new();
+    let id = registry
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.cancelled().await;
+            // Already done with the real work: the result stands.
+            Ok::<_, std::io::Error>(serde_json::json!({"rows": 3}))
+        })
+        .unwrap();
+    registry.cancel(&id).unwrap();
+    let done = registry.wait(&id).await.unwrap();
+    assert_eq!(done.job_state, AsynchJobState::Complete);
+    assert!(done.job_canceling);
+    assert_eq!(
+        done.response_body.as_deref(),
+        Some(&serde_json::json!({"rows": 3}))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_before_the_job_first_runs() {
+    let registry = JobRegistry::builder().cancel_grace(Duration::ZERO).build();
+    let id = registry
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            if job.is_canceling() {
+                return Err("canceled before it began");
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::Requested));
+    let done = registry.wait(&id).await.unwrap();
+    assert_eq!(
+        done.error_message.as_deref(),
+        Some("canceled before it began"),
+        "the job's first poll sees the token"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_token_of_the_job_is_canceled_with_it() {
+    let registry = JobRegistry::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let id = registry
+        .spawn(JobRequest::default(), |job: JobHandle| {
+            let sub = job.cancellation_token().child_token();
+            async move {
+                let worker = tokio::spawn(async move {
+                    sub.cancelled().await;
+                    "sub-task saw the cancel"
+                });
+                let said = worker.await.unwrap();
+                tx.send(said).unwrap();
+                Err::<(), _>("canceled")
+            }
+        })
+        .unwrap();
+    tokio::task::yield_now().await;
+    registry.cancel(&id).unwrap();
+    assert_eq!(rx.await.unwrap(), "sub-task saw the cancel");
+    assert_eq!(
+        registry.wait(&id).await.unwrap().job_state,
+        AsynchJobState::Failed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_racing_completion_ends_each_job_exactly_once() {
+    let registry = JobRegistry::builder()
+        .cancel_grace(Duration::from_millis(50))
+        .build();
+    let mut ids = Vec::new();
+    for i in 0..500u64 {
+        let id = registry
+            .spawn(JobRequest::default(), move |job: JobHandle| async move {
+                for step in 0..(i % 7) {
+                    job.set_progress(step, 7, "step");
+                    tokio::task::yield_now().await;
+                }
+                if i % 3 == 0 && job.is_canceling() {
+                    return Err("canceled");
+                }
+                Ok(i)
+            })
+            .unwrap();
+        ids.push(id);
+    }
+    let cancels: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let registry = registry.clone();
+            tokio::spawn(async move { registry.cancel(&id).unwrap() })
+        })
+        .collect();
+    for c in cancels {
+        c.await.unwrap();
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let s = registry.wait(id).await.unwrap();
+        match s.job_state {
+            AsynchJobState::Complete => {
+                assert_eq!(s.response_body.as_deref(), Some(&serde_json::json!(i)))
+            }
+            AsynchJobState::Failed => {
+                assert!(s.job_canceling, "only a canceled job fails here");
+                assert_eq!(s.error_message.as_deref(), Some("canceled"));
+            }
+            AsynchJobState::Processing => unreachable!("wait returns a final status"),
+        }
+        // A finished job's status is final: a late cancel changes nothing.
+        assert_eq!(registry.cancel(id), Ok(CancelOutcome::AlreadyFinished));
+        assert_eq!(registry.status(id).unwrap(), s);
+    }
+}
