@@ -36,8 +36,6 @@ pub const DEFAULT_KEEP_FINISHED_AT_MOST: usize = 10_000;
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct JobRegistryBuilder {
     config: Config,
-    keep_finished_for: Duration,
-    keep_finished_at_most: usize,
     first_job_id: Option<u64>,
 }
 
@@ -47,9 +45,11 @@ impl JobRegistryBuilder {
             config: Config {
                 cancel_grace: DEFAULT_CANCEL_GRACE,
                 runtime: None,
+                keep_finished_for: DEFAULT_KEEP_FINISHED_FOR,
+                keep_finished_at_most: DEFAULT_KEEP_FINISHED_AT_MOST,
+                max_running: None,
+                first_job_id: 0,
             },
-            keep_finished_for: DEFAULT_KEEP_FINISHED_FOR,
-            keep_finished_at_most: DEFAULT_KEEP_FINISHED_AT_MOST,
             first_job_id: None,
         }
     }
@@ -68,7 +68,7 @@ impl JobRegistryBuilder {
     ///
     /// Defaults to: [`DEFAULT_KEEP_FINISHED_FOR`] (one hour).
     pub fn keep_finished_for(mut self, keep_for: Duration) -> Self {
-        self.keep_finished_for = keep_for;
+        self.config.keep_finished_for = keep_for;
         self
     }
 
@@ -78,7 +78,37 @@ impl JobRegistryBuilder {
     ///
     /// Defaults to: [`DEFAULT_KEEP_FINISHED_AT_MOST`] (10,000).
     pub fn keep_finished_at_most(mut self, count: usize) -> Self {
-        self.keep_finished_at_most = count;
+        self.config.keep_finished_at_most = count;
+        self
+    }
+
+    /// The most jobs that run at once. Further jobs wait in the order they were spawned: they are
+    /// PROCESSING meanwhile (as in Synapse), with a progress message that says they are queued,
+    /// and `startedOn` is when they were spawned. Canceling a queued job ends it at once without
+    /// ever running it. `0` is taken as `1`.
+    ///
+    /// Defaults to: no limit.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncjobs::Error> {
+    /// use asyncjobs::{JobRegistry, JobRequest};
+    ///
+    /// let registry = JobRegistry::builder().max_running(1).build();
+    /// let first = registry.spawn(JobRequest::default(), |job| async move {
+    ///     job.cancelled().await;
+    ///     Err::<(), _>("canceled")
+    /// })?;
+    /// let second = registry.spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })?;
+    /// let queued = registry.status(&second)?;
+    /// assert!(queued.progress_message.as_deref().unwrap().starts_with("Queued"));
+    /// registry.cancel(&first)?;
+    /// registry.wait(&second).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_running(mut self, max: usize) -> Self {
+        self.config.max_running = Some(max);
         self
     }
 
@@ -104,17 +134,12 @@ impl JobRegistryBuilder {
     }
 
     /// Builds the registry.
-    pub fn build(self) -> JobRegistry {
-        let first_id = self.first_job_id.unwrap_or_else(|| {
+    pub fn build(mut self) -> JobRegistry {
+        self.config.first_job_id = self.first_job_id.unwrap_or_else(|| {
             u64::try_from(chrono::Utc::now().timestamp_millis())
                 .unwrap_or(0)
                 .saturating_mul(1000)
         });
-        JobRegistry::from_parts(
-            self.config,
-            self.keep_finished_for,
-            self.keep_finished_at_most,
-            first_id,
-        )
+        JobRegistry::from_config(self.config)
     }
 }

@@ -40,6 +40,14 @@ impl Etag {
     pub(crate) fn from_version(version: u64) -> Self {
         Etag(Repr::Version(version))
     }
+
+    /// The change counter, for etags this crate made.
+    pub(crate) fn version(&self) -> Option<u64> {
+        match self.0 {
+            Repr::Version(v) => Some(v),
+            Repr::Text(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for Etag {

@@ -7,8 +7,10 @@
 /// The job panicked; `errorMessage` is the panic's message.
 pub const PANICKED: &str = "asyncjobs::JobPanicked";
 
-/// The job was asked to cancel and did not stop within the grace period, so the registry stopped
-/// it ([`JobRegistryBuilder::cancel_grace`](crate::JobRegistryBuilder::cancel_grace)).
+/// The registry ended a canceled job: it did not stop within the grace period
+/// ([`JobRegistryBuilder::cancel_grace`](crate::JobRegistryBuilder::cancel_grace)), it was
+/// canceled while queued, or a [shutdown](crate::JobRegistry::shutdown) stopped it.
+/// `errorMessage` says which.
 pub const CANCELED: &str = "asyncjobs::JobCanceled";
 
 /// The job returned `Ok`, but its result could not be serialized to JSON.
@@ -16,3 +18,11 @@ pub const RESPONSE_NOT_SERIALIZABLE: &str = "asyncjobs::ResponseNotSerializable"
 
 /// The job's task was dropped before it finished, without being canceled: its runtime shut down.
 pub const ABORTED: &str = "asyncjobs::JobAborted";
+
+/// The job broke a time limit of its request ([`JobRequest::time_limit`] or
+/// [`JobRequest::stall_limit`]); `errorMessage` says which. Its token fired, and it was stopped
+/// after the cancel grace if it did not stop by itself.
+///
+/// [`JobRequest::time_limit`]: crate::JobRequest::time_limit
+/// [`JobRequest::stall_limit`]: crate::JobRequest::stall_limit
+pub const TIMED_OUT: &str = "asyncjobs::JobTimedOut";

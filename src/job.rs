@@ -4,7 +4,8 @@
 //! - once `phase` is terminal nothing changes again, and every later change is ignored;
 //! - `version` (the etag) grows by exactly one on each observable change and never otherwise;
 //! - `changed_at` never decreases;
-//! - every change wakes the job's waiters, after the lock is released.
+//! - every change wakes the job's waiters and the registry's feeds, after the lock is released;
+//!   finishing also moves the registry's per-state counts.
 //!
 //! Locks: a job's lock is a leaf. It is never held while another lock is taken, across an
 //! `.await`, or while user code runs (serialization and error formatting happen before `apply`).
@@ -18,15 +19,18 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::Hub;
 use crate::text::truncate_chars;
 use crate::{AsynchJobState, AsynchronousJobStatus, Etag, JobId, JobRequest, MAX_MESSAGE_CHARS};
 
 pub(crate) struct Job {
     pub(crate) id: JobId,
     pub(crate) user: Option<u64>,
-    request: Option<Arc<Value>>,
+    pub(crate) request: Option<Arc<Value>>,
+    pub(crate) cacheable: bool,
     started_on: DateTime<Utc>,
     started_at: Instant,
+    hub: Arc<Hub>,
     state: Mutex<State>,
     changed: Notify,
 }
@@ -34,6 +38,10 @@ pub(crate) struct Job {
 struct State {
     phase: AsynchJobState,
     canceling: bool,
+    /// Waiting for a slot under the registry's concurrency limit. Stays set if the job ends
+    /// while queued, which tells the limiter that the job never held a slot.
+    queued: bool,
+    timed_out: Option<Timeout>,
     version: u64,
     changed_at: Instant,
     current: Option<u64>,
@@ -42,8 +50,8 @@ struct State {
     failure: Option<Box<Failure>>,
     response: Option<Arc<Value>>,
     /// The registry's link to the job's token, there until it is fired or the job finishes: a
-    /// finished job then holds no place in the registry's token tree. The job itself, and its
-    /// supervisor, hold their own clones.
+    /// finished job then holds no place in the registry's token tree. The job's handle and its
+    /// supervisor hold their own clones.
     token: Option<CancellationToken>,
 }
 
@@ -56,6 +64,13 @@ pub(crate) struct Failure {
     pub(crate) exception: Arc<str>,
 }
 
+/// Which time limit a job broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timeout {
+    Total(Duration),
+    Stall(Duration),
+}
+
 /// Every kind of change a job's status can undergo.
 pub(crate) enum Change<'a> {
     Progress {
@@ -64,6 +79,10 @@ pub(crate) enum Change<'a> {
         message: &'a str,
     },
     Canceling,
+    /// A time limit was broken: like `Canceling`, and the reason is kept for the final status.
+    TimedOut(Timeout),
+    /// Leaves the concurrency limit's queue: the job may start.
+    Dequeued,
     Complete(Option<Arc<Value>>),
     Fail(Failure),
 }
@@ -81,22 +100,33 @@ pub(crate) enum Applied {
 const COMPLETE_MESSAGE: &str = "Complete";
 
 impl Job {
-    pub(crate) fn new(id: JobId, request: JobRequest, token: CancellationToken) -> Self {
+    pub(crate) fn new(
+        id: JobId,
+        request: JobRequest,
+        token: CancellationToken,
+        hub: Arc<Hub>,
+        queued: Option<&str>,
+    ) -> Self {
         let started_at = Instant::now();
+        hub.started();
         Job {
             id,
             user: request.user,
             request: request.body,
+            cacheable: request.cacheable,
             started_on: Utc::now(),
             started_at,
+            hub,
             state: Mutex::new(State {
                 phase: AsynchJobState::Processing,
                 canceling: false,
+                queued: queued.is_some(),
+                timed_out: None,
                 version: 1,
                 changed_at: started_at,
                 current: None,
                 total: None,
-                message: None,
+                message: queued.map(Arc::from),
                 failure: None,
                 response: None,
                 token: Some(token),
@@ -131,12 +161,22 @@ impl Job {
                     st.message = Some(Arc::from(message));
                 }
             }
-            Change::Canceling => {
+            Change::Canceling | Change::TimedOut(_) => {
                 if st.canceling {
                     return Applied::Unchanged;
                 }
                 st.canceling = true;
+                if let Change::TimedOut(timeout) = change {
+                    st.timed_out = Some(timeout);
+                }
                 fire = st.token.take();
+            }
+            Change::Dequeued => {
+                if !st.queued {
+                    return Applied::Unchanged;
+                }
+                st.queued = false;
+                st.message = None;
             }
             Change::Complete(response) => {
                 st.phase = AsynchJobState::Complete;
@@ -153,18 +193,45 @@ impl Job {
         }
         st.version += 1;
         st.changed_at = st.changed_at.max(Instant::now());
+        let phase = st.phase;
         drop(st);
         // Tokens take their own locks: fire and release them only after ours is released.
         if let Some(token) = fire {
             token.cancel();
         }
         drop(release);
+        if phase.is_terminal() {
+            self.hub.finished(phase);
+        }
         self.changed.notify_waiters();
+        self.hub.publish(self.id, self.user);
         Applied::Changed
     }
 
+    pub(crate) fn phase(&self) -> AsynchJobState {
+        self.state.lock().phase
+    }
+
     pub(crate) fn is_finished(&self) -> bool {
-        self.state.lock().phase.is_terminal()
+        self.phase().is_terminal()
+    }
+
+    pub(crate) fn is_queued(&self) -> bool {
+        self.state.lock().queued
+    }
+
+    pub(crate) fn timed_out(&self) -> Option<Timeout> {
+        self.state.lock().timed_out
+    }
+
+    /// The current etag's change counter.
+    pub(crate) fn version(&self) -> u64 {
+        self.state.lock().version
+    }
+
+    /// When the status last changed.
+    pub(crate) fn changed_at(&self) -> Instant {
+        self.state.lock().changed_at
     }
 
     /// When the job finished, if it has.
@@ -219,20 +286,32 @@ impl Job {
         }
     }
 
-    /// Resolves with the final status once the job has finished.
+    /// Resolves once `done` holds, checked now and after every change.
     ///
     /// Cancel safety: cancel safe; it only waits.
-    pub(crate) async fn finished(&self) -> AsynchronousJobStatus {
+    pub(crate) async fn until(&self, mut done: impl FnMut(&Job) -> bool) {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
-            // Register before checking, so a finish between the check and the await still wakes us.
+            // Register before checking, so a change between the check and the await still wakes us.
             notified.as_mut().enable();
-            if self.is_finished() {
-                return self.snapshot();
+            if done(self) {
+                return;
             }
             notified.await;
         }
+    }
+
+    /// Resolves with the final status once the job has finished.
+    pub(crate) async fn finished(&self) -> AsynchronousJobStatus {
+        self.until(Job::is_finished).await;
+        self.snapshot()
+    }
+
+    /// Resolves with the status as soon as its version differs from `version`.
+    pub(crate) async fn changed_from(&self, version: Option<u64>) -> AsynchronousJobStatus {
+        self.until(|job| Some(job.version()) != version).await;
+        self.snapshot()
     }
 }
 

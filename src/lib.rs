@@ -87,35 +87,48 @@
 )]
 
 mod builder;
+mod cache;
 mod cancel;
+mod counts;
 mod error;
 mod etag;
 pub mod exception;
+mod feed;
+mod filter;
 mod handle;
+mod hub;
 mod id;
 mod job;
+mod limiter;
 mod registry;
 mod request;
 mod retention;
+mod shutdown;
 mod status;
 mod supervisor;
 mod table;
 mod text;
 mod user_view;
+mod watch;
 
 pub use builder::{
     JobRegistryBuilder, DEFAULT_CANCEL_GRACE, DEFAULT_KEEP_FINISHED_AT_MOST,
     DEFAULT_KEEP_FINISHED_FOR,
 };
 pub use cancel::CancelOutcome;
+pub use counts::JobCounts;
 pub use error::Error;
 pub use etag::Etag;
+pub use feed::StatusFeed;
+pub use filter::JobFilter;
 pub use handle::JobHandle;
 pub use id::JobId;
 pub use registry::JobRegistry;
 pub use request::JobRequest;
+pub use shutdown::ShutdownSummary;
 pub use status::{AsynchJobState, AsynchronousJobStatus};
 pub use user_view::UserView;
+pub use watch::JobWatch;
 
 /// The most characters kept of a progress message or an error message, as in Synapse; longer
 /// ones are cut on a character boundary.

@@ -11,14 +11,18 @@ use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::cache::{self, RequestCache};
+use crate::hub::Hub;
 use crate::job::{Applied, Change, Job};
+use crate::limiter::Limiter;
 use crate::retention::Retention;
-use crate::supervisor::{panicked, Supervisor};
+use crate::supervisor::{panicked, registry_failure, Supervisor};
 use crate::table::Table;
 use crate::{
-    AsynchronousJobStatus, CancelOutcome, Error, JobHandle, JobId, JobRegistryBuilder, JobRequest,
-    UserView,
+    exception, AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobHandle,
+    JobId, JobRegistryBuilder, JobRequest, JobWatch, ShutdownSummary, StatusFeed, UserView,
 };
 
 /// Starts jobs on tokio and keeps their statuses: the trusted, administrator view of every job.
@@ -27,8 +31,10 @@ use crate::{
 /// can be read at any time through [`status`](JobRegistry::status), from any thread, without
 /// waiting for the job.
 ///
-/// Dropping the last clone does not stop running jobs: each job keeps what it needs and finishes
-/// as usual; its status is then gone with the registry.
+/// Dropping the last clone does not stop running jobs: each job's task keeps the registry's
+/// shared state alive, runs to its end as usual (cancel grace, time limits and the concurrency
+/// limit still apply), and the state is freed when the last job ends. To stop jobs, call
+/// [`shutdown`](JobRegistry::shutdown) first.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -51,7 +57,7 @@ use crate::{
 /// ```
 #[derive(Clone)]
 pub struct JobRegistry {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// What every clone of a registry, and every job's task, shares.
@@ -59,8 +65,15 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     table: Table,
     retention: Retention,
+    pub(crate) hub: Arc<Hub>,
+    limiter: Option<Limiter>,
+    cache: RequestCache,
     next_id: AtomicU64,
+    /// Every job's token is a child of this one.
     root: CancellationToken,
+    /// Fired by a shutdown whose grace has run out: stops canceled jobs at once.
+    pub(crate) kill: CancellationToken,
+    tracker: TaskTracker,
     shut_down: AtomicBool,
 }
 
@@ -68,12 +81,53 @@ pub(crate) struct Shared {
 pub(crate) struct Config {
     pub(crate) cancel_grace: Duration,
     pub(crate) runtime: Option<Handle>,
+    pub(crate) keep_finished_for: Duration,
+    pub(crate) keep_finished_at_most: usize,
+    pub(crate) max_running: Option<usize>,
+    pub(crate) first_job_id: u64,
 }
 
+/// How long a shutdown waits for stopped jobs' tasks to notice, before it ends their statuses
+/// itself (a job that never yields cannot be stopped by dropping its future).
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
 impl Shared {
-    /// Called once per job, after it finished.
-    pub(crate) fn retire(&self, job: &Job) {
-        self.retention.push(job.id, &self.table);
+    /// Ends a job with `change`; whoever ends it also retires it, so that happens once.
+    pub(crate) fn finish(&self, job: &Job, change: Change<'_>) {
+        if job.apply(change) == Applied::Changed {
+            self.retire(job);
+        }
+    }
+
+    fn retire(&self, job: &Job) {
+        if let Some(limiter) = &self.limiter {
+            // A job that ended while still queued never held a slot.
+            if !job.is_queued() {
+                limiter.release();
+            }
+        }
+        if job.cacheable && job.phase() == crate::AsynchJobState::Failed {
+            self.cache.remove(job);
+        }
+        if let Some(finished_at) = job.finished_at() {
+            self.retention.push(job.id, finished_at);
+        }
+        self.sweep();
+    }
+
+    /// Drops the finished statuses that the retention rules say to drop.
+    fn sweep(&self) {
+        let now = Instant::now();
+        while let Some(id) = self.retention.pop_due(now) {
+            if let Some(job) = self.table.remove(id) {
+                self.hub.evicted(id, job.phase());
+                if job.cacheable {
+                    self.cache.remove(&job);
+                }
+                // Dropped here, outside every lock: the last reference frees the job's bodies.
+                drop(job);
+            }
+        }
     }
 }
 
@@ -88,38 +142,41 @@ impl JobRegistry {
         JobRegistryBuilder::new()
     }
 
-    pub(crate) fn from_parts(
-        config: Config,
-        keep_for: Duration,
-        keep_at_most: usize,
-        first_id: u64,
-    ) -> Self {
+    pub(crate) fn from_config(config: Config) -> Self {
         // Enough shards that threads rarely meet on one, as in sharded caches: 4 per core.
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         JobRegistry {
             shared: Arc::new(Shared {
-                config,
                 table: Table::new(cores * 4),
-                retention: Retention::new(keep_for, keep_at_most),
-                next_id: AtomicU64::new(first_id),
+                retention: Retention::new(config.keep_finished_for, config.keep_finished_at_most),
+                hub: Arc::default(),
+                limiter: config.max_running.map(|max| Limiter::new(max.max(1))),
+                cache: RequestCache::default(),
+                next_id: AtomicU64::new(config.first_job_id),
                 root: CancellationToken::new(),
+                kill: CancellationToken::new(),
+                tracker: TaskTracker::new(),
                 shut_down: AtomicBool::new(false),
+                config,
             }),
         }
     }
 
     /// Starts a job: calls `job` with the job's [`JobHandle`] and runs the future it returns as a
-    /// tokio task. The job is PROCESSING from the moment this returns.
+    /// tokio task. The job is PROCESSING from the moment this returns (queued, if the
+    /// [concurrency limit](JobRegistryBuilder::max_running) is reached).
     ///
     /// When the future returns `Ok(r)`, the job ends COMPLETE with `r` serialized as its
     /// `responseBody`; `Err(e)` ends it FAILED with `e`'s message, its `source()` chain and its
     /// type name; a panic ends it FAILED with the panic's message. `job` itself is called here,
-    /// before `spawn` returns; if it panics, the job ends FAILED the same way.
+    /// before `spawn` returns; if it panics, the job ends FAILED the same way. For a
+    /// [cacheable](JobRequest::cacheable) request equal to an earlier one, `job` is not called and
+    /// the earlier job's id is returned.
     ///
     /// # Errors
     ///
-    /// [`Error::ShutDown`] after the registry was shut down; [`Error::NoRuntime`] when called
-    /// outside a tokio runtime and the registry has none of its own.
+    /// [`Error::ShutDown`] after [`shutdown`](JobRegistry::shutdown) began; [`Error::NoRuntime`]
+    /// when called outside a tokio runtime and the registry has none of its own.
     pub fn spawn<F, Fut, R, E>(&self, request: JobRequest, job: F) -> Result<JobId, Error>
     where
         F: FnOnce(JobHandle) -> Fut,
@@ -135,13 +192,52 @@ impl JobRegistry {
             Some(runtime) => runtime.clone(),
             None => Handle::try_current().map_err(|_| Error::NoRuntime)?,
         };
-        // Sweep before adding, so a busy registry never holds more than its limits.
-        shared.retention.sweep(&shared.table);
+        // Trim before adding, so a busy registry never holds more than its limits.
+        shared.sweep();
 
+        let mut cache = None;
+        if request.cacheable {
+            let key = cache::key(request.user, request.body.as_deref());
+            let entries = shared.cache.lock();
+            let now = Instant::now();
+            let reusable = entries.get(&key).and_then(|jobs| {
+                jobs.iter().find(|j| {
+                    j.user == request.user
+                        && j.request == request.body
+                        && j.phase() != crate::AsynchJobState::Failed
+                        && j.finished_at()
+                            .is_none_or(|at| !shared.retention.expired(at, now))
+                })
+            });
+            if let Some(earlier) = reusable {
+                return Ok(earlier.id);
+            }
+            cache = Some((entries, key));
+        }
+
+        let (time_limit, stall_limit) = (request.time_limit, request.stall_limit);
+        let admitted = shared.limiter.as_ref().is_none_or(Limiter::try_acquire);
+        let queued_message = (!admitted)
+            .then(|| shared.limiter.as_ref().map(Limiter::queued_message))
+            .flatten();
         let id = JobId::from_u64(shared.next_id.fetch_add(1, Ordering::Relaxed));
         let token = shared.root.child_token();
-        let entry = Arc::new(Job::new(id, request, token.clone()));
+        let entry = Arc::new(Job::new(
+            id,
+            request,
+            token.clone(),
+            shared.hub.clone(),
+            queued_message.as_deref(),
+        ));
         shared.table.insert(entry.clone());
+        if let Some((mut entries, key)) = cache {
+            entries.entry(key).or_default().push(entry.clone());
+        }
+        if !admitted {
+            if let Some(limiter) = &shared.limiter {
+                limiter.enqueue(&entry);
+            }
+        }
 
         let handle = JobHandle::new(entry.clone(), token.clone());
         match catch_unwind(AssertUnwindSafe(move || job(handle))) {
@@ -150,15 +246,14 @@ impl JobRegistry {
                     shared: shared.clone(),
                     job: entry,
                     token,
+                    time_limit,
+                    stall_limit,
                 };
                 // If the runtime is shutting down the task is dropped unpolled, and the
                 // supervisor's `Drop` ends the job.
-                drop(runtime.spawn(supervisor.run(future)));
+                drop(runtime.spawn(shared.tracker.track_future(supervisor.run(future))));
             }
-            Err(panic) => {
-                entry.apply(Change::Fail(panicked(panic)));
-                shared.retire(&entry);
-            }
+            Err(panic) => shared.finish(&entry, Change::Fail(panicked(panic))),
         }
         Ok(id)
     }
@@ -175,8 +270,9 @@ impl JobRegistry {
 
     /// Asks the job to cancel: sets `jobCanceling` at once (a new etag) and fires the job's
     /// cancellation token. A job that does not stop within the
-    /// [cancel grace](JobRegistryBuilder::cancel_grace) is stopped and ends FAILED.
-    /// Says whether anything changed; canceling a finished job changes nothing.
+    /// [cancel grace](JobRegistryBuilder::cancel_grace) is stopped and ends FAILED; a queued job
+    /// ends at once without ever running. Says whether anything changed; canceling a finished job
+    /// changes nothing.
     ///
     /// # Errors
     ///
@@ -200,8 +296,93 @@ impl JobRegistry {
         Ok(job.finished().await)
     }
 
-    /// A view of this registry scoped to one user: it reads, waits for and cancels only jobs that
-    /// user started, and starts jobs as that user.
+    /// Waits until the job's etag differs from `etag` and returns the status; at once if it
+    /// already differs (also for an etag this registry never gave, e.g. a Synapse UUID). This is
+    /// long-polling: put your own timeout around it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncjobs::Error> {
+    /// use std::time::Duration;
+    /// use asyncjobs::{JobHandle, JobRegistry, JobRequest};
+    ///
+    /// let registry = JobRegistry::new();
+    /// let id = registry.spawn(JobRequest::default(), |job: JobHandle| async move {
+    ///     tokio::time::sleep(Duration::from_millis(10)).await;
+    ///     job.set_progress(1, 2, "half way");
+    ///     Ok::<_, std::io::Error>(())
+    /// })?;
+    /// let seen = registry.status(&id)?;
+    /// // Answer a poller within 30 s: with the new status, or with "nothing new".
+    /// match tokio::time::timeout(Duration::from_secs(30), registry.wait_for_change(&id, &seen.etag)).await {
+    ///     Ok(changed) => assert_ne!(changed?.etag, seen.etag),
+    ///     Err(_elapsed) => println!("nothing new"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownJob`] if no such job is known when called.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only stops waiting.
+    pub async fn wait_for_change(
+        &self,
+        id: &JobId,
+        etag: &Etag,
+    ) -> Result<AsynchronousJobStatus, Error> {
+        let job = self.find(id)?;
+        Ok(job.changed_from(etag.version()).await)
+    }
+
+    /// Follows one job's status as it changes; see [`JobWatch`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownJob`] if no such job is known.
+    pub fn watch(&self, id: &JobId) -> Result<JobWatch, Error> {
+        Ok(JobWatch::new(self.find(id)?))
+    }
+
+    /// Follows every job's changes; see [`StatusFeed`].
+    pub fn watch_all(&self) -> StatusFeed {
+        StatusFeed::new(self.clone(), None)
+    }
+
+    /// Snapshots of the jobs that `filter` selects, ordered by id.
+    ///
+    /// A list is not one atomic snapshot of the registry: each status in it is consistent, but
+    /// they are taken one after another. A job that exists for the whole call is listed exactly
+    /// once (with its state at the moment it was read, which decides whether a state filter
+    /// keeps it); a job started or dropped during the call may or may not be.
+    pub fn list(&self, filter: &JobFilter) -> Vec<AsynchronousJobStatus> {
+        let now = Instant::now();
+        let retention = &self.shared.retention;
+        let mut jobs = self
+            .shared
+            .table
+            .jobs(|job| filter.user.is_none() || job.user == filter.user);
+        jobs.sort_unstable_by_key(|job| job.id);
+        jobs.iter()
+            .filter(|job| {
+                !job.finished_at()
+                    .is_some_and(|at| retention.expired(at, now))
+            })
+            .map(|job| job.snapshot())
+            .filter(|s| filter.state.is_none_or(|state| s.job_state == state))
+            .collect()
+    }
+
+    /// How many jobs are in each state: cheap enough to poll often; see [`JobCounts`].
+    pub fn counts(&self) -> JobCounts {
+        self.shared.hub.counts()
+    }
+
+    /// A view of this registry scoped to one user: it reads, waits for, lists and cancels only
+    /// jobs that user started, and starts jobs as that user.
     pub fn as_user(&self, user_id: u64) -> UserView {
         UserView::new(self.clone(), user_id)
     }
@@ -216,12 +397,80 @@ impl JobRegistry {
         self.len() == 0
     }
 
+    /// Whether [`shutdown`](JobRegistry::shutdown) has begun.
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Shuts the registry down: from now on `spawn` fails with [`Error::ShutDown`]; every
+    /// running or queued job is canceled (queued ones end at once); jobs get up to `grace` to
+    /// finish by themselves; the rest are stopped and end FAILED with exception
+    /// [`exception::CANCELED`]. When this returns, no job is PROCESSING, and every status is
+    /// still readable (subject to retention). Calling it again only reports.
+    ///
+    /// A job stuck in code that never yields cannot be stopped by dropping its future: its status
+    /// is ended after a short wait all the same, and its task ends whenever it next yields.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use asyncjobs::{Error, JobRegistry, JobRequest};
+    ///
+    /// let registry = JobRegistry::new();
+    /// registry.spawn(JobRequest::default(), |job| async move {
+    ///     job.cancelled().await;
+    ///     Err::<(), _>("stopped")
+    /// }).unwrap();
+    /// let summary = registry.shutdown(Duration::from_secs(5)).await;
+    /// assert_eq!((summary.running, summary.finished_within_grace), (1, 1));
+    /// assert!(matches!(registry.spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) }), Err(Error::ShutDown)));
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: if dropped midway, new jobs are refused and running ones are canceled,
+    /// but jobs past their grace may not be stopped.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownSummary {
+        let shared = &self.shared;
+        shared.shut_down.store(true, Ordering::Release);
+        let running = shared.table.jobs(|job| !job.is_finished());
+        for job in &running {
+            request_cancel(job);
+        }
+        // Also reaches jobs spawned while this began: their tokens are born canceled.
+        shared.root.cancel();
+        shared.tracker.close();
+        let all_ended = tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_ok();
+        let finished_within_grace = running.iter().filter(|job| job.is_finished()).count();
+        if !all_ended {
+            shared.kill.cancel();
+            let _ = tokio::time::timeout(STOP_WAIT, shared.tracker.wait()).await;
+        }
+        for job in shared.table.jobs(|job| !job.is_finished()) {
+            let failure = registry_failure(
+                "job was stopped by the registry's shutdown".into(),
+                exception::CANCELED,
+            );
+            shared.finish(&job, Change::Fail(failure));
+        }
+        shared.hub.wake_feeds();
+        ShutdownSummary {
+            running: running.len(),
+            finished_within_grace,
+            stopped: running.len() - finished_within_grace,
+        }
+    }
+
     /// The job, if known and not past its retention time.
     pub(crate) fn find(&self, id: &JobId) -> Result<Arc<Job>, Error> {
         let job = self.shared.table.get(*id).ok_or(Error::UnknownJob(*id))?;
         if let Some(finished_at) = job.finished_at() {
             if self.shared.retention.expired(finished_at, Instant::now()) {
-                self.shared.retention.sweep(&self.shared.table);
+                self.shared.sweep();
                 return Err(Error::UnknownJob(*id));
             }
         }
@@ -246,8 +495,12 @@ impl Default for JobRegistry {
 impl std::fmt::Debug for JobRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobRegistry")
-            .field("jobs", &self.shared.table.len())
-            .field("finished_retained", &self.shared.retention.len())
+            .field("counts", &self.counts())
+            .field(
+                "max_running",
+                &self.shared.limiter.as_ref().map(Limiter::max),
+            )
+            .field("shut_down", &self.is_shut_down())
             .field("config", &self.shared.config)
             .finish_non_exhaustive()
     }

@@ -1,22 +1,30 @@
 //! What a job is started with.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
-/// The description of a job to start: its request body and the user who starts it.
+/// The description of a job to start: its request body, the user who starts it, and options.
 ///
 /// ```
+/// use std::time::Duration;
 /// use asyncjobs::JobRequest;
 ///
 /// let request = JobRequest::new(serde_json::json!({"concreteType": "org.example.ExportRequest"}))
-///     .started_by(42);
+///     .started_by(42)
+///     .time_limit(Duration::from_secs(600))
+///     .stall_limit(Duration::from_secs(60))
+///     .cacheable();
 /// assert_eq!(request.user(), Some(42));
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct JobRequest {
     pub(crate) body: Option<Arc<Value>>,
     pub(crate) user: Option<u64>,
+    pub(crate) cacheable: bool,
+    pub(crate) time_limit: Option<Duration>,
+    pub(crate) stall_limit: Option<Duration>,
 }
 
 impl JobRequest {
@@ -24,7 +32,10 @@ impl JobRequest {
     /// objects whose `concreteType` names their type). A `null` body is left out of the status.
     pub fn new(body: Value) -> Self {
         let body = (!body.is_null()).then(|| Arc::new(body));
-        JobRequest { body, user: None }
+        JobRequest {
+            body,
+            ..JobRequest::default()
+        }
     }
 
     /// Records the user who starts the job (`startedByUserId`). Only that user's
@@ -32,6 +43,38 @@ impl JobRequest {
     #[must_use]
     pub fn started_by(mut self, user_id: u64) -> Self {
         self.user = Some(user_id);
+        self
+    }
+
+    /// Marks the request cacheable (Synapse's cacheable requests, for read-only work): if the
+    /// same user already started a job with an equal body (as JSON: key order does not matter)
+    /// that is still running, or finished COMPLETE and is still retained, [`spawn`] returns that
+    /// job's id and starts nothing. Never across users, never a FAILED job. Other options of the
+    /// request are not compared.
+    ///
+    /// [`spawn`]: crate::JobRegistry::spawn
+    #[must_use]
+    pub fn cacheable(mut self) -> Self {
+        self.cacheable = true;
+        self
+    }
+
+    /// The most time the job may run (from when it starts running; time queued under the
+    /// concurrency limit does not count). When it is up, the job's token fires, and the job is
+    /// stopped after the cancel grace if it does not stop by itself; it ends FAILED with exception
+    /// [`exception::TIMED_OUT`](crate::exception::TIMED_OUT).
+    #[must_use]
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// The most time the job may go without a change of its status (e.g. progress): Synapse's
+    /// client gives up on a job that long without progress; here the job itself is timed out,
+    /// as with [`time_limit`](JobRequest::time_limit).
+    #[must_use]
+    pub fn stall_limit(mut self, limit: Duration) -> Self {
+        self.stall_limit = Some(limit);
         self
     }
 

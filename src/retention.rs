@@ -1,18 +1,17 @@
 //! How long finished statuses stay readable: a queue of finished jobs in the order they finished.
 //!
-//! Only finished jobs enter the queue, so live jobs are never dropped. The queue is trimmed when a
-//! job finishes and when one starts, so memory is bounded by `keep_at_most` whatever the load; a
-//! status older than `keep_for` that is still in the queue (nothing has started or finished since
-//! it expired) is treated as gone by every lookup.
+//! Only finished jobs enter the queue, so live jobs are never dropped. The registry trims the
+//! queue when a job finishes and when one starts, so memory is bounded by `keep_at_most` whatever
+//! the load; a status older than `keep_for` that is still in the queue (nothing has started or
+//! finished since it expired) is treated as gone by every lookup.
 //!
-//! Lock order: the queue's lock, then a table shard's lock (to remove an evicted job).
+//! Locks: the queue's lock is a leaf.
 
 use std::collections::VecDeque;
 
 use parking_lot::Mutex;
 use tokio::time::{Duration, Instant};
 
-use crate::table::Table;
 use crate::JobId;
 
 pub(crate) struct Retention {
@@ -35,32 +34,22 @@ impl Retention {
         now.saturating_duration_since(finished_at) >= self.keep_for
     }
 
-    /// Records that `id` finished (at most once per job), then drops what the rules say to drop.
-    pub(crate) fn push(&self, id: JobId, table: &Table) {
-        self.finished.lock().push_back((Instant::now(), id));
-        self.sweep(table);
+    /// Records that `id` finished at `finished_at` (once per job). Jobs finish in the order of
+    /// their finish times up to the lock; a job pushed out of order only expires a little late.
+    pub(crate) fn push(&self, id: JobId, finished_at: Instant) {
+        self.finished.lock().push_back((finished_at, id));
     }
 
-    /// Drops finished jobs past the count limit or older than the time limit.
-    pub(crate) fn sweep(&self, table: &Table) {
-        let now = Instant::now();
-        loop {
-            let evicted = {
-                let mut queue = self.finished.lock();
-                match queue.front() {
-                    Some(&(at, id)) if queue.len() > self.keep_at_most || self.expired(at, now) => {
-                        queue.pop_front();
-                        table.remove(id)
-                    }
-                    _ => return,
-                }
-            };
-            // Dropped here, outside every lock: the last reference frees the job's bodies.
-            drop(evicted);
+    /// The oldest finished job that is past the count limit or the time limit, taken out of the
+    /// queue; the caller drops it from the table.
+    pub(crate) fn pop_due(&self, now: Instant) -> Option<JobId> {
+        let mut queue = self.finished.lock();
+        match queue.front() {
+            Some(&(at, id)) if queue.len() > self.keep_at_most || self.expired(at, now) => {
+                queue.pop_front();
+                Some(id)
+            }
+            _ => None,
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.finished.lock().len()
     }
 }

@@ -1,5 +1,6 @@
-//! The task that runs one job: catches its panics, stops it after the cancel grace, turns its
-//! result into the final status, and makes sure it finishes exactly once whatever happens.
+//! The task that runs one job: waits for its slot under the concurrency limit, catches its
+//! panics, enforces its time limits, stops it after the cancel grace, turns its result into the
+//! final status, and makes sure it finishes exactly once whatever happens.
 
 use std::any::Any;
 use std::error::Error as StdError;
@@ -7,11 +8,13 @@ use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use serde::Serialize;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{Change, Failure, Job};
+use crate::job::{Change, Failure, Job, Timeout};
 use crate::registry::Shared;
 use crate::text::{error_chain, error_message};
 use crate::{exception, MAX_ERROR_DETAILS_BYTES, MAX_MESSAGE_CHARS};
@@ -23,6 +26,14 @@ pub(crate) struct Supervisor {
     pub(crate) shared: Arc<Shared>,
     pub(crate) job: Arc<Job>,
     pub(crate) token: CancellationToken,
+    pub(crate) time_limit: Option<Duration>,
+    pub(crate) stall_limit: Option<Duration>,
+}
+
+/// How a job that was asked to stop was ended by the registry.
+enum Stopped {
+    AfterGrace(Duration),
+    ByShutdown,
 }
 
 impl Supervisor {
@@ -32,6 +43,26 @@ impl Supervisor {
         R: Serialize,
         E: Into<Box<dyn StdError + Send + Sync>>,
     {
+        if self.job.is_queued() {
+            let admitted = tokio::select! {
+                biased;
+                () = self.job.until(|job| !job.is_queued()) => true,
+                () = self.token.cancelled() => false,
+            };
+            if !admitted {
+                // Dropped unpolled: a queued job never runs.
+                drop(job_future);
+                self.shared.finish(
+                    &self.job,
+                    Change::Fail(registry_failure(
+                        "job was canceled while queued, before it started".into(),
+                        exception::CANCELED,
+                    )),
+                );
+                return;
+            }
+        }
+
         let grace = self.shared.config.cancel_grace;
         let outcome = {
             let mut job_future = std::pin::pin!(job_future);
@@ -42,35 +73,51 @@ impl Supervisor {
                     Err(panic) => Poll::Ready(Err(panic)),
                 }
             });
-            let job = &self.job;
-            let token = &self.token;
+            let (job, token, shared) = (&self.job, &self.token, &self.shared);
+            let limits = (self.time_limit, self.stall_limit);
             let stop = async move {
-                token.cancelled().await;
+                let timed_out = tokio::select! {
+                    () = token.cancelled() => None,
+                    timeout = time_limits(job, limits) => Some(timeout),
+                };
                 // The token may have been fired by a parent (the registry's root) rather than by
                 // `cancel`: the status shows the request either way.
-                job.apply(Change::Canceling);
-                tokio::time::sleep(grace).await;
+                job.apply(timed_out.map_or(Change::Canceling, Change::TimedOut));
+                tokio::select! {
+                    () = tokio::time::sleep(grace) => Stopped::AfterGrace(grace),
+                    () = shared.kill.cancelled() => Stopped::ByShutdown,
+                }
             };
             tokio::select! {
                 biased;
                 result = run => match result {
                     Ok(Ok(response)) => completed(&response),
-                    Ok(Err(error)) => failed(error),
+                    Ok(Err(error)) => Change::Fail(failed(error)),
                     Err(panic) => Change::Fail(panicked(panic)),
                 },
-                () = stop => Change::Fail(Failure {
-                    message: Arc::from(format!(
-                        "job was canceled and did not stop within its {grace:?} grace period, so it was stopped"
-                    )),
-                    details: None,
-                    exception: Arc::from(exception::CANCELED),
+                stopped = stop => Change::Fail(match stopped {
+                    Stopped::AfterGrace(grace) => registry_failure(
+                        format!("job was canceled and did not stop within its {grace:?} grace period, so it was stopped"),
+                        exception::CANCELED,
+                    ),
+                    Stopped::ByShutdown => registry_failure(
+                        "job was stopped by the registry's shutdown".into(),
+                        exception::CANCELED,
+                    ),
                 }),
             }
             // The job's future is dropped here; if its Drop panics, `Drop for Supervisor` ends
             // the job instead.
         };
-        self.job.apply(outcome);
-        self.shared.retire(&self.job);
+        let outcome = match (self.job.timed_out(), outcome) {
+            (Some(timeout), Change::Fail(failure))
+                if failure.exception.as_ref() != exception::PANICKED =>
+            {
+                Change::Fail(timed_out(timeout, failure))
+            }
+            (_, outcome) => outcome,
+        };
+        self.shared.finish(&self.job, outcome);
     }
 }
 
@@ -80,21 +127,77 @@ impl Drop for Supervisor {
             return;
         }
         let failure = if std::thread::panicking() {
-            Failure {
-                message: Arc::from("job panicked while being dropped"),
-                details: None,
-                exception: Arc::from(exception::PANICKED),
-            }
+            registry_failure(
+                "job panicked while being dropped".into(),
+                exception::PANICKED,
+            )
         } else {
-            Failure {
-                message: Arc::from("job was dropped before it finished: its runtime shut down"),
-                details: None,
-                exception: Arc::from(exception::ABORTED),
-            }
+            registry_failure(
+                "job was dropped before it finished: its runtime shut down".into(),
+                exception::ABORTED,
+            )
         };
-        self.job.apply(Change::Fail(failure));
-        self.shared.retire(&self.job);
+        self.shared.finish(&self.job, Change::Fail(failure));
     }
+}
+
+/// Resolves when the job breaks one of its time limits; never if it has none.
+async fn time_limits(job: &Job, (total, stall): (Option<Duration>, Option<Duration>)) -> Timeout {
+    let total_deadline = total.map(|t| Instant::now() + t);
+    loop {
+        let stall_deadline = stall.map(|s| job.changed_at() + s);
+        let Some(deadline) = total_deadline.into_iter().chain(stall_deadline).min() else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(deadline).await;
+        let now = Instant::now();
+        if let (Some(limit), Some(deadline)) = (total, total_deadline) {
+            if now >= deadline {
+                return Timeout::Total(limit);
+            }
+        }
+        // The stall deadline moves with every change; only a deadline still standing counts.
+        if let Some(limit) = stall {
+            if now >= job.changed_at() + limit {
+                return Timeout::Stall(limit);
+            }
+        }
+    }
+}
+
+pub(crate) fn registry_failure(message: String, exception: &'static str) -> Failure {
+    Failure {
+        message: Arc::from(message),
+        details: None,
+        exception: Arc::from(exception),
+    }
+}
+
+/// A failure after a time limit was broken names the limit; what the job itself said goes to the
+/// details.
+fn timed_out(timeout: Timeout, own: Failure) -> Failure {
+    let message = match timeout {
+        Timeout::Total(limit) => format!("job exceeded its time limit of {limit:?}"),
+        Timeout::Stall(limit) => format!("job made no progress for {limit:?}, its stall limit"),
+    };
+    let own_text = own.details.unwrap_or(own.message);
+    let details = format!("{message}; then: {own_text}");
+    Failure {
+        message: Arc::from(message),
+        details: Some(Arc::from(cap_bytes(&details, MAX_ERROR_DETAILS_BYTES))),
+        exception: Arc::from(exception::TIMED_OUT),
+    }
+}
+
+fn cap_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn completed<R: Serialize>(response: &R) -> Change<'static> {
@@ -108,16 +211,15 @@ fn completed<R: Serialize>(response: &R) -> Change<'static> {
         }),
         Err(panic) => {
             drop_quietly(panic);
-            Change::Fail(Failure {
-                message: Arc::from("job result could not be serialized: its Serialize panicked"),
-                details: None,
-                exception: Arc::from(exception::RESPONSE_NOT_SERIALIZABLE),
-            })
+            Change::Fail(registry_failure(
+                "job result could not be serialized: its Serialize panicked".into(),
+                exception::RESPONSE_NOT_SERIALIZABLE,
+            ))
         }
     }
 }
 
-fn failed<E: Into<Box<dyn StdError + Send + Sync>>>(error: E) -> Change<'static> {
+fn failed<E: Into<Box<dyn StdError + Send + Sync>>>(error: E) -> Failure {
     let exception = Arc::from(std::any::type_name::<E>());
     let formatted = catch_unwind(AssertUnwindSafe(|| {
         let error: Box<dyn StdError + Send + Sync> = error.into();
@@ -125,7 +227,7 @@ fn failed<E: Into<Box<dyn StdError + Send + Sync>>>(error: E) -> Change<'static>
         let details = error_chain(&*error, MAX_ERROR_DETAILS_BYTES);
         (message, details)
     }));
-    let failure = match formatted {
+    match formatted {
         Ok((message, details)) => Failure {
             message: Arc::from(message),
             details: Some(Arc::from(details)),
@@ -139,8 +241,7 @@ fn failed<E: Into<Box<dyn StdError + Send + Sync>>>(error: E) -> Change<'static>
                 exception,
             }
         }
-    };
-    Change::Fail(failure)
+    }
 }
 
 pub(crate) fn panicked(panic: Box<dyn Any + Send>) -> Failure {

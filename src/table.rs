@@ -52,6 +52,17 @@ impl Table {
         self.shard(id).write().remove(&id.as_u64())
     }
 
+    /// The jobs that `keep` selects, one shard at a time: each shard is read at one instant, but
+    /// jobs added or removed in other shards meanwhile may or may not be seen. Runs no user code
+    /// under a shard's lock.
+    pub(crate) fn jobs(&self, mut keep: impl FnMut(&Job) -> bool) -> Vec<Arc<Job>> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            out.extend(shard.read().values().filter(|job| keep(job)).cloned());
+        }
+        out
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
     }

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::job::Job;
 use crate::registry::request_cancel;
 use crate::{
-    AsynchronousJobStatus, CancelOutcome, Error, JobHandle, JobId, JobRegistry, JobRequest,
+    AsynchronousJobStatus, CancelOutcome, Error, Etag, JobFilter, JobHandle, JobId, JobRegistry,
+    JobRequest, JobWatch, StatusFeed,
 };
 
 /// A view of a [`JobRegistry`] scoped to one user, from [`JobRegistry::as_user`]: what an API
@@ -97,6 +98,47 @@ impl UserView {
     pub async fn wait(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
         let job = self.find(id)?;
         Ok(job.finished().await)
+    }
+
+    /// Waits until one of this user's jobs changes from `etag`, as
+    /// [`JobRegistry::wait_for_change`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
+    /// user) started it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only stops waiting.
+    pub async fn wait_for_change(
+        &self,
+        id: &JobId,
+        etag: &Etag,
+    ) -> Result<AsynchronousJobStatus, Error> {
+        let job = self.find(id)?;
+        Ok(job.changed_from(etag.version()).await)
+    }
+
+    /// Follows one of this user's jobs, as [`JobRegistry::watch`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
+    /// user) started it.
+    pub fn watch(&self, id: &JobId) -> Result<JobWatch, Error> {
+        Ok(JobWatch::new(self.find(id)?))
+    }
+
+    /// Follows the changes of this user's jobs only, as [`JobRegistry::watch_all`].
+    pub fn watch_all(&self) -> StatusFeed {
+        StatusFeed::new(self.registry.clone(), Some(self.user))
+    }
+
+    /// This user's jobs that `filter` selects, as [`JobRegistry::list`]; a user named in `filter`
+    /// is ignored.
+    pub fn list(&self, filter: &JobFilter) -> Vec<AsynchronousJobStatus> {
+        self.registry.list(&filter.started_by(self.user))
     }
 
     fn find(&self, id: &JobId) -> Result<Arc<Job>, Error> {

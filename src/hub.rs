@@ -1,0 +1,152 @@
+//! What a change of one job signals to the rest of the registry: the per-state counts, and the
+//! feeds that follow every job.
+//!
+//! A job reports here from [`Job::apply`](crate::job::Job::apply), after its own lock is
+//! released. With no feed open, publishing a change is one atomic load.
+//!
+//! Locks: the feed list's lock, then one feed's pending lock; neither is held while a job's lock
+//! is taken.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use crate::{AsynchJobState, JobCounts, JobId};
+
+#[derive(Default)]
+pub(crate) struct Hub {
+    processing: AtomicUsize,
+    complete: AtomicUsize,
+    failed: AtomicUsize,
+    feeds_open: AtomicUsize,
+    feeds: RwLock<Vec<Arc<FeedQueue>>>,
+}
+
+/// The changes one feed has not read yet: at most one entry per job however often it changed
+/// (the feed reads the latest status), in the order of each job's first unread change.
+pub(crate) struct FeedQueue {
+    user: Option<u64>,
+    pending: Mutex<Pending>,
+    pub(crate) notify: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    next_seq: u64,
+    order: BTreeMap<u64, JobId>,
+    index: HashMap<JobId, u64>,
+}
+
+impl Hub {
+    pub(crate) fn started(&self) {
+        self.processing.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finished(&self, state: AsynchJobState) {
+        self.counter(state).fetch_add(1, Ordering::Relaxed);
+        self.processing.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A finished job's status was dropped by retention.
+    pub(crate) fn evicted(&self, id: JobId, state: AsynchJobState) {
+        self.counter(state).fetch_sub(1, Ordering::Relaxed);
+        if self.feeds_open.load(Ordering::Acquire) > 0 {
+            for feed in self.feeds.read().iter() {
+                feed.pending.lock().remove(id);
+            }
+        }
+    }
+
+    fn counter(&self, state: AsynchJobState) -> &AtomicUsize {
+        match state {
+            AsynchJobState::Processing => &self.processing,
+            AsynchJobState::Complete => &self.complete,
+            AsynchJobState::Failed => &self.failed,
+        }
+    }
+
+    pub(crate) fn counts(&self) -> JobCounts {
+        JobCounts {
+            processing: self.processing.load(Ordering::Relaxed),
+            complete: self.complete.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn publish(&self, id: JobId, user: Option<u64>) {
+        if self.feeds_open.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        for feed in self.feeds.read().iter() {
+            if feed.user.is_none() || feed.user == user {
+                if feed.pending.lock().push(id) {
+                    feed.notify.notify_one();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn subscribe(&self, user: Option<u64>) -> Arc<FeedQueue> {
+        let feed = Arc::new(FeedQueue {
+            user,
+            pending: Mutex::default(),
+            notify: Notify::new(),
+        });
+        let mut feeds = self.feeds.write();
+        feeds.push(feed.clone());
+        self.feeds_open.store(feeds.len(), Ordering::Release);
+        feed
+    }
+
+    pub(crate) fn unsubscribe(&self, feed: &Arc<FeedQueue>) {
+        let mut feeds = self.feeds.write();
+        feeds.retain(|f| !Arc::ptr_eq(f, feed));
+        self.feeds_open.store(feeds.len(), Ordering::Release);
+    }
+
+    /// Wakes every feed, e.g. so they notice the registry shut down.
+    pub(crate) fn wake_feeds(&self) {
+        for feed in self.feeds.read().iter() {
+            feed.notify.notify_one();
+        }
+    }
+}
+
+impl FeedQueue {
+    pub(crate) fn pop(&self) -> Option<JobId> {
+        self.pending.lock().pop()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.pending.lock().index.len()
+    }
+}
+
+impl Pending {
+    /// Whether the job was not pending yet.
+    fn push(&mut self, id: JobId) -> bool {
+        if self.index.contains_key(&id) {
+            return false;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(seq, id);
+        self.index.insert(id, seq);
+        true
+    }
+
+    fn pop(&mut self) -> Option<JobId> {
+        let (_, id) = self.order.pop_first()?;
+        self.index.remove(&id);
+        Some(id)
+    }
+
+    fn remove(&mut self, id: JobId) {
+        if let Some(seq) = self.index.remove(&id) {
+            self.order.remove(&seq);
+        }
+    }
+}
