@@ -81,10 +81,9 @@ impl Hub {
             return;
         }
         for feed in self.feeds.read().iter() {
-            if feed.user.is_none() || feed.user == user {
-                if feed.pending.lock().push(id) {
-                    feed.notify.notify_one();
-                }
+            let wanted = feed.user.is_none() || feed.user == user;
+            if wanted && feed.pending.lock().push(id) {
+                feed.notify.notify_one();
             }
         }
     }

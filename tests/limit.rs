@@ -1,0 +1,178 @@
+//! The concurrency limit: at most N jobs run; the rest wait in FIFO order, PROCESSING and queued.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use asyncjobs::{exception, AsynchJobState, CancelOutcome, JobHandle, JobRegistry, JobRequest};
+
+#[tokio::test(start_paused = true)]
+async fn at_most_n_jobs_run_and_the_rest_start_in_submission_order() {
+    let registry = JobRegistry::builder().max_running(3).build();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut ids = Vec::new();
+    for i in 0..20u64 {
+        let (running, most, order) = (running.clone(), most.clone(), order.clone());
+        let id = registry
+            .spawn(JobRequest::default(), move |job: JobHandle| async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                order.lock().unwrap().push(i);
+                job.set_progress(0, 1, "running");
+                tokio::time::sleep(Duration::from_millis(100 + (i % 4) * 30)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, &str>(i)
+            })
+            .unwrap();
+        ids.push(id);
+    }
+    let queued = registry.status(&ids[10]).unwrap();
+    assert_eq!(
+        queued.job_state,
+        AsynchJobState::Processing,
+        "queued jobs are PROCESSING"
+    );
+    assert_eq!(
+        queued.progress_message.as_deref(),
+        Some("Queued: waiting for a free slot (at most 3 jobs run at once)")
+    );
+    assert_eq!(
+        (queued.progress_current, queued.progress_total),
+        (None, None)
+    );
+    assert_eq!(registry.counts().processing, 20);
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started_late = registry.status(&ids[3]).unwrap();
+    assert_eq!(started_late.progress_message.as_deref(), Some("running"));
+    assert_eq!(
+        started_late.started_on,
+        registry.status(&ids[0]).unwrap().started_on,
+        "startedOn is submission time"
+    );
+
+    for id in &ids {
+        assert_eq!(
+            registry.wait(id).await.unwrap().job_state,
+            AsynchJobState::Complete
+        );
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 3);
+    assert_eq!(*order.lock().unwrap(), (0..20).collect::<Vec<_>>(), "FIFO");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_job_canceled_ends_at_once_without_running() {
+    let registry = JobRegistry::builder().max_running(1).build();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let blocker = registry
+        .spawn(JobRequest::default(), |_| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, &str>(())
+        })
+        .unwrap();
+    let queued: Vec<_> = (0..3)
+        .map(|_| {
+            let ran = ran.clone();
+            registry
+                .spawn(JobRequest::default(), move |_| async move {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, &str>(())
+                })
+                .unwrap()
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(registry.cancel(&queued[1]), Ok(CancelOutcome::Requested));
+    let canceled = registry.wait(&queued[1]).await.unwrap();
+    assert_eq!(canceled.job_state, AsynchJobState::Failed);
+    assert!(canceled.job_canceling);
+    assert_eq!(canceled.exception.as_deref(), Some(exception::CANCELED));
+    assert_eq!(
+        canceled.error_message.as_deref(),
+        Some("job was canceled while queued, before it started")
+    );
+    assert_eq!(
+        canceled.runtime_ms, 1000,
+        "ended at the cancel, not after the grace"
+    );
+    assert_eq!(
+        registry.status(&blocker).unwrap().job_state,
+        AsynchJobState::Processing
+    );
+
+    registry.wait(&blocker).await.unwrap();
+    for id in [queued[0], queued[2]] {
+        assert_eq!(
+            registry.wait(&id).await.unwrap().job_state,
+            AsynchJobState::Complete
+        );
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 2, "the canceled job never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_limit_holds_under_concurrent_spawns_cancels_and_failures() {
+    let registry = JobRegistry::builder()
+        .max_running(4)
+        .cancel_grace(Duration::from_secs(5))
+        .build();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let spawners: Vec<_> = (0..4)
+        .map(|t| {
+            let (registry, running, most) = (registry.clone(), running.clone(), most.clone());
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..250u64 {
+                    let (running, most) = (running.clone(), most.clone());
+                    let id = registry
+                        .spawn(JobRequest::default(), move |_| async move {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            match i % 3 {
+                                0 => Ok(()),
+                                1 => Err("failed"),
+                                _ => panic!("planned panic"),
+                            }
+                        })
+                        .unwrap();
+                    if (i + t) % 5 == 0 {
+                        registry.cancel(&id).unwrap();
+                    }
+                    ids.push(id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let std_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<&str>() != Some(&"planned panic") {
+            std_hook(info);
+        }
+    }));
+    for s in spawners {
+        for id in s.await.unwrap() {
+            assert!(registry.wait(&id).await.unwrap().is_terminal());
+        }
+    }
+    assert!(
+        most.load(Ordering::SeqCst) <= 4,
+        "{} ran at once",
+        most.load(Ordering::SeqCst)
+    );
+    assert_eq!(registry.counts().processing, 0);
+    // The slots all came back: a new job runs at once.
+    let id = registry
+        .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .unwrap();
+    assert_eq!(
+        registry.wait(&id).await.unwrap().job_state,
+        AsynchJobState::Complete
+    );
+}

@@ -1,0 +1,177 @@
+//! Shutdown refuses new jobs, cancels every job, waits up to the grace, stops the rest, and leaves
+//! every status readable and none PROCESSING.
+
+use std::time::Duration;
+
+use asyncjobs::{exception, AsynchJobState, Error, JobFilter, JobHandle, JobRegistry, JobRequest};
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_waits_then_stops_the_rest() {
+    let registry = JobRegistry::builder()
+        .cancel_grace(Duration::from_secs(3600))
+        .max_running(10)
+        .build();
+    let done = registry
+        .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(1) })
+        .unwrap();
+    registry.wait(&done).await.unwrap();
+    let polite: Vec<_> = (0..5)
+        .map(|_| {
+            registry
+                .spawn(JobRequest::default(), |job: JobHandle| async move {
+                    job.cancelled().await;
+                    tokio::time::sleep(Duration::from_secs(1)).await; // cleanup takes a while
+                    Err::<(), _>("canceled")
+                })
+                .unwrap()
+        })
+        .collect();
+    let stubborn: Vec<_> = (0..5)
+        .map(|_| {
+            registry
+                .spawn(JobRequest::default(), |_| async {
+                    std::future::pending::<()>().await;
+                    Ok::<_, &str>(())
+                })
+                .unwrap()
+        })
+        .collect();
+    let queued = registry
+        .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .unwrap();
+    tokio::task::yield_now().await;
+
+    let summary = registry.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        (
+            summary.running,
+            summary.finished_within_grace,
+            summary.stopped
+        ),
+        (11, 6, 5)
+    );
+    assert!(registry.is_shut_down());
+    assert!(
+        registry
+            .list(&JobFilter::new().state(AsynchJobState::Processing))
+            .is_empty(),
+        "none PROCESSING"
+    );
+    assert_eq!(registry.counts().processing, 0);
+
+    for id in &polite {
+        let s = registry.status(id).unwrap();
+        assert_eq!(
+            (s.job_state, s.job_canceling),
+            (AsynchJobState::Failed, true)
+        );
+        assert_eq!(s.error_message.as_deref(), Some("canceled"));
+    }
+    for id in &stubborn {
+        let s = registry.status(id).unwrap();
+        assert_eq!(s.exception.as_deref(), Some(exception::CANCELED));
+        assert_eq!(
+            s.error_message.as_deref(),
+            Some("job was stopped by the registry's shutdown")
+        );
+        assert_eq!(s.runtime_ms, 5_000);
+    }
+    let s = registry.status(&queued).unwrap();
+    assert_eq!(
+        s.error_message.as_deref(),
+        Some("job was canceled while queued, before it started")
+    );
+    assert_eq!(
+        registry.status(&done).unwrap().job_state,
+        AsynchJobState::Complete,
+        "finished statuses stay readable"
+    );
+
+    let refused = registry.spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) });
+    assert_eq!(refused, Err(Error::ShutDown));
+    assert_eq!(Error::ShutDown.to_string(), "job registry is shut down");
+    let again = registry.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((again.running, again.stopped), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_under_load_with_pollers_leaves_nothing_processing() {
+    let registry = JobRegistry::builder()
+        .cancel_grace(Duration::from_secs(60))
+        .build();
+    let spawner = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0u64.. {
+                let spawned =
+                    registry.spawn(JobRequest::default(), move |job: JobHandle| async move {
+                        loop {
+                            job.set_progress(i, 0, "spinning");
+                            if i % 2 == 0 && job.is_canceling() {
+                                return Err::<(), _>("canceled");
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                    });
+                match spawned {
+                    Ok(id) => ids.push(id),
+                    Err(e) => return (ids, e),
+                }
+                if i % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            unreachable!()
+        })
+    };
+    let poller = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !registry.is_shut_down() {
+                reads += registry.list(&JobFilter::new()).len() as u64;
+                tokio::task::yield_now().await;
+            }
+            reads
+        })
+    };
+    while registry.len() < 2_000 {
+        tokio::task::yield_now().await;
+    }
+    let summary = registry.shutdown(Duration::from_millis(200)).await;
+    let (ids, error) = spawner.await.unwrap();
+    assert_eq!(error, Error::ShutDown);
+    assert!(poller.await.unwrap() > 0);
+    assert!(summary.running >= 2_000);
+    assert_eq!(
+        summary.running,
+        summary.finished_within_grace + summary.stopped
+    );
+    for id in &ids {
+        let s = registry.status(id).unwrap();
+        assert_eq!(s.job_state, AsynchJobState::Failed);
+        assert!(s.job_canceling);
+    }
+    assert_eq!(registry.counts().processing, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_registry_clone_lets_jobs_finish() {
+    let registry = JobRegistry::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    registry
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            tx.send(job.status()).ok();
+            Ok::<_, &str>(())
+        })
+        .unwrap();
+    drop(registry);
+    let seen_by_the_job = rx.await.unwrap();
+    assert_eq!(
+        seen_by_the_job.job_state,
+        AsynchJobState::Processing,
+        "it ran to its end"
+    );
+}
