@@ -42,6 +42,8 @@ struct State {
     /// while queued, which tells the limiter that the job never held a slot.
     queued: bool,
     timed_out: Option<Timeout>,
+    /// Tasks inside [`Job::until`]: with none, a change skips the `Notify` (and its lock).
+    waiters: u32,
     version: u64,
     changed_at: Instant,
     current: Option<u64>,
@@ -122,6 +124,7 @@ impl Job {
                 canceling: false,
                 queued: queued.is_some(),
                 timed_out: None,
+                waiters: 0,
                 version: 1,
                 changed_at: started_at,
                 current: None,
@@ -194,6 +197,7 @@ impl Job {
         st.version += 1;
         st.changed_at = st.changed_at.max(Instant::now());
         let phase = st.phase;
+        let wake = st.waiters > 0;
         drop(st);
         // Tokens take their own locks: fire and release them only after ours is released.
         if let Some(token) = fire {
@@ -203,7 +207,9 @@ impl Job {
         if phase.is_terminal() {
             self.hub.finished(phase);
         }
-        self.changed.notify_waiters();
+        if wake {
+            self.changed.notify_waiters();
+        }
         self.hub.publish(self.id, self.user);
         Applied::Changed
     }
@@ -224,11 +230,6 @@ impl Job {
         self.state.lock().timed_out
     }
 
-    /// The current etag's change counter.
-    pub(crate) fn version(&self) -> u64 {
-        self.state.lock().version
-    }
-
     /// When the status last changed.
     pub(crate) fn changed_at(&self) -> Instant {
         self.state.lock().changed_at
@@ -241,7 +242,24 @@ impl Job {
     }
 
     pub(crate) fn snapshot(&self) -> AsynchronousJobStatus {
+        self.build(self.state.lock())
+    }
+
+    /// A snapshot, or `None` if the job finished at an instant that `expired` says is past its
+    /// retention: one lock for both the check and the copy.
+    pub(crate) fn snapshot_unless(
+        &self,
+        expired: impl FnOnce(Instant) -> bool,
+    ) -> Option<AsynchronousJobStatus> {
         let st = self.state.lock();
+        if st.phase.is_terminal() && expired(st.changed_at) {
+            return None;
+        }
+        Some(self.build(st))
+    }
+
+    /// The status from `st`, copied under the lock and assembled after releasing it.
+    fn build(&self, st: parking_lot::MutexGuard<'_, State>) -> AsynchronousJobStatus {
         let phase = st.phase;
         let canceling = st.canceling;
         let version = st.version;
@@ -286,17 +304,33 @@ impl Job {
         }
     }
 
-    /// Resolves once `done` holds, checked now and after every change.
+    /// Resolves once `done` holds of the state, checked now and after every change.
     ///
     /// Cancel safety: cancel safe; it only waits.
-    pub(crate) async fn until(&self, mut done: impl FnMut(&Job) -> bool) {
+    async fn until(&self, done: impl Fn(&State) -> bool) {
+        /// Counts this task among the waiters while it waits, however it stops waiting.
+        struct Waiting<'a>(&'a Job);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.state.lock().waiters -= 1;
+            }
+        }
+        let mut waiting = None;
         loop {
+            // Made before the check, so a change after the check wakes it: `notify_waiters`
+            // completes every `Notified` made before the call, polled or not.
             let notified = self.changed.notified();
-            tokio::pin!(notified);
-            // Register before checking, so a change between the check and the await still wakes us.
-            notified.as_mut().enable();
-            if done(self) {
-                return;
+            {
+                let mut st = self.state.lock();
+                if done(&st) {
+                    return;
+                }
+                if waiting.is_none() {
+                    // Under the lock that `apply` reads it with: any change after this check sees
+                    // a waiter and notifies.
+                    st.waiters += 1;
+                    waiting = Some(Waiting(self));
+                }
             }
             notified.await;
         }
@@ -304,14 +338,19 @@ impl Job {
 
     /// Resolves with the final status once the job has finished.
     pub(crate) async fn finished(&self) -> AsynchronousJobStatus {
-        self.until(Job::is_finished).await;
+        self.until(|st| st.phase.is_terminal()).await;
         self.snapshot()
     }
 
     /// Resolves with the status as soon as its version differs from `version`.
     pub(crate) async fn changed_from(&self, version: Option<u64>) -> AsynchronousJobStatus {
-        self.until(|job| Some(job.version()) != version).await;
+        self.until(|st| Some(st.version) != version).await;
         self.snapshot()
+    }
+
+    /// Resolves once the job has left the concurrency limit's queue (or finished).
+    pub(crate) async fn dequeued(&self) {
+        self.until(|st| !st.queued || st.phase.is_terminal()).await;
     }
 }
 

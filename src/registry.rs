@@ -265,7 +265,18 @@ impl JobRegistry {
     /// [`Error::UnknownJob`] if no such job is known (never started here, or its finished status
     /// was dropped by retention).
     pub fn status(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
-        Ok(self.find(id)?.snapshot())
+        let job = self.shared.table.get(*id).ok_or(Error::UnknownJob(*id))?;
+        self.snapshot(&job)
+    }
+
+    /// The job's status, unless it is past its retention time: one lock of the job for both.
+    pub(crate) fn snapshot(&self, job: &Job) -> Result<AsynchronousJobStatus, Error> {
+        let retention = &self.shared.retention;
+        job.snapshot_unless(|finished_at| retention.expired(finished_at, Instant::now()))
+            .ok_or_else(|| {
+                self.shared.sweep();
+                Error::UnknownJob(job.id)
+            })
     }
 
     /// Asks the job to cancel: sets `jobCanceling` at once (a new etag) and fires the job's
@@ -463,6 +474,12 @@ impl JobRegistry {
             finished_within_grace,
             stopped: running.len() - finished_within_grace,
         }
+    }
+
+    /// The job, if known, whatever its retention: callers that read its status use
+    /// [`JobRegistry::snapshot`], which checks.
+    pub(crate) fn lookup(&self, id: &JobId) -> Result<Arc<Job>, Error> {
+        self.shared.table.get(*id).ok_or(Error::UnknownJob(*id))
     }
 
     /// The job, if known and not past its retention time.

@@ -8,6 +8,7 @@
 //! Locks: the queue's lock is a leaf.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use tokio::time::{Duration, Instant};
@@ -18,6 +19,12 @@ pub(crate) struct Retention {
     keep_for: Duration,
     keep_at_most: usize,
     finished: Mutex<VecDeque<(Instant, JobId)>>,
+    /// Copies of the queue's length and of its oldest entry's time (in nanoseconds after
+    /// `anchor`), written under the lock, so that [`Retention::pop_due`] can tell "nothing due"
+    /// without taking it: every spawn asks. A stale read only makes a sweep a little early or late.
+    len: AtomicUsize,
+    oldest: AtomicU64,
+    anchor: Instant,
 }
 
 impl Retention {
@@ -26,6 +33,9 @@ impl Retention {
             keep_for,
             keep_at_most,
             finished: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
+            oldest: AtomicU64::new(u64::MAX),
+            anchor: Instant::now(),
         }
     }
 
@@ -37,19 +47,40 @@ impl Retention {
     /// Records that `id` finished at `finished_at` (once per job). Jobs finish in the order of
     /// their finish times up to the lock; a job pushed out of order only expires a little late.
     pub(crate) fn push(&self, id: JobId, finished_at: Instant) {
-        self.finished.lock().push_back((finished_at, id));
+        let mut queue = self.finished.lock();
+        queue.push_back((finished_at, id));
+        self.publish(&queue);
+    }
+
+    fn publish(&self, queue: &VecDeque<(Instant, JobId)>) {
+        self.len.store(queue.len(), Ordering::Relaxed);
+        let oldest = queue.front().map_or(u64::MAX, |&(at, _)| self.nanos(at));
+        self.oldest.store(oldest, Ordering::Relaxed);
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.anchor).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The oldest finished job that is past the count limit or the time limit, taken out of the
     /// queue; the caller drops it from the table.
     pub(crate) fn pop_due(&self, now: Instant) -> Option<JobId> {
+        let len = self.len.load(Ordering::Relaxed);
+        let keep_for = u64::try_from(self.keep_for.as_nanos()).unwrap_or(u64::MAX);
+        if len <= self.keep_at_most
+            && self.nanos(now) < self.oldest.load(Ordering::Relaxed).saturating_add(keep_for)
+        {
+            return None;
+        }
         let mut queue = self.finished.lock();
-        match queue.front() {
+        let due = match queue.front() {
             Some(&(at, id)) if queue.len() > self.keep_at_most || self.expired(at, now) => {
                 queue.pop_front();
                 Some(id)
             }
             _ => None,
-        }
+        };
+        self.publish(&queue);
+        due
     }
 }

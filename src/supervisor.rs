@@ -46,7 +46,7 @@ impl Supervisor {
         if self.job.is_queued() {
             let admitted = tokio::select! {
                 biased;
-                () = self.job.until(|job| !job.is_queued()) => true,
+                () = self.job.dequeued() => !self.job.is_finished(),
                 () = self.token.cancelled() => false,
             };
             if !admitted {

@@ -72,7 +72,10 @@ impl UserView {
     /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
     /// user) started it.
     pub fn status(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
-        Ok(self.find(id)?.snapshot())
+        let job = self.registry.lookup(id)?;
+        let status = self.registry.snapshot(&job)?;
+        self.check(&job)?;
+        Ok(status)
     }
 
     /// Asks one of this user's jobs to cancel, as [`JobRegistry::cancel`].
@@ -143,10 +146,15 @@ impl UserView {
 
     fn find(&self, id: &JobId) -> Result<Arc<Job>, Error> {
         let job = self.registry.find(id)?;
+        self.check(&job)?;
+        Ok(job)
+    }
+
+    fn check(&self, job: &Job) -> Result<(), Error> {
         if job.user == Some(self.user) {
-            Ok(job)
+            Ok(())
         } else {
-            Err(Error::NotYourJob(*id))
+            Err(Error::NotYourJob(job.id))
         }
     }
 }
