@@ -1,39 +1,54 @@
 //! A tour of `asyncjobs` in a few seconds: run with `cargo run --example demo`.
 //!
-//! Five jobs start for one user: two finish, one fails with a chain of causes, one is canceled and
-//! stops by itself, and one ignores its cancel and is stopped once the grace period is over. While
-//! they run, the demo polls their statuses the way an HTTP client would; at the end it prints every
-//! final status as the JSON a Synapse client reads.
+//! Five jobs start for one user, at most three at a time, so two wait in the queue at first. Two
+//! finish, one fails with a chain of causes, one is canceled and stops by itself, and one ignores
+//! its cancel and is stopped once the grace period is over. A dashboard follows them through the
+//! registry's change feed, redrawing only when something changed, rather than polling. At the
+//! end the demo prints every final status as the JSON a Synapse client reads, the registry's
+//! counts, and shuts the registry down.
+//!
+//! `cargo run --example long_poll` shows the other way to wait for change: one client
+//! long-polling one job, as an HTTP endpoint would.
 
+use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
-use asyncjobs::{AsynchronousJobStatus, JobHandle, JobRegistry, JobRequest};
+use asyncjobs::{AsynchronousJobStatus, JobFilter, JobHandle, JobId, JobRegistry, JobRequest};
 use serde_json::{json, Value};
-use tokio::time::sleep;
+use tokio::time::{sleep, Instant};
+
+/// The dashboard redraws at most this often; changes in between are conflated by the feed.
+const FRAME: Duration = Duration::from_millis(300);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    // A short grace so that the job which ignores its cancel is stopped within the demo.
     let registry = JobRegistry::builder()
+        // At most three jobs run at once; later ones wait their turn, in order, and say so.
+        .max_running(3)
+        // A short grace so that the job which ignores its cancel is stopped within the demo.
         .cancel_grace(Duration::from_millis(500))
         .build();
 
     // An API handler acting for a user holds a view like this, never the whole registry.
     let alice = registry.as_user(3_350_396);
 
+    // Opened before the jobs start, so that it misses none of their changes.
+    let mut feed = alice.watch_all();
+
     let export = alice.spawn(request("org.example.CsvExportRequest"), export_rows)?;
     let query = alice.spawn(request("org.example.QueryRequest"), run_query)?;
+    let reindex = alice.spawn(request("org.example.ReindexRequest"), reindex_forever)?;
+    // The limit is reached: these two are queued until a slot frees up.
     let copy = alice.spawn(request("org.example.FileCopyRequest"), copy_files)?;
     let import = alice.spawn(request("org.example.ImportRequest"), import_members)?;
-    let reindex = alice.spawn(request("org.example.ReindexRequest"), reindex_forever)?;
     let jobs = [
         ("export", export),
         ("query", query),
+        ("reindex", reindex),
         ("copy", copy),
         ("import", import),
-        ("reindex", reindex),
     ];
 
     // Another user is refused, as Synapse answers 403.
@@ -41,15 +56,51 @@ async fn main() -> Result<(), Box<dyn Error>> {
         println!("user 42 asks for alice's export: {refused}\n");
     }
 
-    for tick in 1..=5 {
-        sleep(Duration::from_millis(300)).await;
-        println!("after {:.1}s", f64::from(tick) * 0.3);
-        for (name, id) in &jobs {
-            println!("  {}", progress_line(name, &alice.status(id)?));
+    // Meanwhile alice changes her mind about two jobs; in a service, another request handler
+    // would do this while the dashboard runs.
+    let canceler = alice.clone();
+    tokio::spawn(async move {
+        sleep(Duration::from_millis(750)).await;
+        for (name, id) in [("copy", copy), ("reindex", reindex)] {
+            match canceler.cancel(&id) {
+                Ok(outcome) => println!("cancel {name}: {outcome:?}\n"),
+                Err(error) => eprintln!("cancel {name}: {error}"),
+            }
         }
-        if tick == 2 {
-            for (name, id) in [("copy", copy), ("reindex", reindex)] {
-                println!("cancel {name}: {:?}", alice.cancel(&id)?);
+    });
+
+    // The dashboard starts from a list of the present (the feed only reports changes), then
+    // keeps up from the feed. It shows the latest status it has of each job.
+    let mut board: HashMap<JobId, AsynchronousJobStatus> = alice
+        .list(&JobFilter::new())
+        .into_iter()
+        .map(|status| (status.job_id, status))
+        .collect();
+    let start = Instant::now();
+    let mut changed = Vec::new();
+    println!("alice's jobs, redrawn on news from the feed (* = changed since the last frame)");
+    loop {
+        print_frame(start.elapsed(), &jobs, &board, &changed);
+        if board.values().all(AsynchronousJobStatus::is_terminal) {
+            break;
+        }
+        // A slow reader on purpose: however often a job reports progress meanwhile, the feed
+        // holds it once, at its latest, so the dashboard never falls behind.
+        sleep(FRAME).await;
+        changed.clear();
+        // Waits for the next change (no polling), then takes the others already pending.
+        let Some(first) = feed.next().await else {
+            break; // the feed ends only after a shutdown
+        };
+        let mut news = vec![first];
+        while feed.pending() > 0 {
+            news.extend(feed.next().await);
+        }
+        for status in news {
+            // A job listed above may come from the feed too: an etag already shown is no news.
+            if board.get(&status.job_id).map(|shown| &shown.etag) != Some(&status.etag) {
+                changed.push(status.job_id);
+                board.insert(status.job_id, status);
             }
         }
     }
@@ -62,11 +113,61 @@ async fn main() -> Result<(), Box<dyn Error>> {
         );
         println!("{}", serde_json::to_string_pretty(&status)?);
     }
+
+    // Shutting down, as a service does when told to stop: two more jobs are running then.
+    let late_export = alice.spawn(request("org.example.CsvExportRequest"), export_rows)?;
+    let late_reindex = alice.spawn(request("org.example.ReindexRequest"), reindex_forever)?;
+    sleep(Duration::from_millis(200)).await;
+
+    // Cheap enough for a dashboard to poll: no job is read, only three counters.
+    let counts = registry.counts();
+    println!(
+        "\ncounts: {} processing, {} complete, {} failed",
+        counts.processing, counts.complete, counts.failed
+    );
+
+    // Every job is canceled and gets the grace to stop by itself; the rest are stopped. The
+    // grace is shorter than the cancel grace, so the shutdown itself stops the late reindex.
+    let summary = registry.shutdown(Duration::from_millis(300)).await;
+    println!(
+        "shutdown: running {}, finished within the grace {}, stopped {}",
+        summary.running, summary.finished_within_grace, summary.stopped
+    );
+    for (name, id) in [("late export", late_export), ("late reindex", late_reindex)] {
+        // Statuses stay readable after a shutdown.
+        let status = alice.status(&id)?;
+        println!(
+            "  {name}: {}, {}",
+            status.job_state,
+            status.error_message.as_deref().unwrap_or("")
+        );
+    }
+    if let Err(refused) = alice.spawn(request("org.example.QueryRequest"), run_query) {
+        println!("a job started after the shutdown: {refused}");
+    }
     Ok(())
 }
 
 fn request(concrete_type: &str) -> JobRequest {
     JobRequest::new(json!({ "concreteType": concrete_type }))
+}
+
+/// One redraw of the dashboard; a `*` marks the jobs that changed since the last one.
+fn print_frame(
+    elapsed: Duration,
+    jobs: &[(&str, JobId)],
+    board: &HashMap<JobId, AsynchronousJobStatus>,
+    changed: &[JobId],
+) {
+    let mut frame = format!("after {:.1}s", elapsed.as_secs_f64());
+    for (name, id) in jobs {
+        if let Some(status) = board.get(id) {
+            let mark = if changed.contains(id) { '*' } else { ' ' };
+            frame.push_str(&format!("\n {mark} {}", progress_line(name, status)));
+        }
+    }
+    // One `println!` per frame, so that lines printed by other tasks never split it.
+    println!("{frame}");
 }
 
 /// A dashboard row. The etag is shown because a poller that sees it unchanged has missed nothing.
@@ -88,9 +189,15 @@ fn progress_line(name: &str, status: &AsynchronousJobStatus) -> String {
     )
 }
 
+/// Checks for a cancel once per row, so it stops within one row's time when asked.
 async fn export_rows(job: JobHandle) -> Result<Value, std::io::Error> {
     let rows = 40;
     for row in 0..rows {
+        if job.is_canceling() {
+            return Err(std::io::Error::other(format!(
+                "export canceled after {row} of {rows} rows"
+            )));
+        }
         job.set_progress(row, rows, format!("exported {row} of {rows} rows"));
         sleep(Duration::from_millis(50)).await;
     }
@@ -110,8 +217,8 @@ async fn run_query(job: JobHandle) -> Result<Value, std::io::Error> {
     Ok(json!({ "concreteType": "org.example.QueryResponse", "count": 1234 }))
 }
 
-/// Stops cleanly when asked: the status then shows FAILED with `jobCanceling` set and this job's
-/// own error, rather than the registry's forced stop.
+/// Stops cleanly when asked, even in the middle of a wait: the status then shows FAILED with
+/// `jobCanceling` set and this job's own error, rather than the registry's forced stop.
 async fn copy_files(job: JobHandle) -> Result<Value, std::io::Error> {
     let files = 20;
     for file in 0..files {

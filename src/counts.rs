@@ -27,3 +27,14 @@ impl JobCounts {
         self.processing + self.complete + self.failed
     }
 }
+
+impl std::fmt::Display for JobCounts {
+    /// E.g. `3 processing, 120 complete, 2 failed`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} processing, {} complete, {} failed",
+            self.processing, self.complete, self.failed
+        )
+    }
+}

@@ -8,15 +8,16 @@ use crate::{AsynchronousJobStatus, JobRegistry};
 /// Follows the changes of every job in a registry (or, from a [`UserView`](crate::UserView), of
 /// one user's jobs), from [`JobRegistry::watch_all`].
 ///
-/// Each [`next`](StatusFeed::next) returns the latest status of a job that changed since the feed
-/// last returned it. A slow reader is never sent a backlog: however often a job changed while the
+/// Each [`next`](StatusFeed::next) returns the latest status of a job that started or changed
+/// since the feed last returned it, and never the same status twice. A slow reader is never sent a backlog: however often a job changed while the
 /// feed was not read, it is pending once and read at its latest (conflation), so the feed holds at
 /// most one entry per job, and a job dropped by retention leaves the feed too. Jobs are returned
 /// in the order of their first unread change. Publishing to a feed never waits for its reader, so
 /// no feed slows a job's `set_progress`.
 ///
-/// A feed starts empty: it sees changes from its creation on. To start from the present, open
-/// the feed first and then [`list`](JobRegistry::list); a job may then show up in both.
+/// A feed starts empty: it sees jobs started and changed from its creation on. To start from the
+/// present, open the feed first and then [`list`](JobRegistry::list); a job may then show up in
+/// both.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -30,7 +31,7 @@ use crate::{AsynchronousJobStatus, JobRegistry};
 ///     Ok::<_, std::io::Error>(())
 /// })?;
 /// registry.wait(&id).await?;
-/// // Two changes (progress, then complete) while nobody read: one entry, at its latest.
+/// // A start and two changes (progress, then complete) while nobody read: one entry, at its latest.
 /// let status = feed.next().await.expect("the registry is running");
 /// assert!(status.is_terminal());
 /// # Ok(())
@@ -59,8 +60,13 @@ impl StatusFeed {
         loop {
             let notified = self.queue.notify.notified();
             while let Some(id) = self.queue.pop() {
-                if let Ok(job) = self.registry.find(&id) {
-                    return Some(job.snapshot());
+                if let Ok(job) = self.registry.lookup(&id) {
+                    if let Ok(status) = self.registry.snapshot(&job) {
+                        if let Some(version) = status.etag.version() {
+                            self.queue.delivered(id, version);
+                        }
+                        return Some(status);
+                    }
                 }
             }
             if self.registry.is_shut_down() && self.registry.counts().processing == 0 {

@@ -11,13 +11,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use chrono::{DateTime, SubsecRound, Utc};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::{AsynchJobState, JobCounts, JobId};
 
-#[derive(Default)]
 pub(crate) struct Hub {
+    /// The wall-clock time at one instant of the monotonic clock: every time in a status is
+    /// derived from the monotonic clock through it, so change times never go backwards even if
+    /// the system clock is stepped, and a spawn reads one clock, not two.
+    wall_anchor: DateTime<Utc>,
+    anchor: Instant,
     processing: AtomicUsize,
     complete: AtomicUsize,
     failed: AtomicUsize,
@@ -36,11 +42,38 @@ pub(crate) struct FeedQueue {
 #[derive(Default)]
 struct Pending {
     next_seq: u64,
-    order: BTreeMap<u64, JobId>,
+    /// Unread jobs by the order of their first unread change, with the newest version published.
+    order: BTreeMap<u64, (JobId, u64)>,
     index: HashMap<JobId, u64>,
+    /// The version of the status last returned for each job. A change is published just after it
+    /// is made, so a reader can return a status before its own publication arrives; that
+    /// publication must then not return the same status again. Entries leave with their job.
+    delivered: HashMap<JobId, u64>,
 }
 
 impl Hub {
+    pub(crate) fn new() -> Self {
+        Hub {
+            wall_anchor: Utc::now(),
+            anchor: Instant::now(),
+            processing: AtomicUsize::new(0),
+            complete: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            feeds_open: AtomicUsize::new(0),
+            feeds: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The wall-clock time of a monotonic instant, to the millisecond (as on the wire).
+    pub(crate) fn wall_time(&self, at: Instant) -> DateTime<Utc> {
+        let since = chrono::Duration::from_std(at.saturating_duration_since(self.anchor))
+            .unwrap_or(chrono::Duration::MAX);
+        self.wall_anchor
+            .checked_add_signed(since)
+            .unwrap_or(self.wall_anchor)
+            .trunc_subsecs(3)
+    }
+
     pub(crate) fn started(&self) {
         self.processing.fetch_add(1, Ordering::Relaxed);
     }
@@ -76,13 +109,14 @@ impl Hub {
         }
     }
 
-    pub(crate) fn publish(&self, id: JobId, user: Option<u64>) {
+    /// Tells the feeds that the job's status is now at `version` (a start or a change).
+    pub(crate) fn publish(&self, id: JobId, user: Option<u64>, version: u64) {
         if self.feeds_open.load(Ordering::Acquire) == 0 {
             return;
         }
         for feed in self.feeds.read().iter() {
             let wanted = feed.user.is_none() || feed.user == user;
-            if wanted && feed.pending.lock().push(id) {
+            if wanted && feed.pending.lock().push(id, version) {
                 feed.notify.notify_one();
             }
         }
@@ -119,33 +153,51 @@ impl FeedQueue {
         self.pending.lock().pop()
     }
 
+    /// Records that the feed returned the job's status at `version`.
+    pub(crate) fn delivered(&self, id: JobId, version: u64) {
+        let mut pending = self.pending.lock();
+        let last = pending.delivered.entry(id).or_default();
+        *last = (*last).max(version);
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.pending.lock().index.len()
     }
 }
 
 impl Pending {
-    /// Whether the job was not pending yet.
-    fn push(&mut self, id: JobId) -> bool {
-        if self.index.contains_key(&id) {
+    /// Whether the job was not pending yet (the reader needs waking).
+    fn push(&mut self, id: JobId, version: u64) -> bool {
+        if self.delivered.get(&id).is_some_and(|&last| last >= version) {
+            return false;
+        }
+        if let Some(seq) = self.index.get(&id) {
+            if let Some(entry) = self.order.get_mut(seq) {
+                entry.1 = entry.1.max(version);
+            }
             return false;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.order.insert(seq, id);
+        self.order.insert(seq, (id, version));
         self.index.insert(id, seq);
         true
     }
 
     fn pop(&mut self) -> Option<JobId> {
-        let (_, id) = self.order.pop_first()?;
-        self.index.remove(&id);
-        Some(id)
+        while let Some((_, (id, version))) = self.order.pop_first() {
+            self.index.remove(&id);
+            if !self.delivered.get(&id).is_some_and(|&last| last >= version) {
+                return Some(id);
+            }
+        }
+        None
     }
 
     fn remove(&mut self, id: JobId) {
         if let Some(seq) = self.index.remove(&id) {
             self.order.remove(&seq);
         }
+        self.delivered.remove(&id);
     }
 }

@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -28,7 +27,6 @@ pub(crate) struct Job {
     pub(crate) user: Option<u64>,
     pub(crate) request: Option<Arc<Value>>,
     pub(crate) cacheable: bool,
-    started_on: DateTime<Utc>,
     started_at: Instant,
     hub: Arc<Hub>,
     state: Mutex<State>,
@@ -116,7 +114,6 @@ impl Job {
             user: request.user,
             request: request.body,
             cacheable: request.cacheable,
-            started_on: Utc::now(),
             started_at,
             hub,
             state: Mutex::new(State {
@@ -175,7 +172,8 @@ impl Job {
                 fire = st.token.take();
             }
             Change::Dequeued => {
-                if !st.queued {
+                // A job canceled while queued does not take a slot: its supervisor ends it.
+                if !st.queued || st.canceling {
                     return Applied::Unchanged;
                 }
                 st.queued = false;
@@ -197,6 +195,7 @@ impl Job {
         st.version += 1;
         st.changed_at = st.changed_at.max(Instant::now());
         let phase = st.phase;
+        let version = st.version;
         let wake = st.waiters > 0;
         drop(st);
         // Tokens take their own locks: fire and release them only after ours is released.
@@ -210,7 +209,7 @@ impl Job {
         if wake {
             self.changed.notify_waiters();
         }
-        self.hub.publish(self.id, self.user);
+        self.hub.publish(self.id, self.user, version);
         Applied::Changed
     }
 
@@ -224,6 +223,10 @@ impl Job {
 
     pub(crate) fn is_queued(&self) -> bool {
         self.state.lock().queued
+    }
+
+    pub(crate) fn is_canceling(&self) -> bool {
+        self.state.lock().canceling
     }
 
     pub(crate) fn timed_out(&self) -> Option<Timeout> {
@@ -289,8 +292,8 @@ impl Job {
             job_state: phase,
             job_canceling: canceling,
             etag: Etag::from_version(version),
-            started_on: self.started_on.trunc_subsecs(3),
-            changed_on: wall_time(self.started_on, since_start(changed_at)),
+            started_on: self.hub.wall_time(self.started_at),
+            changed_on: self.hub.wall_time(changed_at),
             started_by_user_id: self.user,
             progress_current: current,
             progress_total: total,
@@ -352,16 +355,6 @@ impl Job {
     pub(crate) async fn dequeued(&self) {
         self.until(|st| !st.queued || st.phase.is_terminal()).await;
     }
-}
-
-/// Wall-clock time `elapsed` after `start`, to the millisecond. Derived from the monotonic clock,
-/// so change times never go backwards even if the system clock does.
-fn wall_time(start: DateTime<Utc>, elapsed: Duration) -> DateTime<Utc> {
-    let elapsed = chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX);
-    start
-        .checked_add_signed(elapsed)
-        .unwrap_or(start)
-        .trunc_subsecs(3)
 }
 
 impl std::fmt::Debug for Job {

@@ -36,10 +36,10 @@ impl Limiter {
     }
 
     pub(crate) fn queued_message(&self) -> String {
-        format!(
-            "Queued: waiting for a free slot (at most {} jobs run at once)",
-            self.max
-        )
+        match self.max {
+            1 => "Queued: waiting for a free slot (1 job runs at a time)".to_owned(),
+            max => format!("Queued: waiting for a free slot (at most {max} jobs run at once)"),
+        }
     }
 
     /// Takes a slot if one is free and nobody is queued for it.
@@ -60,7 +60,9 @@ impl Limiter {
         if st.running < self.max && st.queue.is_empty() {
             st.running += 1;
             drop(st);
-            job.apply(Change::Dequeued);
+            if job.apply(Change::Dequeued) != Applied::Changed {
+                self.release();
+            }
         } else {
             st.queue.push_back(job.clone());
         }
@@ -79,7 +81,7 @@ impl Limiter {
                     }
                 }
             };
-            // A job that ended while queued (canceled) gives up its turn.
+            // A job that was canceled while queued gives up its turn.
             if next.apply(Change::Dequeued) == Applied::Changed {
                 return;
             }

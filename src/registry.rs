@@ -149,7 +149,7 @@ impl JobRegistry {
             shared: Arc::new(Shared {
                 table: Table::new(cores * 4),
                 retention: Retention::new(config.keep_finished_for, config.keep_finished_at_most),
-                hub: Arc::default(),
+                hub: Arc::new(Hub::new()),
                 limiter: config.max_running.map(|max| Limiter::new(max.max(1))),
                 cache: RequestCache::default(),
                 next_id: AtomicU64::new(config.first_job_id),
@@ -205,6 +205,7 @@ impl JobRegistry {
                     j.user == request.user
                         && j.request == request.body
                         && j.phase() != crate::AsynchJobState::Failed
+                        && !(j.phase() == crate::AsynchJobState::Processing && j.is_canceling())
                         && j.finished_at()
                             .is_none_or(|at| !shared.retention.expired(at, now))
                 })
@@ -230,6 +231,7 @@ impl JobRegistry {
             queued_message.as_deref(),
         ));
         shared.table.insert(entry.clone());
+        shared.hub.publish(id, entry.user, 1);
         if let Some((mut entries, key)) = cache {
             entries.entry(key).or_default().push(entry.clone());
         }
@@ -370,6 +372,7 @@ impl JobRegistry {
     /// once (with its state at the moment it was read, which decides whether a state filter
     /// keeps it); a job started or dropped during the call may or may not be.
     pub fn list(&self, filter: &JobFilter) -> Vec<AsynchronousJobStatus> {
+        self.shared.sweep();
         let now = Instant::now();
         let retention = &self.shared.retention;
         let mut jobs = self
@@ -389,6 +392,8 @@ impl JobRegistry {
 
     /// How many jobs are in each state: cheap enough to poll often; see [`JobCounts`].
     pub fn counts(&self) -> JobCounts {
+        // So that statuses past their retention time are not counted, even in an idle registry.
+        self.shared.sweep();
         self.shared.hub.counts()
     }
 

@@ -14,3 +14,14 @@ pub struct ShutdownSummary {
     /// Of those, jobs that were stopped after the grace period and ended FAILED.
     pub stopped: usize,
 }
+
+impl std::fmt::Display for ShutdownSummary {
+    /// E.g. `12 running: 10 finished within the grace, 2 stopped`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} running: {} finished within the grace, {} stopped",
+            self.running, self.finished_within_grace, self.stopped
+        )
+    }
+}

@@ -44,10 +44,12 @@ impl Supervisor {
         E: Into<Box<dyn StdError + Send + Sync>>,
     {
         if self.job.is_queued() {
+            // The token first: a job canceled before its first poll never runs, even if a slot
+            // reached it meanwhile (the slot is released when it ends).
             let admitted = tokio::select! {
                 biased;
-                () = self.job.dequeued() => !self.job.is_finished(),
                 () = self.token.cancelled() => false,
+                () = self.job.dequeued() => !self.job.is_finished(),
             };
             if !admitted {
                 // Dropped unpolled: a queued job never runs.

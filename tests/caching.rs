@@ -133,3 +133,14 @@ async fn equal_requests_at_once_start_one_job() {
     registry.wait(&ids[0]).await.unwrap();
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_being_canceled_is_not_reused() {
+    let registry = JobRegistry::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let body = json!({"concreteType": "q.Query", "sql": "select 3"});
+    let first = counting(&registry, query(7, body.clone()), &runs, false);
+    registry.cancel(&first).unwrap();
+    let second = counting(&registry, query(7, body), &runs, false);
+    assert_ne!(second, first, "a canceling job will not give the answer");
+}

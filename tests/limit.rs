@@ -176,3 +176,42 @@ async fn the_limit_holds_under_concurrent_spawns_cancels_and_failures() {
         AsynchJobState::Complete
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_job_canceled_before_it_is_polled_never_runs_even_when_a_slot_frees() {
+    let registry = JobRegistry::builder().max_running(1).build();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let spawn = |ran: Arc<AtomicUsize>| {
+        registry
+            .spawn(JobRequest::default(), move |job: JobHandle| async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                job.cancelled().await;
+                Err::<(), _>("canceled")
+            })
+            .unwrap()
+    };
+    let a = spawn(ran.clone());
+    let b = spawn(ran.clone());
+    // Neither task has run yet: cancel the running one, then the queued one.
+    registry.cancel(&a).unwrap();
+    registry.cancel(&b).unwrap();
+    for id in [a, b] {
+        assert_eq!(
+            registry.wait(&id).await.unwrap().job_state,
+            AsynchJobState::Failed
+        );
+    }
+    assert_eq!(
+        registry.status(&b).unwrap().error_message.as_deref(),
+        Some("job was canceled while queued, before it started")
+    );
+    assert!(ran.load(Ordering::SeqCst) <= 1, "the queued job never ran");
+    // Both slots accounted for: the next job runs at once.
+    let c = registry
+        .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .unwrap();
+    assert_eq!(
+        registry.wait(&c).await.unwrap().job_state,
+        AsynchJobState::Complete
+    );
+}

@@ -121,7 +121,9 @@ async fn a_feed_conflates_changes_per_job_and_stays_bounded() {
     let mut feed = registry.watch_all();
     let (a, job_a, finish_a) = controlled(&registry, JobRequest::default());
     let (b, job_b, finish_b) = controlled(&registry, JobRequest::default());
-    assert_eq!(feed.pending(), 0, "starting a job is not a change");
+    assert_eq!(feed.pending(), 2, "a feed reports jobs as they start");
+    assert_eq!(feed.next().await.unwrap().etag, "1");
+    assert_eq!(feed.next().await.unwrap().etag, "1");
 
     for i in 0..10_000 {
         job_a.set_progress(i, 10_000, "a");
@@ -184,7 +186,9 @@ async fn a_users_feed_sees_only_that_users_jobs() {
     bob_job.set_progress(1, 2, "bob");
     alice_job.set_progress(1, 2, "alice");
     assert_eq!(alices.pending(), 1);
-    assert_eq!(alices.next().await.unwrap().job_id, alice_id);
+    let seen = alices.next().await.unwrap();
+    assert_eq!((seen.job_id, seen.progress_current), (alice_id, Some(1)));
+    assert_eq!(alices.pending(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -284,4 +288,43 @@ async fn counts_follow_retention() {
         registry.counts().processing + registry.counts().complete + registry.counts().failed,
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_feed_never_returns_the_same_status_twice() {
+    let registry = JobRegistry::new();
+    let mut feed = registry.watch_all();
+    let ids: Vec<_> = (0..200u64)
+        .map(|i| {
+            registry
+                .spawn(JobRequest::default(), move |job: JobHandle| async move {
+                    for step in 0..(i % 5) {
+                        job.set_progress(step, 5, "step");
+                        tokio::task::yield_now().await;
+                    }
+                    Ok::<_, &str>(i)
+                })
+                .unwrap()
+        })
+        .collect();
+    let mut seen: std::collections::HashMap<JobId, Vec<u64>> = std::collections::HashMap::new();
+    let mut finished = 0;
+    while finished < ids.len() {
+        let s = tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .expect("a change arrives")
+            .unwrap();
+        let version: u64 = s.etag.to_string().parse().unwrap();
+        let versions = seen.entry(s.job_id).or_default();
+        assert!(
+            versions.last().is_none_or(|&last| version > last),
+            "job {}: {version} after {versions:?}",
+            s.job_id
+        );
+        versions.push(version);
+        if s.is_terminal() {
+            finished += 1;
+        }
+    }
+    assert_eq!(seen.len(), ids.len());
 }
