@@ -19,6 +19,9 @@ pub const DEFAULT_KEEP_FINISHED_FOR: Duration = Duration::from_secs(60 * 60);
 /// megabytes besides their bodies.
 pub const DEFAULT_KEEP_FINISHED_AT_MOST: usize = 10_000;
 
+/// The highest first id: above it, ids could run out (wrap) within a registry's life.
+const MAX_FIRST_JOB_ID: u64 = u64::MAX / 2;
+
 /// Builds a [`JobRegistry`] with options; [`JobRegistry::new`] is the same with every default.
 ///
 /// ```
@@ -127,9 +130,10 @@ impl JobRegistryBuilder {
     /// Defaults to: the number of milliseconds since the Unix epoch at `build`, times 1000
     /// (e.g. `1764379461000000`), so ids do not repeat across restarts of the process as long as
     /// it starts fewer than 1000 jobs per millisecond on average. A client polling an id from
-    /// before a restart then gets "unknown job", never another job's status.
+    /// before a restart then gets "unknown job", never another job's status. Values above
+    /// `u64::MAX / 2` are taken as `u64::MAX / 2`, so ids never run out.
     pub fn first_job_id(mut self, id: u64) -> Self {
-        self.first_job_id = Some(id);
+        self.first_job_id = Some(id.min(MAX_FIRST_JOB_ID));
         self
     }
 

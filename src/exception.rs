@@ -16,7 +16,9 @@ pub const CANCELED: &str = "asyncjobs::JobCanceled";
 /// The job returned `Ok`, but its result could not be serialized to JSON.
 pub const RESPONSE_NOT_SERIALIZABLE: &str = "asyncjobs::ResponseNotSerializable";
 
-/// The job's task was dropped before it finished, without being canceled: its runtime shut down.
+/// The job's task was dropped before it finished, without being canceled (its runtime shut
+/// down), or the job had to be stopped because its runtime has no timer (built without the time
+/// driver), which the cancel grace and time limits need.
 pub const ABORTED: &str = "asyncjobs::JobAborted";
 
 /// The job broke a time limit of its request ([`JobRequest::time_limit`] or

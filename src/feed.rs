@@ -11,7 +11,9 @@ use crate::{AsynchronousJobStatus, JobRegistry};
 /// Each [`next`](StatusFeed::next) returns the latest status of a job that started or changed
 /// since the feed last returned it, and never the same status twice. A slow reader is never sent a backlog: however often a job changed while the
 /// feed was not read, it is pending once and read at its latest (conflation), so the feed holds at
-/// most one entry per job, and a job dropped by retention leaves the feed too. Jobs are returned
+/// most one entry per job, and a job dropped by retention leaves the feed too: a reader slower than
+/// the retention limits can miss a job's final status, which the job's id then no longer finds
+/// either. Jobs are returned
 /// in the order of their first unread change. Publishing to a feed never waits for its reader, so
 /// no feed slows a job's `set_progress`.
 ///
@@ -59,21 +61,37 @@ impl StatusFeed {
     pub async fn next(&mut self) -> Option<AsynchronousJobStatus> {
         loop {
             let notified = self.queue.notify.notified();
-            while let Some(id) = self.queue.pop() {
-                if let Ok(job) = self.registry.lookup(&id) {
-                    if let Ok(status) = self.registry.snapshot(&job) {
-                        if let Some(version) = status.etag.version() {
-                            self.queue.delivered(id, version);
-                        }
-                        return Some(status);
-                    }
-                }
+            if let Some(status) = self.pop() {
+                return Some(status);
             }
             if self.registry.is_shut_down() && self.registry.counts().processing == 0 {
-                return None;
+                // Every job published its final status before it stopped counting as
+                // PROCESSING: read what arrived since the queue was last seen empty.
+                return self.pop();
             }
             notified.await;
         }
+    }
+
+    fn pop(&self) -> Option<AsynchronousJobStatus> {
+        while let Some(id) = self.queue.pop() {
+            let Ok(job) = self.registry.lookup(&id) else {
+                continue;
+            };
+            let Ok(status) = self.registry.snapshot(&job) else {
+                continue;
+            };
+            if let Some(version) = status.etag.version() {
+                self.queue.delivered(id, version);
+                // Dropped by retention meanwhile: its eviction may have cleaned up before the
+                // line above, so clean up again.
+                if self.registry.lookup(&id).is_err() {
+                    self.queue.forget(id);
+                }
+            }
+            return Some(status);
+        }
+        None
     }
 
     /// How many jobs have changes not read yet.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::job::{Applied, Change, Job};
-use crate::{AsynchronousJobStatus, JobId};
+use crate::text::truncate_chars;
+use crate::{AsynchronousJobStatus, JobId, MAX_MESSAGE_CHARS};
 
 /// A job's own handle, given to the closure passed to [`JobRegistry::spawn`]: the job reports
 /// progress and sees cancellation through it.
@@ -65,7 +66,8 @@ impl JobHandle {
     /// changes nothing: neither the etag nor `changedOn` moves, and nothing is allocated. After
     /// the job has finished this does nothing and returns `false`.
     pub fn set_progress(&self, current: u64, total: u64, message: impl AsRef<str>) -> bool {
-        let message = message.as_ref();
+        // Cut before taking the job's lock, to keep it short.
+        let message = truncate_chars(message.as_ref(), MAX_MESSAGE_CHARS);
         self.job.apply(Change::Progress {
             current,
             total,
@@ -90,10 +92,11 @@ impl JobHandle {
         self.token.cancelled()
     }
 
-    /// The job's cancellation token, a child of the registry's root token, for handing to code
-    /// that takes one (e.g. to cancel a sub-task along with the job).
-    pub fn cancellation_token(&self) -> &CancellationToken {
-        &self.token
+    /// A new child of the job's cancellation token, for handing to code that takes one (e.g. to
+    /// cancel a sub-task along with the job). It fires when the job is asked to cancel; canceling
+    /// it cancels only what it was handed to, not the job.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.token.child_token()
     }
 
     /// A snapshot of this job's status.

@@ -11,19 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::{AsynchJobState, JobCounts, JobId};
 
 pub(crate) struct Hub {
-    /// The wall-clock time at one instant of the monotonic clock: every time in a status is
-    /// derived from the monotonic clock through it, so change times never go backwards even if
-    /// the system clock is stepped, and a spawn reads one clock, not two.
-    wall_anchor: DateTime<Utc>,
-    anchor: Instant,
     processing: AtomicUsize,
     complete: AtomicUsize,
     failed: AtomicUsize,
@@ -54,8 +47,6 @@ struct Pending {
 impl Hub {
     pub(crate) fn new() -> Self {
         Hub {
-            wall_anchor: Utc::now(),
-            anchor: Instant::now(),
             processing: AtomicUsize::new(0),
             complete: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
@@ -64,23 +55,13 @@ impl Hub {
         }
     }
 
-    /// The wall-clock time of a monotonic instant, to the millisecond (as on the wire).
-    pub(crate) fn wall_time(&self, at: Instant) -> DateTime<Utc> {
-        let since = chrono::Duration::from_std(at.saturating_duration_since(self.anchor))
-            .unwrap_or(chrono::Duration::MAX);
-        self.wall_anchor
-            .checked_add_signed(since)
-            .unwrap_or(self.wall_anchor)
-            .trunc_subsecs(3)
-    }
-
     pub(crate) fn started(&self) {
         self.processing.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn finished(&self, state: AsynchJobState) {
         self.counter(state).fetch_add(1, Ordering::Relaxed);
-        self.processing.fetch_sub(1, Ordering::Relaxed);
+        self.processing.fetch_sub(1, Ordering::Release);
     }
 
     /// A finished job's status was dropped by retention.
@@ -103,7 +84,7 @@ impl Hub {
 
     pub(crate) fn counts(&self) -> JobCounts {
         JobCounts {
-            processing: self.processing.load(Ordering::Relaxed),
+            processing: self.processing.load(Ordering::Acquire),
             complete: self.complete.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
         }
@@ -151,6 +132,11 @@ impl Hub {
 impl FeedQueue {
     pub(crate) fn pop(&self) -> Option<JobId> {
         self.pending.lock().pop()
+    }
+
+    /// Forgets what the feed returned of a job that is gone from the registry.
+    pub(crate) fn forget(&self, id: JobId) {
+        self.pending.lock().remove(id);
     }
 
     /// Records that the feed returned the job's status at `version`.

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, SubsecRound, Utc};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -19,14 +20,17 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
-use crate::text::truncate_chars;
-use crate::{AsynchJobState, AsynchronousJobStatus, Etag, JobId, JobRequest, MAX_MESSAGE_CHARS};
+use crate::{AsynchJobState, AsynchronousJobStatus, Etag, JobId, JobRequest};
 
 pub(crate) struct Job {
     pub(crate) id: JobId,
     pub(crate) user: Option<u64>,
     pub(crate) request: Option<Arc<Value>>,
     pub(crate) cacheable: bool,
+    /// The wall-clock time of the spawn; every later time of the job is this plus monotonic time
+    /// elapsed since `started_at`, so a job's times never go backwards even if the system clock
+    /// is stepped, and drift between the two clocks is bounded by one job's life.
+    started_on: DateTime<Utc>,
     started_at: Instant,
     hub: Arc<Hub>,
     state: Mutex<State>,
@@ -71,7 +75,8 @@ pub(crate) enum Timeout {
     Stall(Duration),
 }
 
-/// Every kind of change a job's status can undergo.
+/// Every kind of change a job's status can undergo. A progress message is already cut to
+/// [`MAX_MESSAGE_CHARS`](crate::MAX_MESSAGE_CHARS).
 pub(crate) enum Change<'a> {
     Progress {
         current: u64,
@@ -105,7 +110,7 @@ impl Job {
         request: JobRequest,
         token: CancellationToken,
         hub: Arc<Hub>,
-        queued: Option<&str>,
+        queued: Option<Arc<str>>,
     ) -> Self {
         let started_at = Instant::now();
         hub.started();
@@ -114,6 +119,7 @@ impl Job {
             user: request.user,
             request: request.body,
             cacheable: request.cacheable,
+            started_on: Utc::now(),
             started_at,
             hub,
             state: Mutex::new(State {
@@ -126,7 +132,7 @@ impl Job {
                 changed_at: started_at,
                 current: None,
                 total: None,
-                message: queued.map(Arc::from),
+                message: queued,
                 failure: None,
                 response: None,
                 token: Some(token),
@@ -150,7 +156,6 @@ impl Job {
                 total,
                 message,
             } => {
-                let message = truncate_chars(message, MAX_MESSAGE_CHARS);
                 let same_message = st.message.as_deref() == Some(message);
                 if same_message && st.current == Some(current) && st.total == Some(total) {
                     return Applied::Unchanged;
@@ -177,7 +182,10 @@ impl Job {
                     return Applied::Unchanged;
                 }
                 st.queued = false;
-                st.message = None;
+                // Clear the queued message, unless the job already reported progress of its own.
+                if st.current.is_none() {
+                    st.message = None;
+                }
             }
             Change::Complete(response) => {
                 st.phase = AsynchJobState::Complete;
@@ -203,13 +211,16 @@ impl Job {
             token.cancel();
         }
         drop(release);
+        // Published before the counts move: a feed that sees no job PROCESSING after a shutdown
+        // has every final status in its queue. Counts move before waiters wake: a waiter
+        // that slept until the end sees them moved.
+        self.hub.publish(self.id, self.user, version);
         if phase.is_terminal() {
             self.hub.finished(phase);
         }
         if wake {
             self.changed.notify_waiters();
         }
-        self.hub.publish(self.id, self.user, version);
         Applied::Changed
     }
 
@@ -292,8 +303,8 @@ impl Job {
             job_state: phase,
             job_canceling: canceling,
             etag: Etag::from_version(version),
-            started_on: self.hub.wall_time(self.started_at),
-            changed_on: self.hub.wall_time(changed_at),
+            started_on: self.started_on.trunc_subsecs(3),
+            changed_on: wall_time(self.started_on, since_start(changed_at)),
             started_by_user_id: self.user,
             progress_current: current,
             progress_total: total,
@@ -345,9 +356,11 @@ impl Job {
         self.snapshot()
     }
 
-    /// Resolves with the status as soon as its version differs from `version`.
+    /// Resolves with the status as soon as its version differs from `version`, or at once if the
+    /// job has finished (its status will never change again).
     pub(crate) async fn changed_from(&self, version: Option<u64>) -> AsynchronousJobStatus {
-        self.until(|st| Some(st.version) != version).await;
+        self.until(|st| Some(st.version) != version || st.phase.is_terminal())
+            .await;
         self.snapshot()
     }
 
@@ -355,6 +368,15 @@ impl Job {
     pub(crate) async fn dequeued(&self) {
         self.until(|st| !st.queued || st.phase.is_terminal()).await;
     }
+}
+
+/// Wall-clock time `elapsed` after `start`, to the millisecond (as on the wire).
+fn wall_time(start: DateTime<Utc>, elapsed: Duration) -> DateTime<Utc> {
+    let elapsed = chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX);
+    start
+        .checked_add_signed(elapsed)
+        .unwrap_or(start)
+        .trunc_subsecs(3)
 }
 
 impl std::fmt::Debug for Job {

@@ -76,8 +76,12 @@
 //! - Each job finishes exactly once; panics in a job, in its `Drop`, in its error's `Display` or
 //!   in its result's `Serialize` end it FAILED and never poison the registry.
 //! - Jobs run on the tokio runtime current at [`spawn`](JobRegistry::spawn) (or the one given
-//!   to the builder), multi-thread or current-thread alike. If that runtime shuts down under a
-//!   running job, the job ends FAILED with exception [`exception::ABORTED`].
+//!   to the builder), multi-thread or current-thread alike, with its time driver enabled
+//!   (`#[tokio::main]` and `enable_all` do that) for the cancel grace and time limits. If that
+//!   runtime shuts down under a running job, the job ends FAILED with exception
+//!   [`exception::ABORTED`]; so does a canceled job on a runtime without a timer.
+//! - Times in a status come from the monotonic clock, anchored to the wall clock once per job
+//!   at spawn: they never go backwards while the job lives.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

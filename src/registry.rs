@@ -101,8 +101,10 @@ impl Shared {
 
     fn retire(&self, job: &Job) {
         if let Some(limiter) = &self.limiter {
-            // A job that ended while still queued never held a slot.
-            if !job.is_queued() {
+            // A job that ended while still queued never held a slot; it leaves the queue.
+            if job.is_queued() {
+                limiter.remove(job.id);
+            } else {
                 limiter.release();
             }
         }
@@ -113,6 +115,25 @@ impl Shared {
             self.retention.push(job.id, finished_at);
         }
         self.sweep();
+    }
+
+    /// Asks a job to cancel; a queued job ends at once, without ever running.
+    pub(crate) fn cancel(&self, job: &Job) -> CancelOutcome {
+        match job.apply(Change::Canceling) {
+            Applied::Changed => {
+                // Once canceling, a queued job is never handed a slot, so it cannot start now.
+                if job.is_queued() {
+                    let failure = registry_failure(
+                        "job was canceled while queued, before it started".into(),
+                        exception::CANCELED,
+                    );
+                    self.finish(job, Change::Fail(failure));
+                }
+                CancelOutcome::Requested
+            }
+            Applied::Unchanged => CancelOutcome::AlreadyRequested,
+            Applied::AlreadyFinished => CancelOutcome::AlreadyFinished,
+        }
     }
 
     /// Drops the finished statuses that the retention rules say to drop.
@@ -221,6 +242,7 @@ impl JobRegistry {
         let queued_message = (!admitted)
             .then(|| shared.limiter.as_ref().map(Limiter::queued_message))
             .flatten();
+        // Ids never wrap: the builder keeps the first one at most `u64::MAX / 2`.
         let id = JobId::from_u64(shared.next_id.fetch_add(1, Ordering::Relaxed));
         let token = shared.root.child_token();
         let entry = Arc::new(Job::new(
@@ -228,7 +250,7 @@ impl JobRegistry {
             request,
             token.clone(),
             shared.hub.clone(),
-            queued_message.as_deref(),
+            queued_message,
         ));
         shared.table.insert(entry.clone());
         shared.hub.publish(id, entry.user, 1);
@@ -239,6 +261,16 @@ impl JobRegistry {
             if let Some(limiter) = &shared.limiter {
                 limiter.enqueue(&entry);
             }
+        }
+        // A shutdown that began after the check above may have listed the running jobs before
+        // this one was added: then it ends here, never runs, and its id still tells the caller so.
+        if shared.shut_down.load(Ordering::SeqCst) {
+            let failure = registry_failure(
+                "job registry was shut down before the job could start".into(),
+                exception::CANCELED,
+            );
+            shared.finish(&entry, Change::Fail(failure));
+            return Ok(id);
         }
 
         let handle = JobHandle::new(entry.clone(), token.clone());
@@ -267,8 +299,19 @@ impl JobRegistry {
     /// [`Error::UnknownJob`] if no such job is known (never started here, or its finished status
     /// was dropped by retention).
     pub fn status(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
-        let job = self.shared.table.get(*id).ok_or(Error::UnknownJob(*id))?;
-        self.snapshot(&job)
+        let retention = &self.shared.retention;
+        // Read under the shard's read lock: no reference count to bump on a job many poll.
+        let read = self.shared.table.with(*id, |job| {
+            job.snapshot_unless(|finished_at| retention.expired(finished_at, Instant::now()))
+        });
+        match read {
+            Some(Some(status)) => Ok(status),
+            Some(None) => {
+                self.shared.sweep();
+                Err(Error::UnknownJob(*id))
+            }
+            None => Err(Error::UnknownJob(*id)),
+        }
     }
 
     /// The job's status, unless it is past its retention time: one lock of the job for both.
@@ -291,7 +334,7 @@ impl JobRegistry {
     ///
     /// [`Error::UnknownJob`] if no such job is known.
     pub fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
-        Ok(request_cancel(&*self.find(id)?))
+        Ok(self.shared.cancel(&*self.find(id)?))
     }
 
     /// Waits until the job has finished and returns its final status; at once if it already has.
@@ -381,11 +424,7 @@ impl JobRegistry {
             .jobs(|job| filter.user.is_none() || job.user == filter.user);
         jobs.sort_unstable_by_key(|job| job.id);
         jobs.iter()
-            .filter(|job| {
-                !job.finished_at()
-                    .is_some_and(|at| retention.expired(at, now))
-            })
-            .map(|job| job.snapshot())
+            .filter_map(|job| job.snapshot_unless(|at| retention.expired(at, now)))
             .filter(|s| filter.state.is_none_or(|state| s.job_state == state))
             .collect()
     }
@@ -422,7 +461,8 @@ impl JobRegistry {
     /// running or queued job is canceled (queued ones end at once); jobs get up to `grace` to
     /// finish by themselves; the rest are stopped and end FAILED with exception
     /// [`exception::CANCELED`]. When this returns, no job is PROCESSING, and every status is
-    /// still readable (subject to retention). Calling it again only reports.
+    /// still readable (subject to retention). Calling it again finds nothing running and reports
+    /// zeros.
     ///
     /// A job stuck in code that never yields cannot be stopped by dropping its future: its status
     /// is ended after a short wait all the same, and its task ends whenever it next yields.
@@ -450,21 +490,19 @@ impl JobRegistry {
     /// but jobs past their grace may not be stopped.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownSummary {
         let shared = &self.shared;
-        shared.shut_down.store(true, Ordering::Release);
+        shared.shut_down.store(true, Ordering::SeqCst);
         let running = shared.table.jobs(|job| !job.is_finished());
         for job in &running {
-            request_cancel(job);
+            shared.cancel(job);
         }
         // Also reaches jobs spawned while this began: their tokens are born canceled.
         shared.root.cancel();
         shared.tracker.close();
-        let all_ended = tokio::time::timeout(grace, shared.tracker.wait())
-            .await
-            .is_ok();
+        let all_ended = within(grace, shared.tracker.wait()).await;
         let finished_within_grace = running.iter().filter(|job| job.is_finished()).count();
         if !all_ended {
             shared.kill.cancel();
-            let _ = tokio::time::timeout(STOP_WAIT, shared.tracker.wait()).await;
+            within(STOP_WAIT, shared.tracker.wait()).await;
         }
         for job in shared.table.jobs(|job| !job.is_finished()) {
             let failure = registry_failure(
@@ -500,11 +538,15 @@ impl JobRegistry {
     }
 }
 
-pub(crate) fn request_cancel(job: &Job) -> CancelOutcome {
-    match job.apply(Change::Canceling) {
-        Applied::Changed => CancelOutcome::Requested,
-        Applied::Unchanged => CancelOutcome::AlreadyRequested,
-        Applied::AlreadyFinished => CancelOutcome::AlreadyFinished,
+/// Whether `future` ended within `limit`. On a runtime without a timer (where making one panics),
+/// the limit counts as reached at once.
+async fn within(limit: Duration, future: impl Future<Output = ()>) -> bool {
+    match catch_unwind(|| tokio::time::sleep(limit)) {
+        Ok(sleep) => tokio::select! {
+            () = future => true,
+            () = sleep => false,
+        },
+        Err(_no_timer) => false,
     }
 }
 

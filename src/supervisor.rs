@@ -34,6 +34,7 @@ pub(crate) struct Supervisor {
 enum Stopped {
     AfterGrace(Duration),
     ByShutdown,
+    NoTimer,
 }
 
 impl Supervisor {
@@ -77,7 +78,7 @@ impl Supervisor {
             });
             let (job, token, shared) = (&self.job, &self.token, &self.shared);
             let limits = (self.time_limit, self.stall_limit);
-            let stop = async move {
+            let stop_future = async move {
                 let timed_out = tokio::select! {
                     () = token.cancelled() => None,
                     timeout = time_limits(job, limits) => Some(timeout),
@@ -90,6 +91,17 @@ impl Supervisor {
                     () = shared.kill.cancelled() => Stopped::ByShutdown,
                 }
             };
+            let mut stop_future = std::pin::pin!(stop_future);
+            // Timers panic on a runtime built without the time driver: then the job cannot be
+            // given a grace or a time limit, and it is stopped rather than left running unchecked.
+            let stop = poll_fn(|cx| {
+                catch_unwind(AssertUnwindSafe(|| stop_future.as_mut().poll(cx))).unwrap_or_else(
+                    |panic| {
+                        drop_quietly(panic);
+                        Poll::Ready(Stopped::NoTimer)
+                    },
+                )
+            });
             tokio::select! {
                 biased;
                 result = run => match result {
@@ -101,6 +113,10 @@ impl Supervisor {
                     Stopped::AfterGrace(grace) => registry_failure(
                         format!("job was canceled and did not stop within its {grace:?} grace period, so it was stopped"),
                         exception::CANCELED,
+                    ),
+                    Stopped::NoTimer => registry_failure(
+                        "job was stopped: its runtime has no timer, which the cancel grace and time limits need (build the runtime with enable_time or enable_all)".into(),
+                        exception::ABORTED,
                     ),
                     Stopped::ByShutdown => registry_failure(
                         "job was stopped by the registry's shutdown".into(),
@@ -130,7 +146,7 @@ impl Drop for Supervisor {
         }
         let failure = if std::thread::panicking() {
             registry_failure(
-                "job panicked while being dropped".into(),
+                "job's task panicked while ending the job (e.g. in the job's Drop)".into(),
                 exception::PANICKED,
             )
         } else {
@@ -145,9 +161,10 @@ impl Drop for Supervisor {
 
 /// Resolves when the job breaks one of its time limits; never if it has none.
 async fn time_limits(job: &Job, (total, stall): (Option<Duration>, Option<Duration>)) -> Timeout {
-    let total_deadline = total.map(|t| Instant::now() + t);
+    // A limit too far out to reach is no limit (adding it would overflow).
+    let total_deadline = total.and_then(|t| Instant::now().checked_add(t));
     loop {
-        let stall_deadline = stall.map(|s| job.changed_at() + s);
+        let stall_deadline = stall.and_then(|s| job.changed_at().checked_add(s));
         let Some(deadline) = total_deadline.into_iter().chain(stall_deadline).min() else {
             return std::future::pending().await;
         };
@@ -160,7 +177,11 @@ async fn time_limits(job: &Job, (total, stall): (Option<Duration>, Option<Durati
         }
         // The stall deadline moves with every change; only a deadline still standing counts.
         if let Some(limit) = stall {
-            if now >= job.changed_at() + limit {
+            if job
+                .changed_at()
+                .checked_add(limit)
+                .is_some_and(|at| now >= at)
+            {
                 return Timeout::Stall(limit);
             }
         }

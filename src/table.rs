@@ -4,8 +4,10 @@
 //! so consecutive jobs land on consecutive shards and the shards fill evenly without hashing;
 //! within a shard, keys are mixed by [`IdHasher`] because they all share those low bits.
 //!
-//! Each shard's lock is held only to find, insert or remove an `Arc<Job>`: never while a job's own
-//! lock is taken, never across an `.await`, and never while a job (or its bodies) is dropped.
+//! Each shard's lock is held only to find, insert or remove an `Arc<Job>`, or to read a job
+//! ([`Table::with`], [`Table::jobs`]), which takes the job's lock: a job's lock is a leaf, so this
+//! cannot deadlock. A shard's lock is never held across an `.await`, while user code runs, or
+//! while a job (or its bodies) is dropped.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -41,6 +43,11 @@ impl Table {
     pub(crate) fn insert(&self, job: Arc<Job>) {
         let old = self.shard(job.id).write().insert(job.id.as_u64(), job);
         debug_assert!(old.is_none(), "job ids are never reused");
+    }
+
+    /// Runs `read` on the job under the shard's read lock. `read` must not take a table lock.
+    pub(crate) fn with<T>(&self, id: JobId, read: impl FnOnce(&Job) -> T) -> Option<T> {
+        self.shard(id).read().get(&id.as_u64()).map(|job| read(job))
     }
 
     pub(crate) fn get(&self, id: JobId) -> Option<Arc<Job>> {

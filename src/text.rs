@@ -22,6 +22,8 @@ pub(crate) struct Capped {
     chars: usize,
     max_chars: usize,
     max_bytes: usize,
+    /// Stop at the first line break.
+    one_line: bool,
 }
 
 impl Capped {
@@ -31,6 +33,7 @@ impl Capped {
             chars: 0,
             max_chars,
             max_bytes,
+            one_line: false,
         }
     }
 
@@ -46,6 +49,9 @@ impl Capped {
 impl Write for Capped {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for c in s.chars() {
+            if self.one_line && (c == '\n' || c == '\r') {
+                return Err(fmt::Error);
+            }
             if self.chars >= self.max_chars || self.buf.len() + c.len_utf8() > self.max_bytes {
                 return Err(fmt::Error);
             }
@@ -60,9 +66,12 @@ impl Write for Capped {
 const MAX_CHAIN_DEPTH: usize = 64;
 
 /// The error's own message, capped at `max_chars` characters.
+/// The first line of the error's own message, capped at `max_chars` characters (the whole
+/// message, with its other lines, is in the chain).
 pub(crate) fn error_message(error: &(dyn StdError + 'static), max_chars: usize) -> String {
     let mut out = Capped::new(max_chars, usize::MAX);
-    // An error here only means the cap was reached.
+    out.one_line = true;
+    // An error here only means a cap (or the end of the first line) was reached.
     let _ = write!(out, "{error}");
     out.into_string()
 }

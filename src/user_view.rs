@@ -7,7 +7,6 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::job::Job;
-use crate::registry::request_cancel;
 use crate::{
     AsynchronousJobStatus, CancelOutcome, Error, Etag, JobFilter, JobHandle, JobId, JobRegistry,
     JobRequest, JobWatch, StatusFeed,
@@ -85,7 +84,7 @@ impl UserView {
     /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
     /// user) started it.
     pub fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
-        Ok(request_cancel(&*self.find(id)?))
+        Ok(self.registry.shared.cancel(&*self.find(id)?))
     }
 
     /// Waits for one of this user's jobs to finish, as [`JobRegistry::wait`].
