@@ -173,7 +173,7 @@ impl Pending {
     fn pop(&mut self) -> Option<JobId> {
         while let Some((_, (id, version))) = self.order.pop_first() {
             self.index.remove(&id);
-            if !self.delivered.get(&id).is_some_and(|&last| last >= version) {
+            if self.delivered.get(&id).is_none_or(|&last| last < version) {
                 return Some(id);
             }
         }
