@@ -20,6 +20,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
+use crate::trace;
 use crate::{AsynchJobState, AsynchronousJobStatus, Etag, JobId, JobRequest};
 
 pub(crate) struct Job {
@@ -144,6 +145,7 @@ impl Job {
     /// The one place where a job's status changes: applies `change`, bumps the etag, stamps the
     /// change time and wakes waiters, or does nothing when nothing observable would change.
     pub(crate) fn apply(&self, change: Change<'_>) -> Applied {
+        let note = trace::Note::of(&change);
         let mut st = self.state.lock();
         if st.phase.is_terminal() {
             return Applied::AlreadyFinished;
@@ -204,6 +206,7 @@ impl Job {
         st.changed_at = st.changed_at.max(Instant::now());
         let phase = st.phase;
         let version = st.version;
+        let changed_at = st.changed_at;
         let wake = st.waiters > 0;
         drop(st);
         // Tokens take their own locks: fire and release them only after ours is released.
@@ -215,6 +218,13 @@ impl Job {
         // has every final status in its queue. Counts move before waiters wake: a waiter
         // that slept until the end sees them moved.
         self.hub.publish(self.id, self.user, version);
+        let runtime = changed_at.saturating_duration_since(self.started_at);
+        note.emit(
+            self.id,
+            self.user,
+            version,
+            u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX),
+        );
         if phase.is_terminal() {
             self.hub.finished(phase);
         }

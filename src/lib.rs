@@ -82,6 +82,12 @@
 //!   [`exception::ABORTED`]; so does a canceled job on a runtime without a timer.
 //! - Times in a status come from the monotonic clock, anchored to the wall clock once per job
 //!   at spawn: they never go backwards while the job lives.
+//!
+//! # Feature flags
+//!
+//! - `http` (off by default): the `asyncjobs::http` module, an [axum](https://docs.rs/axum/0.8)
+//!   router that serves Synapse's asynchronous-job REST API (start, get, status, cancel) over a
+//!   registry, with etags, `304` answers and long-polling. Without it, axum is not a dependency.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -100,6 +106,8 @@ pub mod exception;
 mod feed;
 mod filter;
 mod handle;
+#[cfg(feature = "http")]
+pub mod http;
 mod hub;
 mod id;
 mod job;
@@ -112,6 +120,7 @@ mod status;
 mod supervisor;
 mod table;
 mod text;
+mod trace;
 mod user_view;
 mod watch;
 

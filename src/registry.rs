@@ -20,6 +20,7 @@ use crate::limiter::Limiter;
 use crate::retention::Retention;
 use crate::supervisor::{panicked, registry_failure, Supervisor};
 use crate::table::Table;
+use crate::trace;
 use crate::{
     exception, AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobHandle,
     JobId, JobRegistryBuilder, JobRequest, JobWatch, ShutdownSummary, StatusFeed, UserView,
@@ -254,6 +255,7 @@ impl JobRegistry {
         ));
         shared.table.insert(entry.clone());
         shared.hub.publish(id, entry.user, 1);
+        trace::started(id, entry.user, !admitted);
         if let Some((mut entries, key)) = cache {
             entries.entry(key).or_default().push(entry.clone());
         }
@@ -274,7 +276,13 @@ impl JobRegistry {
         }
 
         let handle = JobHandle::new(entry.clone(), token.clone());
-        match catch_unwind(AssertUnwindSafe(move || job(handle))) {
+        #[cfg(feature = "tracing")]
+        let span = trace::span(id, entry.user);
+        #[cfg(feature = "tracing")]
+        let called = span.in_scope(|| catch_unwind(AssertUnwindSafe(move || job(handle))));
+        #[cfg(not(feature = "tracing"))]
+        let called = catch_unwind(AssertUnwindSafe(move || job(handle)));
+        match called {
             Ok(future) => {
                 let supervisor = Supervisor {
                     shared: shared.clone(),
@@ -285,7 +293,10 @@ impl JobRegistry {
                 };
                 // If the runtime is shutting down the task is dropped unpolled, and the
                 // supervisor's `Drop` ends the job.
-                drop(runtime.spawn(shared.tracker.track_future(supervisor.run(future))));
+                let task = shared.tracker.track_future(supervisor.run(future));
+                #[cfg(feature = "tracing")]
+                let task = tracing::Instrument::instrument(task, span);
+                drop(runtime.spawn(task));
             }
             Err(panic) => shared.finish(&entry, Change::Fail(panicked(panic))),
         }
