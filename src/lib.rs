@@ -36,36 +36,66 @@
 //! # Lifecycle
 //!
 //! ```text
-//!   spawn ──► PROCESSING ──(Ok)──────────────────────────────► COMPLETE
-//!               │    ▲ progress, cancel flag                     (responseBody, progress = total)
-//!               │    └───────┘
-//!               ├──(Err / panic)───────────────────────────────► FAILED
-//!               │                                                (errorMessage, errorDetails, exception)
-//!               └──cancel──► jobCanceling = true, token fired
-//!                              ├── job returns Err (or Ok) ───► FAILED (or COMPLETE), jobCanceling = true
-//!                              └── grace elapses ─────────────► FAILED, exception asyncjobs::JobCanceled
+//!   spawn ─┬─► PROCESSING (running) ──(Ok)──────────────────────► COMPLETE
+//!          │     │   ▲ progress, cancel flag                     (responseBody, progress = total,
+//!          │     │   └───────┘                                     progressMessage "Complete")
+//!          │     ├──(Err / panic / unserializable result)────────► FAILED
+//!          │     │                                               (errorMessage, errorDetails, exception)
+//!          │     └──cancel or time limit──► jobCanceling = true, token fired
+//!          │                         ├── job returns Err (or Ok) ─► FAILED (or COMPLETE)
+//!          │                         └── grace elapses ───────────► FAILED, exception JobCanceled
+//!          │                                                        (or JobTimedOut)
+//!          └─► PROCESSING (queued, "Queued: …") ──slot frees──► running, as above
+//!                     └──cancel──► FAILED at once, never ran
 //! ```
 //!
-//! A finished status never changes again. There is no CANCELED state, as in Synapse.
+//! A finished status never changes again. There is no CANCELED state, as in Synapse: a canceled
+//! job ends FAILED (or COMPLETE, if it finished its work anyway) with `jobCanceling` set. Failures
+//! the registry itself reports have the `exception` names in [`exception`].
 //!
 //! # Etags and polling
 //!
-//! A job's [`Etag`] changes on every observable change of its status and never repeats, and it
-//! stays put when nothing changed: a poller that sees the same etag has missed nothing.
+//! A job's [`Etag`] changes on every observable change of its status and never repeats for that
+//! job, and it stays put when nothing changed (reporting the same progress again is no change):
+//! a poller that sees the same etag has missed nothing. Rather than polling,
+//! [`wait_for_change`](JobRegistry::wait_for_change) resolves as soon as the etag differs from
+//! the one a client has (long-polling; put your own timeout around it),
+//! [`watch`](JobRegistry::watch) follows one job, and [`watch_all`](JobRegistry::watch_all)
+//! follows every job through a [`StatusFeed`] that conflates: a slow reader gets each job's
+//! latest status, never a backlog. [`list`](JobRegistry::list) and
+//! [`counts`](JobRegistry::counts) answer dashboards.
 //!
-//! # Cancellation
+//! # Cancellation and time limits
 //!
 //! [`JobRegistry::cancel`] sets `jobCanceling` at once and fires the job's
 //! [`CancellationToken`](tokio_util::sync::CancellationToken), a child of the registry's root
-//! token. A job that ignores it is stopped (its future dropped) after the
-//! [cancel grace](JobRegistryBuilder::cancel_grace).
+//! token; the job sees it through [`JobHandle::is_canceling`] or [`JobHandle::cancelled`] and
+//! should stop at a safe point. A job that ignores it is stopped (its future dropped) after the
+//! [cancel grace](JobRegistryBuilder::cancel_grace). A request's
+//! [`time_limit`](JobRequest::time_limit) and [`stall_limit`](JobRequest::stall_limit) cancel the
+//! same way, and the final status names the limit. [`shutdown`](JobRegistry::shutdown) cancels
+//! every job, waits up to a grace and stops the rest.
+//!
+//! # Concurrency limit and request caching
+//!
+//! [`max_running`](JobRegistryBuilder::max_running) bounds how many jobs run at once; the rest
+//! wait in FIFO order, PROCESSING with a "Queued" message. A [cacheable](JobRequest::cacheable)
+//! request equal to an earlier one by the same user, whose job is running or COMPLETE, gets that
+//! job's id instead of a new job.
+//!
+//! # Users
+//!
+//! [`JobRequest::started_by`] records who started a job. The registry is the administrator's
+//! view; [`JobRegistry::as_user`] gives a [`UserView`] that sees only that user's jobs and refuses
+//! others with [`Error::NotYourJob`].
 //!
 //! # Retention
 //!
 //! Finished statuses stay readable for a time and up to a count
 //! ([`keep_finished_for`](JobRegistryBuilder::keep_finished_for),
-//! [`keep_finished_at_most`](JobRegistryBuilder::keep_finished_at_most)), then are dropped, so a
-//! long-running service's memory stays bounded. Running jobs are never dropped.
+//! [`keep_finished_at_most`](JobRegistryBuilder::keep_finished_at_most); one hour and 10,000 by
+//! default), then are dropped, so a long-running service's memory stays bounded by the limits,
+//! not by the number of jobs it ever ran. Running jobs are never dropped.
 //!
 //! # Concurrency and consistency
 //!
@@ -85,9 +115,12 @@
 //!
 //! # Feature flags
 //!
-//! - `http` (off by default): the `asyncjobs::http` module, an [axum](https://docs.rs/axum/0.8)
-//!   router that serves Synapse's asynchronous-job REST API (start, get, status, cancel) over a
-//!   registry, with etags, `304` answers and long-polling. Without it, axum is not a dependency.
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tracing` | on | each job runs in a `job` span (id, user); every status change is a [`tracing`](https://docs.rs/tracing) event (progress at TRACE). Off: no `tracing` dependency. |
+//! | `http` | off | the `http` module: an [axum](https://docs.rs/axum) router serving Synapse's asynchronous-job REST API over a registry, with etags, `304` and long-polling. Off: no axum. |
+//!
+//! serde and serde_json are not optional: JSON is the wire format.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
