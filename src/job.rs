@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -31,7 +31,8 @@ pub(crate) struct Job {
     /// The wall-clock time of the spawn; every later time of the job is this plus monotonic time
     /// elapsed since `started_at`, so a job's times never go backwards even if the system clock
     /// is stepped, and drift between the two clocks is bounded by one job's life.
-    started_on: DateTime<Utc>,
+    /// Nanoseconds since the Unix epoch: plain integers make a snapshot's times cheap.
+    started_on: i64,
     started_at: Instant,
     hub: Arc<Hub>,
     state: Mutex<State>,
@@ -120,7 +121,7 @@ impl Job {
             user: request.user,
             request: request.body,
             cacheable: request.cacheable,
-            started_on: Utc::now(),
+            started_on: Utc::now().timestamp_nanos_opt().unwrap_or(0),
             started_at,
             hub,
             state: Mutex::new(State {
@@ -313,7 +314,7 @@ impl Job {
             job_state: phase,
             job_canceling: canceling,
             etag: Etag::from_version(version),
-            started_on: self.started_on.trunc_subsecs(3),
+            started_on: wall_time(self.started_on, Duration::ZERO),
             changed_on: wall_time(self.started_on, since_start(changed_at)),
             started_by_user_id: self.user,
             progress_current: current,
@@ -381,12 +382,10 @@ impl Job {
 }
 
 /// Wall-clock time `elapsed` after `start`, to the millisecond (as on the wire).
-fn wall_time(start: DateTime<Utc>, elapsed: Duration) -> DateTime<Utc> {
-    let elapsed = chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX);
-    start
-        .checked_add_signed(elapsed)
-        .unwrap_or(start)
-        .trunc_subsecs(3)
+fn wall_time(start_nanos: i64, elapsed: Duration) -> DateTime<Utc> {
+    let elapsed = i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX);
+    let millis = start_nanos.saturating_add(elapsed).div_euclid(1_000_000);
+    DateTime::from_timestamp_millis(millis).unwrap_or_default()
 }
 
 impl std::fmt::Debug for Job {
