@@ -69,8 +69,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
     });
 
-    // The dashboard starts from a list of the present (the feed only reports changes), then
-    // keeps up from the feed. It shows the latest status it has of each job.
+    // The dashboard starts from a list of the present (the feed reports only jobs started or
+    // changed after it was opened), then keeps up from the feed. It shows the latest status it has of each job.
     let mut board: HashMap<JobId, AsynchronousJobStatus> = alice
         .list(&JobFilter::new())
         .into_iter()
