@@ -1,0 +1,1041 @@
+//! The HTTP front, served on a loopback port and driven by a real HTTP client: every endpoint and
+//! error, etags and `304`, long-polling, concurrent clients and a Synapse-style polling client.
+#![cfg(feature = "http")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use asyncjobs::http::{AsyncJobApi, Rejection, UserHeader};
+use asyncjobs::{exception, AsynchJobState, JobHandle, JobId, JobRegistry, JobRequest};
+use axum::http::{header, StatusCode};
+use axum::Router;
+use reqwest::{Client, RequestBuilder, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio::time::{sleep, Instant};
+
+const ALICE: u64 = 3_350_396;
+const BOB: u64 = 273_950;
+
+/// The longest a request may wait in these tests.
+const MAX_WAIT: Duration = Duration::from_millis(300);
+const MAX_BODY: usize = 4096;
+
+/// A server on a loopback port, the registry behind it, and a client.
+struct Fixture {
+    base: String,
+    http: Client,
+    registry: JobRegistry,
+    /// Each notification lets one `test.Gated` job take one step.
+    gate: Arc<Notify>,
+}
+
+/// The body of a `test.Steps` request.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Steps {
+    steps: u64,
+    step_ms: u64,
+}
+
+/// An error type of the application's own, mapped to 404 in these tests.
+#[derive(Debug)]
+struct NotFound;
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no such table")
+    }
+}
+
+impl std::error::Error for NotFound {}
+
+fn api(registry: &JobRegistry, gate: &Arc<Notify>) -> AsyncJobApi {
+    let gate = gate.clone();
+    AsyncJobApi::new(registry.clone(), UserHeader::new("X-User-Id"))
+        .max_wait(MAX_WAIT)
+        .max_body_bytes(MAX_BODY)
+        .exception_status(std::any::type_name::<NotFound>(), StatusCode::NOT_FOUND)
+        // Takes `steps` steps of `stepMs` each, reporting progress before each.
+        .job("test.Steps", |body: Steps, job: JobHandle| async move {
+            for done in 0..body.steps {
+                job.set_progress(
+                    done,
+                    body.steps,
+                    format!("step {} of {}", done + 1, body.steps),
+                );
+                sleep(Duration::from_millis(body.step_ms)).await;
+            }
+            Ok::<_, std::io::Error>(
+                json!({"concreteType": "test.StepsResponse", "steps": body.steps}),
+            )
+        })
+        // Takes one step of `steps` each time the test opens the gate; ignores cancellation.
+        .job("test.Gated", move |body: Value, job: JobHandle| {
+            let gate = gate.clone();
+            async move {
+                let steps = body["steps"].as_u64().unwrap_or(1);
+                for done in 1..=steps {
+                    gate.notified().await;
+                    job.set_progress(done, steps, format!("step {done} of {steps}"));
+                }
+                Ok::<_, std::io::Error>(
+                    json!({"concreteType": "test.GatedResponse", "steps": steps}),
+                )
+            }
+        })
+        .job(
+            "test.UntilCanceled",
+            |_: Value, job: JobHandle| async move {
+                job.cancelled().await;
+                Err::<(), _>(std::io::Error::other("stopped on request"))
+            },
+        )
+        .job("test.Fail", |body: Value, _job: JobHandle| async move {
+            let message = body["message"].as_str().unwrap_or("failed").to_owned();
+            Err::<(), _>(std::io::Error::other(message))
+        })
+        .job("test.NotFound", |_: Value, _job: JobHandle| async move {
+            Err::<(), _>(NotFound)
+        })
+        .job("test.Panic", |_: Value, _job: JobHandle| async move {
+            if true {
+                panic!("the job fell over");
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .job("test.Unit", |_: Value, _job: JobHandle| async move {
+            Ok::<(), std::io::Error>(())
+        })
+        .job_with(
+            "test.Limited",
+            |request: JobRequest| request.time_limit(Duration::from_millis(50)),
+            |_: Value, job: JobHandle| async move {
+                job.cancelled().await;
+                Err::<(), _>(std::io::Error::other("gave up"))
+            },
+        )
+        .job_with(
+            "test.Query",
+            JobRequest::cacheable,
+            |query: Value, _job: JobHandle| async move {
+                Ok::<_, std::io::Error>(json!({"concreteType": "test.QueryResult", "query": query}))
+            },
+        )
+}
+
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn client() -> Client {
+    Client::builder().no_proxy().build().unwrap()
+}
+
+async fn fixture() -> Fixture {
+    let registry = JobRegistry::builder()
+        .cancel_grace(Duration::from_millis(100))
+        .build();
+    let gate = Arc::new(Notify::new());
+    let base = serve(api(&registry, &gate).into_router()).await;
+    Fixture {
+        base,
+        http: client(),
+        registry,
+        gate,
+    }
+}
+
+impl Fixture {
+    fn get(&self, user: u64, path: &str) -> RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("X-User-Id", user.to_string())
+    }
+
+    fn post(&self, user: u64, path: &str) -> RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("X-User-Id", user.to_string())
+    }
+
+    async fn start(&self, user: u64, body: Value) -> String {
+        let response = self
+            .post(user, "/async/start")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{body}");
+        let token = response.json::<Value>().await.unwrap();
+        token["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn finished(&self, token: &str) -> asyncjobs::AsynchronousJobStatus {
+        let id: JobId = token.parse().unwrap();
+        self.registry.wait(&id).await.unwrap()
+    }
+}
+
+fn etag_header(response: &Response) -> String {
+    response.headers()[header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn assert_no_store(response: &Response) {
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+}
+
+/// Asserts a refusal: this status, and a JSON `{"reason": …}` body; returns the reason.
+async fn refused(response: Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let body: Value = response.json().await.unwrap();
+    let reason = body["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(!reason.is_empty(), "{body}");
+    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    reason
+}
+
+#[tokio::test]
+async fn start_then_get_follows_the_job_to_its_response() {
+    let f = fixture().await;
+    let response = f
+        .post(ALICE, "/async/start")
+        .json(&json!({"concreteType": "test.Gated", "steps": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let token: Value = response.json().await.unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    assert!(token.bytes().all(|b| b.is_ascii_digit()), "{token}");
+
+    // PROCESSING: 202 and the whole status, with its etag.
+    let response = f
+        .get(ALICE, &format!("/async/get/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_no_store(&response);
+    let etag = etag_header(&response);
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(status["jobId"], token.as_str());
+    assert_eq!(status["jobState"], "PROCESSING");
+    assert_eq!(status["startedByUserId"], ALICE);
+    assert_eq!(status["requestBody"]["concreteType"], "test.Gated");
+    assert_eq!(etag, format!("\"{}\"", status["etag"].as_str().unwrap()));
+
+    f.gate.notify_one();
+    let done = loop {
+        let response = f
+            .get(ALICE, &format!("/async/get/{token}"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() != StatusCode::ACCEPTED {
+            break response;
+        }
+        f.gate.notify_one();
+        sleep(Duration::from_millis(5)).await;
+    };
+    // COMPLETE: 200 and the response body alone.
+    assert_eq!(done.status(), StatusCode::OK);
+    assert_no_store(&done);
+    let final_status = f.finished(&token).await;
+    assert_eq!(etag_header(&done), format!("\"{}\"", final_status.etag));
+    let body: Value = done.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"concreteType": "test.GatedResponse", "steps": 2})
+    );
+}
+
+#[tokio::test]
+async fn the_status_endpoint_answers_in_every_state() {
+    let f = fixture().await;
+    let running = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;
+    let failing = f
+        .start(
+            ALICE,
+            json!({"concreteType": "test.Fail", "message": "disk full"}),
+        )
+        .await;
+
+    let response = f
+        .get(ALICE, &format!("/asynchronous/job/{running}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_no_store(&response);
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(status["jobState"], "PROCESSING");
+
+    f.gate.notify_one();
+    f.finished(&running).await;
+    let status: Value = f
+        .get(ALICE, &format!("/asynchronous/job/{running}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["jobState"], "COMPLETE");
+    assert_eq!(status["responseBody"]["concreteType"], "test.GatedResponse");
+    assert_eq!(status["progressMessage"], "Complete");
+
+    f.finished(&failing).await;
+    let response = f
+        .get(ALICE, &format!("/asynchronous/job/{failing}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(status["jobState"], "FAILED");
+    assert_eq!(status["errorMessage"], "disk full");
+    assert_eq!(status["exception"], "std::io::error::Error");
+}
+
+#[tokio::test]
+async fn failed_jobs_answer_with_the_status_their_exception_maps_to() {
+    let f = fixture().await;
+    let cases = [
+        (
+            json!({"concreteType": "test.Fail", "message": "bad column"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"concreteType": "test.NotFound"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"concreteType": "test.Panic"}),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        (
+            json!({"concreteType": "test.Limited"}),
+            StatusCode::GATEWAY_TIMEOUT,
+        ),
+    ];
+    for (body, expected) in cases {
+        let token = f.start(ALICE, body.clone()).await;
+        let status = f.finished(&token).await;
+        assert_eq!(status.job_state, AsynchJobState::Failed);
+        let response = f
+            .get(ALICE, &format!("/async/get/{token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_no_store(&response);
+        let etag = etag_header(&response);
+        assert_eq!(etag, format!("\"{}\"", status.etag));
+        let reason = refused(response, expected).await;
+        assert_eq!(
+            Some(reason.as_str()),
+            status.error_message.as_deref(),
+            "{body}"
+        );
+    }
+
+    // Canceled: stopped by the registry after the grace, or stopping with its own error.
+    for kind in ["test.Gated", "test.UntilCanceled"] {
+        let token = f.start(ALICE, json!({ "concreteType": kind })).await;
+        let response = f
+            .post(ALICE, &format!("/asynchronous/job/{token}/cancel"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        let status = f.finished(&token).await;
+        assert!(status.job_canceling);
+        let expected_exception = if kind == "test.Gated" {
+            exception::CANCELED
+        } else {
+            "std::io::error::Error"
+        };
+        assert_eq!(status.exception.as_deref(), Some(expected_exception));
+        let response = f
+            .get(ALICE, &format!("/async/get/{token}"))
+            .send()
+            .await
+            .unwrap();
+        refused(response, StatusCode::CONFLICT).await;
+    }
+}
+
+#[tokio::test]
+async fn failure_statuses_are_configurable() {
+    let registry = JobRegistry::new();
+    let gate = Arc::new(Notify::new());
+    let router = api(&registry, &gate)
+        .failed_status(StatusCode::UNPROCESSABLE_ENTITY)
+        .canceled_status(StatusCode::GONE)
+        .exception_status(exception::TIMED_OUT, StatusCode::REQUEST_TIMEOUT)
+        .into_router();
+    let f = Fixture {
+        base: serve(router).await,
+        http: client(),
+        registry,
+        gate,
+    };
+    let cases = [
+        ("test.Fail", StatusCode::UNPROCESSABLE_ENTITY),
+        ("test.Limited", StatusCode::REQUEST_TIMEOUT),
+        ("test.NotFound", StatusCode::NOT_FOUND),
+    ];
+    for (kind, expected) in cases {
+        let token = f.start(BOB, json!({ "concreteType": kind })).await;
+        f.finished(&token).await;
+        let response = f
+            .get(BOB, &format!("/async/get/{token}"))
+            .send()
+            .await
+            .unwrap();
+        refused(response, expected).await;
+    }
+    let token = f
+        .start(BOB, json!({"concreteType": "test.UntilCanceled"}))
+        .await;
+    f.registry.cancel(&token.parse().unwrap()).unwrap();
+    f.finished(&token).await;
+    let response = f
+        .get(BOB, &format!("/async/get/{token}"))
+        .send()
+        .await
+        .unwrap();
+    refused(response, StatusCode::GONE).await;
+}
+
+#[tokio::test]
+async fn a_job_without_a_result_completes_with_null() {
+    let f = fixture().await;
+    let token = f.start(ALICE, json!({"concreteType": "test.Unit"})).await;
+    f.finished(&token).await;
+    let response = f
+        .get(ALICE, &format!("/async/get/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "null");
+}
+
+#[tokio::test]
+async fn cancel_answers_202_while_running_and_200_once_finished() {
+    let f = fixture().await;
+    let token = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;
+    let response = f
+        .post(ALICE, &format!("/asynchronous/job/{token}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    // The job ignores the cancel: it runs on through the grace.
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_no_store(&response);
+    let etag = etag_header(&response);
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(status["jobState"], "PROCESSING");
+    assert_eq!(status["jobCanceling"], true);
+    assert_eq!(etag, format!("\"{}\"", status["etag"].as_str().unwrap()));
+
+    let done = f.finished(&token).await;
+    assert_eq!(done.exception.as_deref(), Some(exception::CANCELED));
+    // Synapse's cancel is a GET; both methods work, and a finished job answers 200.
+    for response in [
+        f.get(ALICE, &format!("/asynchronous/job/{token}/cancel")),
+        f.post(ALICE, &format!("/asynchronous/job/{token}/cancel")),
+    ] {
+        let response = response.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let status: Value = response.json().await.unwrap();
+        assert_eq!(status["jobState"], "FAILED");
+        assert_eq!(status["etag"], done.etag.to_string());
+    }
+}
+
+#[tokio::test]
+async fn errors_are_json_reasons_with_the_right_status() {
+    let f = fixture().await;
+    let alices = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;
+    let unknown = "12345";
+    let job_paths = |id: &str| {
+        [
+            format!("/async/get/{id}"),
+            format!("/asynchronous/job/{id}"),
+            format!("/asynchronous/job/{id}/cancel"),
+        ]
+    };
+
+    for path in job_paths(unknown) {
+        let reason = refused(
+            f.get(ALICE, &path).send().await.unwrap(),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        assert!(reason.contains(unknown), "{reason}");
+    }
+    for bad in ["abc", "-1", "1.5", "123456789012345678901", "%20"] {
+        for path in job_paths(bad) {
+            let response = f.get(ALICE, &path).send().await.unwrap();
+            refused(response, StatusCode::BAD_REQUEST).await;
+        }
+    }
+    for path in job_paths(&alices) {
+        refused(
+            f.get(BOB, &path).send().await.unwrap(),
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+        let response = f.post(BOB, &path).send().await.unwrap();
+        if path.ends_with("/cancel") {
+            refused(response, StatusCode::FORBIDDEN).await;
+        }
+    }
+    let status = f.registry.status(&alices.parse().unwrap()).unwrap();
+    assert!(!status.job_canceling, "another user's cancel did nothing");
+
+    // Bodies that start nothing.
+    let bodies: [(&str, &[u8], StatusCode); 7] = [
+        (
+            "unknown concreteType",
+            br#"{"concreteType": "test.Nope"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "no concreteType",
+            br#"{"steps": 1}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "concreteType not a string",
+            br#"{"concreteType": 7}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("not an object", b"[1, 2]", StatusCode::BAD_REQUEST),
+        (
+            "malformed JSON",
+            b"{\"concreteType\": ",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("empty", b"", StatusCode::BAD_REQUEST),
+        (
+            "not what the kind expects",
+            br#"{"concreteType": "test.Steps", "steps": "many"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (what, body, expected) in bodies {
+        let response = f
+            .post(ALICE, "/async/start")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let reason = refused(response, expected).await;
+        println!("{what}: {reason}");
+        if what == "unknown concreteType" {
+            assert!(
+                reason.contains("test.Nope") && reason.contains("test.Steps"),
+                "{reason}"
+            );
+        }
+    }
+    let huge = json!({"concreteType": "test.Fail", "message": "x".repeat(MAX_BODY)});
+    let response = f
+        .post(ALICE, "/async/start")
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    refused(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(f.registry.len(), 1, "no refused request started a job");
+
+    // Who is asking.
+    let anonymous = f
+        .http
+        .get(format!("{}/asynchronous/job/{alices}", f.base))
+        .send()
+        .await
+        .unwrap();
+    refused(anonymous, StatusCode::UNAUTHORIZED).await;
+    for bad in ["alice", "-3", ""] {
+        let response = f
+            .http
+            .get(format!("{}/asynchronous/job/{alices}", f.base))
+            .header("x-user-id", bad)
+            .send()
+            .await
+            .unwrap();
+        refused(response, StatusCode::BAD_REQUEST).await;
+    }
+    let response = f
+        .get(ALICE, &format!("/asynchronous/job/{alices}?wait=soon"))
+        .send()
+        .await
+        .unwrap();
+    refused(response, StatusCode::BAD_REQUEST).await;
+
+    // A registry that is shut down starts nothing, and still answers for its jobs.
+    f.gate.notify_one();
+    f.registry.shutdown(Duration::from_secs(1)).await;
+    let response = f
+        .post(ALICE, "/async/start")
+        .json(&json!({"concreteType": "test.Unit"}))
+        .send()
+        .await
+        .unwrap();
+    refused(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    let response = f
+        .get(ALICE, &format!("/asynchronous/job/{alices}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_oversized_body_of_unknown_length_is_refused_with_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let f = fixture().await;
+    let addr = f.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /async/start HTTP/1.1\r\nHost: {addr}\r\nX-User-Id: {ALICE}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    // No length announced: the limit has to be found while reading.
+    let chunk = "x".repeat(1024);
+    for _ in 0..(MAX_BODY / 1024 + 2) {
+        let sent = socket
+            .write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
+            .await;
+        if sent.is_err() {
+            break; // the server answered and closed: fine
+        }
+    }
+    let _ = socket.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"reason\""), "{answer}");
+    assert!(f.registry.is_empty());
+}
+
+#[tokio::test]
+async fn a_custom_identify_user_answers_with_its_own_rejection() {
+    let registry = JobRegistry::new();
+    let router = AsyncJobApi::new(
+        registry,
+        |request: &axum::http::request::Parts| match request.headers.get(header::AUTHORIZATION) {
+            Some(value) if value == "Bearer alice" => Ok(ALICE),
+            Some(_) => Err(Rejection::forbidden("unknown token")),
+            None => Err(Rejection::unauthorized("sign in first")),
+        },
+    )
+    .job("test.Unit", |_: Value, _job: JobHandle| async move {
+        Ok::<(), std::io::Error>(())
+    })
+    .into_router();
+    let base = serve(router).await;
+    let http = client();
+    let start = |auth: Option<&str>| {
+        let mut request = http
+            .post(format!("{base}/async/start"))
+            .json(&json!({"concreteType": "test.Unit"}));
+        if let Some(auth) = auth {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        request.send()
+    };
+    let reason = refused(start(None).await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    assert_eq!(reason, "sign in first");
+    refused(
+        start(Some("Bearer eve")).await.unwrap(),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(
+        start(Some("Bearer alice")).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn etags_answer_if_none_match_with_304() {
+    let f = fixture().await;
+    let token = f
+        .start(ALICE, json!({"concreteType": "test.Gated", "steps": 2}))
+        .await;
+    let path = format!("/asynchronous/job/{token}");
+    let first = f.get(ALICE, &path).send().await.unwrap();
+    let etag = etag_header(&first);
+    let bare = etag.trim_matches('"').to_owned();
+
+    for request in [
+        f.get(ALICE, &path).header(header::IF_NONE_MATCH, &etag),
+        f.get(ALICE, &path)
+            .header(header::IF_NONE_MATCH, format!("W/{etag}")),
+        f.get(ALICE, &path)
+            .header(header::IF_NONE_MATCH, format!("\"nope\", {etag}")),
+        f.get(ALICE, &path).header(header::IF_NONE_MATCH, "*"),
+        f.get(ALICE, &format!("{path}?etag={bare}")),
+        f.get(ALICE, &format!("/async/get/{token}"))
+            .header(header::IF_NONE_MATCH, &etag),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(etag_header(&response), etag);
+        assert_no_store(&response);
+        assert!(response.bytes().await.unwrap().is_empty());
+    }
+    let other = f
+        .get(ALICE, &path)
+        .header(header::IF_NONE_MATCH, "\"999\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+
+    // Progress changes the etag: the old one no longer matches.
+    f.gate.notify_one();
+    let id: JobId = token.parse().unwrap();
+    f.registry
+        .wait_for_change(&id, &bare.parse().unwrap())
+        .await
+        .unwrap();
+    let response = f
+        .get(ALICE, &path)
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_ne!(etag_header(&response), etag);
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(status["progressCurrent"], 1);
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_as_soon_as_the_status_changes() {
+    let f = fixture().await;
+    let token = f
+        .start(ALICE, json!({"concreteType": "test.Gated", "steps": 2}))
+        .await;
+    let path = format!("/asynchronous/job/{token}?wait=10");
+    let etag = etag_header(&f.get(ALICE, &path).send().await.unwrap());
+
+    let held = tokio::spawn(
+        f.get(ALICE, &path)
+            .header(header::IF_NONE_MATCH, &etag)
+            .send(),
+    );
+    sleep(Duration::from_millis(100)).await;
+    assert!(!held.is_finished(), "held while nothing changes");
+    let opened = Instant::now();
+    f.gate.notify_one();
+    let response = held.await.unwrap().unwrap();
+    assert!(
+        opened.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        opened.elapsed()
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    let new_etag = etag_header(&response);
+    assert_ne!(new_etag, etag);
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(status["progressCurrent"], 1);
+    assert_eq!(status["progressMessage"], "step 1 of 2");
+
+    // async/get long-polls too, to the end.
+    let held = tokio::spawn(
+        f.get(ALICE, &format!("/async/get/{token}?wait=10"))
+            .header(header::IF_NONE_MATCH, &new_etag)
+            .send(),
+    );
+    sleep(Duration::from_millis(50)).await;
+    f.gate.notify_one();
+    let response = held.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["concreteType"], "test.GatedResponse");
+}
+
+#[tokio::test]
+async fn a_long_poll_without_change_times_out_with_304_within_the_bound() {
+    let f = fixture().await;
+    let token = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;
+    let path = format!("/asynchronous/job/{token}");
+    let etag = etag_header(&f.get(ALICE, &path).send().await.unwrap());
+
+    for (wait, at_least) in [("0.15", Duration::from_millis(150)), ("3600", MAX_WAIT)] {
+        let asked = Instant::now();
+        let response = f
+            .get(ALICE, &format!("{path}?wait={wait}"))
+            .header(header::IF_NONE_MATCH, &etag)
+            .send()
+            .await
+            .unwrap();
+        let took = asked.elapsed();
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "wait={wait}");
+        assert_eq!(etag_header(&response), etag);
+        assert!(took >= at_least, "wait={wait} took {took:?}");
+        assert!(
+            took < at_least + Duration::from_millis(500),
+            "wait={wait} took {took:?}"
+        );
+    }
+
+    // Without an etag there is nothing to wait for: the status, at once.
+    let asked = Instant::now();
+    let response = f
+        .get(ALICE, &format!("{path}?wait=10"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(asked.elapsed() < MAX_WAIT);
+
+    // A finished status never changes: a matching etag is answered 304 at once.
+    f.gate.notify_one();
+    let done = f.finished(&token).await;
+    let asked = Instant::now();
+    let response = f
+        .get(ALICE, &format!("{path}?wait=10&etag={}", done.etag))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    assert!(asked.elapsed() < MAX_WAIT);
+}
+
+#[tokio::test]
+async fn a_cacheable_kind_answers_an_equal_request_with_the_earlier_token() {
+    let f = fixture().await;
+    let query = json!({"concreteType": "test.Query", "sql": "select 1", "limit": 5});
+    let first = f.start(ALICE, query.clone()).await;
+    let reordered = json!({"limit": 5, "sql": "select 1", "concreteType": "test.Query"});
+    assert_eq!(f.start(ALICE, reordered).await, first);
+    assert_ne!(
+        f.start(BOB, query.clone()).await,
+        first,
+        "never across users"
+    );
+    let other = json!({"concreteType": "test.Query", "sql": "select 2", "limit": 5});
+    assert_ne!(f.start(ALICE, other).await, first);
+    // Not cacheable: a new job each time.
+    let unit = json!({"concreteType": "test.Unit"});
+    assert_ne!(
+        f.start(ALICE, unit.clone()).await,
+        f.start(ALICE, unit).await
+    );
+}
+
+#[tokio::test]
+async fn the_router_has_a_prefix_and_merges_into_an_application() {
+    #[derive(Clone)]
+    struct AppState;
+    let registry = JobRegistry::new();
+    let gate = Arc::new(Notify::new());
+    let app: Router = Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .merge(
+            api(&registry, &gate)
+                .prefix("table/query/")
+                .into_router::<AppState>(),
+        )
+        .with_state(AppState);
+    let f = Fixture {
+        base: serve(app).await,
+        http: client(),
+        registry,
+        gate,
+    };
+    let response = f
+        .post(ALICE, "/table/query/async/start")
+        .json(&json!({"concreteType": "test.Unit"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let token: Value = response.json().await.unwrap();
+    let token = token["token"].as_str().unwrap();
+    f.finished(token).await;
+    let response = f
+        .get(ALICE, &format!("/table/query/async/get/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = f
+        .get(ALICE, &format!("/asynchronous/job/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = f.post(ALICE, "/async/start").send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "only under the prefix"
+    );
+    assert_eq!(
+        f.get(ALICE, "/health")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_each_follow_their_own_jobs() {
+    let f = Arc::new(fixture().await);
+    let clients = (0..12u64).map(|n| {
+        let f = f.clone();
+        tokio::spawn(async move {
+            let user = 1000 + n;
+            let token = f
+                .start(
+                    user,
+                    json!({"concreteType": "test.Steps", "steps": 3, "stepMs": 10 + n}),
+                )
+                .await;
+            // Long-poll on the status with the last etag seen, until the job is done.
+            let mut etag = String::new();
+            let mut seen = Vec::new();
+            loop {
+                let response = f
+                    .get(user, &format!("/asynchronous/job/{token}?wait=1"))
+                    .header(header::IF_NONE_MATCH, &etag)
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == StatusCode::NOT_MODIFIED {
+                    continue;
+                }
+                assert_eq!(response.status(), StatusCode::OK);
+                etag = etag_header(&response);
+                let status: Value = response.json().await.unwrap();
+                assert_eq!(status["startedByUserId"], user);
+                seen.push(status["etag"].as_str().unwrap().to_owned());
+                if status["jobState"] != "PROCESSING" {
+                    assert_eq!(status["jobState"], "COMPLETE");
+                    break;
+                }
+            }
+            assert!(
+                seen.windows(2).all(|w| w[0] != w[1]),
+                "each answer was news: {seen:?}"
+            );
+            let response = f
+                .get(user, &format!("/async/get/{token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["steps"], 3);
+            // Another client's job is not this one's to read.
+            let neighbour = if n == 0 { 1001 } else { 1000 };
+            let response = f
+                .get(neighbour, &format!("/asynchronous/job/{token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+            token
+        })
+    });
+    let mut tokens = Vec::new();
+    for client in clients.collect::<Vec<_>>() {
+        tokens.push(client.await.unwrap());
+    }
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 12);
+    assert_eq!(f.registry.counts().complete, 12);
+}
+
+/// Polls `async/get` as Synapse's Python client does: sleeps from 0.2 s, ×1.1 each time up to
+/// 20 s, back to 0.2 s whenever progress changes; gives up after `patience` without progress.
+async fn synapse_client(f: &Fixture, user: u64, token: &str, patience: Duration) -> (Value, usize) {
+    let mut sleep_for = Duration::from_millis(200);
+    let mut last_progress = (Value::Null, Value::Null);
+    let mut progressed_at = Instant::now();
+    let mut polls = 0;
+    loop {
+        let response = f
+            .get(user, &format!("/async/get/{token}"))
+            .send()
+            .await
+            .unwrap();
+        polls += 1;
+        match response.status() {
+            StatusCode::ACCEPTED => {
+                let status: Value = response.json().await.unwrap();
+                let progress = (
+                    status["progressCurrent"].clone(),
+                    status["progressMessage"].clone(),
+                );
+                if progress != last_progress {
+                    last_progress = progress;
+                    progressed_at = Instant::now();
+                    sleep_for = Duration::from_millis(200);
+                }
+                assert!(progressed_at.elapsed() < patience, "job stalled: {status}");
+                sleep(sleep_for).await;
+                sleep_for = sleep_for.mul_f64(1.1).min(Duration::from_secs(20));
+            }
+            StatusCode::OK => return (response.json().await.unwrap(), polls),
+            other => panic!("job failed: {other} {}", response.text().await.unwrap()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_synapse_style_polling_client_follows_a_job_to_completion() {
+    let f = fixture().await;
+    let token = f
+        .start(
+            ALICE,
+            json!({"concreteType": "test.Steps", "steps": 4, "stepMs": 150}),
+        )
+        .await;
+    let started = Instant::now();
+    let (body, polls) = synapse_client(&f, ALICE, &token, Duration::from_secs(5)).await;
+    assert_eq!(
+        body,
+        json!({"concreteType": "test.StepsResponse", "steps": 4})
+    );
+    assert!(polls >= 3, "it polled while the job ran: {polls}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<AsyncJobApi>();
+    send_sync::<UserHeader>();
+    send_sync::<Rejection>();
+}
