@@ -219,13 +219,11 @@ impl Job {
         // has every final status in its queue. Counts move before waiters wake: a waiter
         // that slept until the end sees them moved.
         self.hub.publish(self.id, self.user, version);
-        let runtime = changed_at.saturating_duration_since(self.started_at);
-        note.emit(
-            self.id,
-            self.user,
-            version,
-            u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX),
-        );
+        // The runtime is worked out only if an event is emitted that shows it.
+        note.emit(self.id, self.user, version, || {
+            let runtime = changed_at.saturating_duration_since(self.started_at);
+            u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX)
+        });
         if phase.is_terminal() {
             self.hub.finished(phase);
         }

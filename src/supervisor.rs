@@ -6,6 +6,7 @@ use std::any::Any;
 use std::error::Error as StdError;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -37,92 +38,63 @@ enum Stopped {
     NoTimer,
 }
 
+/// The job's own future, polled with its panics caught.
+type Ran<R, E> = Result<Result<R, E>, Box<dyn Any + Send>>;
+
+/// A cold part of a job's life (waiting in the queue, the time limits, the grace after a cancel),
+/// boxed so that its state is allocated only for the jobs that get there: the future of every
+/// job's task stays small, and tokio copies it a few times per job.
+type Cold<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 impl Supervisor {
     pub(crate) async fn run<Fut, R, E>(self, job_future: Fut)
     where
-        Fut: Future<Output = Result<R, E>>,
-        R: Serialize,
-        E: Into<Box<dyn StdError + Send + Sync>>,
+        Fut: Future<Output = Result<R, E>> + Send,
+        R: Serialize + Send,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send,
     {
-        if self.job.is_queued() {
-            // The token first: a job canceled before its first poll never runs, even if a slot
-            // reached it meanwhile (the slot is released when it ends).
-            let admitted = tokio::select! {
-                biased;
-                () = self.token.cancelled() => false,
-                () = self.job.dequeued() => !self.job.is_finished(),
-            };
-            if !admitted {
-                // Dropped unpolled: a queued job never runs.
-                drop(job_future);
-                self.shared.finish(
-                    &self.job,
-                    Change::Fail(registry_failure(
-                        "job was canceled while queued, before it started".into(),
-                        exception::CANCELED,
-                    )),
-                );
-                return;
-            }
+        if self.job.is_queued() && !Box::pin(self.admitted()).await {
+            // Dropped unpolled: a queued job never runs.
+            drop(job_future);
+            let failure = registry_failure(
+                "job was canceled while queued, before it started".into(),
+                exception::CANCELED,
+            );
+            self.shared.finish(&self.job, Change::Fail(failure));
+            return;
         }
 
-        let grace = self.shared.config.cancel_grace;
         let outcome = {
             let mut job_future = std::pin::pin!(job_future);
-            let run = poll_fn(|cx| {
+            let mut run = poll_fn(|cx| {
                 match catch_unwind(AssertUnwindSafe(|| job_future.as_mut().poll(cx))) {
                     Ok(Poll::Pending) => Poll::Pending,
                     Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
                     Err(panic) => Poll::Ready(Err(panic)),
                 }
             });
-            let (job, token, shared) = (&self.job, &self.token, &self.shared);
-            let limits = (self.time_limit, self.stall_limit);
-            let stop_future = async move {
-                let timed_out = tokio::select! {
-                    () = token.cancelled() => None,
-                    timeout = time_limits(job, limits) => Some(timeout),
-                };
-                // The token may have been fired by a parent (the registry's root) rather than by
-                // `cancel`: the status shows the request either way.
-                job.apply(timed_out.map_or(Change::Canceling, Change::TimedOut));
-                tokio::select! {
-                    () = tokio::time::sleep(grace) => Stopped::AfterGrace(grace),
-                    () = shared.kill.cancelled() => Stopped::ByShutdown,
-                }
-            };
-            let mut stop_future = std::pin::pin!(stop_future);
-            // Timers panic on a runtime built without the time driver: then the job cannot be
-            // given a grace or a time limit, and it is stopped rather than left running unchecked.
-            let stop = poll_fn(|cx| {
-                catch_unwind(AssertUnwindSafe(|| stop_future.as_mut().poll(cx))).unwrap_or_else(
-                    |panic| {
-                        drop_quietly(panic);
-                        Poll::Ready(Stopped::NoTimer)
-                    },
-                )
-            });
-            tokio::select! {
+            let mut limits = self.time_limits();
+            let stop = tokio::select! {
                 biased;
-                result = run => match result {
-                    Ok(Ok(response)) => completed(&response),
-                    Ok(Err(error)) => Change::Fail(failed(error)),
-                    Err(panic) => Change::Fail(panicked(panic)),
-                },
-                stopped = stop => Change::Fail(match stopped {
-                    Stopped::AfterGrace(grace) => registry_failure(
-                        format!("job was canceled and did not stop within its {grace:?} grace period, so it was stopped"),
-                        exception::CANCELED,
-                    ),
-                    Stopped::NoTimer => registry_failure(
-                        "job was stopped: its runtime has no timer, which the cancel grace and time limits need (build the runtime with enable_time or enable_all)".into(),
-                        exception::ABORTED,
-                    ),
-                    Stopped::ByShutdown => registry_failure(
-                        "job was stopped by the registry's shutdown".into(),
-                        exception::CANCELED,
-                    ),
-                }),
+                result = &mut run => Err(result),
+                () = self.token.cancelled() => Ok(None),
+                timeout = no_timer_guard(limits.as_mut(), None) => Ok(timeout),
+            };
+            match stop {
+                Err(result) => outcome_of(result),
+                Ok(timed_out) => {
+                    // The token may have been fired by a parent (the registry's root) rather than
+                    // by `cancel`: the status shows the request either way.
+                    self.job
+                        .apply(timed_out.map_or(Change::Canceling, Change::TimedOut));
+                    drop(limits);
+                    let mut grace: Cold<'_, Result<Ran<R, E>, Stopped>> =
+                        Box::pin(self.grace(&mut run));
+                    match no_timer_guard(Some(&mut grace), Err(Stopped::NoTimer)).await {
+                        Ok(result) => outcome_of(result),
+                        Err(stopped) => Change::Fail(stopped.failure()),
+                    }
+                }
             }
             // The job's future is dropped here; if its Drop panics, `Drop for Supervisor` ends
             // the job instead.
@@ -136,6 +108,91 @@ impl Supervisor {
             (_, outcome) => outcome,
         };
         self.shared.finish(&self.job, outcome);
+    }
+
+    /// Waits for a slot under the concurrency limit: `false` if the job was canceled first.
+    async fn admitted(&self) -> bool {
+        // The token first: a job canceled before its first poll never runs, even if a slot
+        // reached it meanwhile (the slot is released when it ends).
+        tokio::select! {
+            biased;
+            () = self.token.cancelled() => false,
+            () = self.job.dequeued() => !self.job.is_finished(),
+        }
+    }
+
+    /// The job's time limits, if it has any.
+    fn time_limits(&self) -> Option<Cold<'_, Option<Timeout>>> {
+        if self.time_limit.is_none() && self.stall_limit.is_none() {
+            return None;
+        }
+        let limits = (self.time_limit, self.stall_limit);
+        Some(Box::pin(async move {
+            Some(time_limits(&self.job, limits).await)
+        }))
+    }
+
+    /// After a cancel: the job may still end by itself within the grace; otherwise it is stopped.
+    async fn grace<F, R, E>(&self, run: &mut F) -> Result<Ran<R, E>, Stopped>
+    where
+        F: Future<Output = Ran<R, E>> + Unpin,
+    {
+        let grace = self.shared.config.cancel_grace;
+        tokio::select! {
+            biased;
+            result = run => Ok(result),
+            () = tokio::time::sleep(grace) => Err(Stopped::AfterGrace(grace)),
+            () = self.shared.kill.cancelled() => Err(Stopped::ByShutdown),
+        }
+    }
+}
+
+/// Polls a cold future, or never resolves without one. Timers panic on a runtime built without
+/// the time driver: then the job cannot be given a grace or a time limit, and `on_no_timer` says
+/// what happens instead.
+async fn no_timer_guard<T>(cold: Option<&mut Cold<'_, T>>, on_no_timer: T) -> T {
+    let Some(cold) = cold else {
+        return std::future::pending().await;
+    };
+    let mut on_no_timer = Some(on_no_timer);
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| cold.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                drop_quietly(panic);
+                on_no_timer.take().map_or(Poll::Pending, Poll::Ready)
+            }
+        },
+    )
+    .await
+}
+
+fn outcome_of<R: Serialize, E: Into<Box<dyn StdError + Send + Sync>>>(
+    result: Ran<R, E>,
+) -> Change<'static> {
+    match result {
+        Ok(Ok(response)) => completed(&response),
+        Ok(Err(error)) => Change::Fail(failed(error)),
+        Err(panic) => Change::Fail(panicked(panic)),
+    }
+}
+
+impl Stopped {
+    fn failure(self) -> Failure {
+        match self {
+            Stopped::AfterGrace(grace) => registry_failure(
+                format!("job was canceled and did not stop within its {grace:?} grace period, so it was stopped"),
+                exception::CANCELED,
+            ),
+            Stopped::NoTimer => registry_failure(
+                "job was stopped: its runtime has no timer, which the cancel grace and time limits need (build the runtime with enable_time or enable_all)".into(),
+                exception::ABORTED,
+            ),
+            Stopped::ByShutdown => registry_failure(
+                "job was stopped by the registry's shutdown".into(),
+                exception::CANCELED,
+            ),
+        }
     }
 }
 

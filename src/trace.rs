@@ -66,7 +66,13 @@ mod enabled {
             }
         }
 
-        pub(crate) fn emit(self, id: JobId, user: Option<u64>, etag: u64, runtime_ms: u64) {
+        pub(crate) fn emit(
+            self,
+            id: JobId,
+            user: Option<u64>,
+            etag: u64,
+            runtime_ms: impl FnOnce() -> u64,
+        ) {
             let id = id.as_u64();
             match self {
                 Note::Progress {
@@ -90,13 +96,13 @@ mod enabled {
                     debug!(target: "asyncjobs", job_id = id, user, etag, "job dequeued")
                 }
                 Note::Complete => {
-                    debug!(target: "asyncjobs", job_id = id, user, etag, runtime_ms, "job complete")
+                    debug!(target: "asyncjobs", job_id = id, user, etag, runtime_ms = runtime_ms(), "job complete")
                 }
                 Note::Fail { message, exception } if &*exception == exception::PANICKED => {
-                    error!(target: "asyncjobs", job_id = id, user, etag, runtime_ms, %exception, error = %message, "job failed")
+                    error!(target: "asyncjobs", job_id = id, user, etag, runtime_ms = runtime_ms(), %exception, error = %message, "job failed")
                 }
                 Note::Fail { message, exception } => {
-                    warn!(target: "asyncjobs", job_id = id, user, etag, runtime_ms, %exception, error = %message, "job failed")
+                    warn!(target: "asyncjobs", job_id = id, user, etag, runtime_ms = runtime_ms(), %exception, error = %message, "job failed")
                 }
             }
         }
@@ -127,7 +133,7 @@ mod disabled {
             Note
         }
 
-        pub(crate) fn emit(self, _: JobId, _: Option<u64>, _: u64, _: u64) {}
+        pub(crate) fn emit(self, _: JobId, _: Option<u64>, _: u64, _: impl FnOnce() -> u64) {}
     }
 
     pub(crate) fn started(_: JobId, _: Option<u64>, _: bool) {}

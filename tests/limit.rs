@@ -51,7 +51,9 @@ async fn at_most_n_jobs_run_and_the_rest_start_in_submission_order() {
     assert_eq!(started_late.progress_message.as_deref(), Some("running"));
     // startedOn is submission time (read from the wall clock at spawn), not when the job began
     // to run: the job waited 100 ms (paused clock) for a slot before its first change.
-    assert!(started_late.changed_on - started_late.started_on >= chrono::Duration::milliseconds(100));
+    assert!(
+        started_late.changed_on - started_late.started_on >= chrono::Duration::milliseconds(100)
+    );
     assert_eq!(started_late.runtime_ms, 150);
 
     for id in &ids {
