@@ -104,7 +104,11 @@ pub(crate) enum Applied {
     AlreadyFinished,
 }
 
-const COMPLETE_MESSAGE: &str = "Complete";
+/// Every complete job's progress message: one shared allocation, not one per job.
+fn complete_message() -> Arc<str> {
+    static COMPLETE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    COMPLETE.get_or_init(|| Arc::from("Complete")).clone()
+}
 
 impl Job {
     pub(crate) fn new(
@@ -121,7 +125,7 @@ impl Job {
             user: request.user,
             request: request.body,
             cacheable: request.cacheable,
-            started_on: Utc::now().timestamp_nanos_opt().unwrap_or(0),
+            started_on: unix_nanos_now(),
             started_at,
             hub,
             state: Mutex::new(State {
@@ -193,7 +197,7 @@ impl Job {
             Change::Complete(response) => {
                 st.phase = AsynchJobState::Complete;
                 st.current = st.total;
-                st.message = Some(Arc::from(COMPLETE_MESSAGE));
+                st.message = Some(complete_message());
                 st.response = response;
                 release = st.token.take();
             }
@@ -380,6 +384,14 @@ impl Job {
 }
 
 /// Wall-clock time `elapsed` after `start`, to the millisecond (as on the wire).
+/// The wall clock as nanoseconds since the Unix epoch (cheaper than building a `DateTime`).
+fn unix_nanos_now() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+    }
+}
+
 fn wall_time(start_nanos: i64, elapsed: Duration) -> DateTime<Utc> {
     let elapsed = i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX);
     let millis = start_nanos.saturating_add(elapsed).div_euclid(1_000_000);
