@@ -10,7 +10,7 @@
 //! Locks: a job's lock is a leaf. It is never held while another lock is taken, across an
 //! `.await`, or while user code runs (serialization and error formatting happen before `apply`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -36,7 +36,9 @@ pub(crate) struct Job {
     started_at: Instant,
     hub: Arc<Hub>,
     state: Mutex<State>,
-    changed: Notify,
+    /// Made on the first wait: most jobs are never waited for, and a `Notify` is 32 bytes in
+    /// every retained job.
+    changed: OnceLock<Box<Notify>>,
 }
 
 struct State {
@@ -45,13 +47,15 @@ struct State {
     /// Waiting for a slot under the registry's concurrency limit. Stays set if the job ends
     /// while queued, which tells the limiter that the job never held a slot.
     queued: bool,
-    timed_out: Option<Timeout>,
+    /// Whether the job reported progress: `current` and `total` mean something only then (two
+    /// plain integers and a flag take less room than two `Option<u64>`, in every retained job).
+    reported: bool,
     /// Tasks inside [`Job::until`]: with none, a change skips the `Notify` (and its lock).
     waiters: u32,
     version: u64,
     changed_at: Instant,
-    current: Option<u64>,
-    total: Option<u64>,
+    current: u64,
+    total: u64,
     message: Option<Arc<str>>,
     failure: Option<Box<Failure>>,
     response: Option<Arc<Value>>,
@@ -87,7 +91,8 @@ pub(crate) enum Change<'a> {
     },
     Canceling,
     /// A time limit was broken: like `Canceling`, and the reason is kept for the final status.
-    TimedOut(Timeout),
+    // The limit is read only by the trace event.
+    TimedOut(#[cfg_attr(not(feature = "tracing"), allow(dead_code))] Timeout),
     /// Leaves the concurrency limit's queue: the job may start.
     Dequeued,
     Complete(Option<Arc<Value>>),
@@ -132,18 +137,18 @@ impl Job {
                 phase: AsynchJobState::Processing,
                 canceling: false,
                 queued: queued.is_some(),
-                timed_out: None,
                 waiters: 0,
                 version: 1,
                 changed_at: started_at,
-                current: None,
-                total: None,
+                reported: false,
+                current: 0,
+                total: 0,
                 message: queued,
                 failure: None,
                 response: None,
                 token: Some(token),
             }),
-            changed: Notify::new(),
+            changed: OnceLock::new(),
         }
     }
 
@@ -164,11 +169,12 @@ impl Job {
                 message,
             } => {
                 let same_message = st.message.as_deref() == Some(message);
-                if same_message && st.current == Some(current) && st.total == Some(total) {
+                if same_message && st.reported && st.current == current && st.total == total {
                     return Applied::Unchanged;
                 }
-                st.current = Some(current);
-                st.total = Some(total);
+                st.reported = true;
+                st.current = current;
+                st.total = total;
                 if !same_message {
                     st.message = Some(Arc::from(message));
                 }
@@ -178,9 +184,6 @@ impl Job {
                     return Applied::Unchanged;
                 }
                 st.canceling = true;
-                if let Change::TimedOut(timeout) = change {
-                    st.timed_out = Some(timeout);
-                }
                 fire = st.token.take();
             }
             Change::Dequeued => {
@@ -190,7 +193,7 @@ impl Job {
                 }
                 st.queued = false;
                 // Clear the queued message, unless the job already reported progress of its own.
-                if st.current.is_none() {
+                if !st.reported {
                     st.message = None;
                 }
             }
@@ -232,7 +235,9 @@ impl Job {
             self.hub.finished(phase);
         }
         if wake {
-            self.changed.notify_waiters();
+            if let Some(changed) = self.changed.get() {
+                changed.notify_waiters();
+            }
         }
         Applied::Changed
     }
@@ -251,10 +256,6 @@ impl Job {
 
     pub(crate) fn is_canceling(&self) -> bool {
         self.state.lock().canceling
-    }
-
-    pub(crate) fn timed_out(&self) -> Option<Timeout> {
-        self.state.lock().timed_out
     }
 
     /// When the status last changed.
@@ -291,8 +292,11 @@ impl Job {
         let canceling = st.canceling;
         let version = st.version;
         let changed_at = st.changed_at;
-        let current = st.current;
-        let total = st.total;
+        let (current, total) = if st.reported {
+            (Some(st.current), Some(st.total))
+        } else {
+            (None, None)
+        };
         let message = st.message.clone();
         let (error_message, error_details, exception) = match &st.failure {
             Some(f) => (
@@ -346,7 +350,7 @@ impl Job {
         loop {
             // Made before the check, so a change after the check wakes it: `notify_waiters`
             // completes every `Notified` made before the call, polled or not.
-            let notified = self.changed.notified();
+            let notified = self.changed.get_or_init(Box::default).notified();
             {
                 let mut st = self.state.lock();
                 if done(&st) {

@@ -18,7 +18,9 @@ use crate::JobId;
 pub(crate) struct Retention {
     keep_for: Duration,
     keep_at_most: usize,
-    finished: Mutex<VecDeque<(Instant, JobId)>>,
+    /// Finish times in nanoseconds after `anchor` (8 bytes, not an `Instant`'s 16, per retained
+    /// job), oldest first.
+    finished: Mutex<VecDeque<(u64, JobId)>>,
     /// Copies of the queue's length and of its oldest entry's time (in nanoseconds after
     /// `anchor`), written under the lock, so that [`Retention::pop_due`] can tell "nothing due"
     /// without taking it: every spawn asks. A stale read only makes a sweep a little early or late.
@@ -48,13 +50,13 @@ impl Retention {
     /// their finish times up to the lock; a job pushed out of order only expires a little late.
     pub(crate) fn push(&self, id: JobId, finished_at: Instant) {
         let mut queue = self.finished.lock();
-        queue.push_back((finished_at, id));
+        queue.push_back((self.nanos(finished_at), id));
         self.publish(&queue);
     }
 
-    fn publish(&self, queue: &VecDeque<(Instant, JobId)>) {
+    fn publish(&self, queue: &VecDeque<(u64, JobId)>) {
         self.len.store(queue.len(), Ordering::Relaxed);
-        let oldest = queue.front().map_or(u64::MAX, |&(at, _)| self.nanos(at));
+        let oldest = queue.front().map_or(u64::MAX, |&(at, _)| at);
         self.oldest.store(oldest, Ordering::Relaxed);
     }
 
@@ -67,14 +69,17 @@ impl Retention {
     pub(crate) fn pop_due(&self, now: Instant) -> Option<JobId> {
         let len = self.len.load(Ordering::Relaxed);
         let keep_for = u64::try_from(self.keep_for.as_nanos()).unwrap_or(u64::MAX);
+        let now = self.nanos(now);
         if len <= self.keep_at_most
-            && self.nanos(now) < self.oldest.load(Ordering::Relaxed).saturating_add(keep_for)
+            && now < self.oldest.load(Ordering::Relaxed).saturating_add(keep_for)
         {
             return None;
         }
         let mut queue = self.finished.lock();
         let due = match queue.front() {
-            Some(&(at, id)) if queue.len() > self.keep_at_most || self.expired(at, now) => {
+            Some(&(at, id))
+                if queue.len() > self.keep_at_most || now.saturating_sub(at) >= keep_for =>
+            {
                 queue.pop_front();
                 Some(id)
             }

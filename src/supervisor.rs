@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{Change, Failure, Job, Timeout};
+use crate::job::{Applied, Change, Failure, Job, Timeout};
 use crate::registry::Shared;
 use crate::text::{error_chain, error_message};
 use crate::{exception, MAX_ERROR_DETAILS_BYTES, MAX_MESSAGE_CHARS};
@@ -64,6 +64,8 @@ impl Supervisor {
             return;
         }
 
+        // The time limit this job broke, if breaking it is what asked the job to stop.
+        let mut broke = None;
         let outcome = {
             let mut job_future = std::pin::pin!(job_future);
             let mut run = poll_fn(|cx| {
@@ -85,8 +87,12 @@ impl Supervisor {
                 Ok(timed_out) => {
                     // The token may have been fired by a parent (the registry's root) rather than
                     // by `cancel`: the status shows the request either way.
-                    self.job
+                    let asked = self
+                        .job
                         .apply(timed_out.map_or(Change::Canceling, Change::TimedOut));
+                    if asked == Applied::Changed {
+                        broke = timed_out;
+                    }
                     drop(limits);
                     let mut grace: Cold<'_, Result<Ran<R, E>, Stopped>> =
                         Box::pin(self.grace(&mut run));
@@ -99,7 +105,7 @@ impl Supervisor {
             // The job's future is dropped here; if its Drop panics, `Drop for Supervisor` ends
             // the job instead.
         };
-        let outcome = match (self.job.timed_out(), outcome) {
+        let outcome = match (broke, outcome) {
             (Some(timeout), Change::Fail(failure))
                 if failure.exception.as_ref() != exception::PANICKED =>
             {
