@@ -109,11 +109,10 @@ pub(crate) enum Applied {
     AlreadyFinished,
 }
 
-/// Every complete job's progress message: one shared allocation, not one per job.
-fn complete_message() -> Arc<str> {
-    static COMPLETE: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
-    COMPLETE.get_or_init(|| Arc::from("Complete")).clone()
-}
+/// A complete job's progress message. Each job gets its own copy: one shared `Arc` would make
+/// every snapshot of every complete job bump one reference count, a cache line all cores fight
+/// over when many pollers read finished statuses.
+const COMPLETE_MESSAGE: &str = "Complete";
 
 impl Job {
     pub(crate) fn new(
@@ -200,7 +199,7 @@ impl Job {
             Change::Complete(response) => {
                 st.phase = AsynchJobState::Complete;
                 st.current = st.total;
-                st.message = Some(complete_message());
+                st.message = Some(Arc::from(COMPLETE_MESSAGE));
                 st.response = response;
                 release = st.token.take();
             }

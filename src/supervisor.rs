@@ -50,7 +50,7 @@ impl Supervisor {
     pub(crate) async fn run<Fut, R, E>(self, job_future: Fut)
     where
         Fut: Future<Output = Result<R, E>> + Send,
-        R: Serialize + Send,
+        R: Serialize + Send + 'static,
         E: Into<Box<dyn StdError + Send + Sync>> + Send,
     {
         if self.job.is_queued() && !Box::pin(self.admitted()).await {
@@ -173,11 +173,11 @@ async fn no_timer_guard<T>(cold: Option<&mut Cold<'_, T>>, on_no_timer: T) -> T 
     .await
 }
 
-fn outcome_of<R: Serialize, E: Into<Box<dyn StdError + Send + Sync>>>(
+fn outcome_of<R: Serialize + 'static, E: Into<Box<dyn StdError + Send + Sync>>>(
     result: Ran<R, E>,
 ) -> Change<'static> {
     match result {
-        Ok(Ok(response)) => completed(&response),
+        Ok(Ok(response)) => completed(response),
         Ok(Err(error)) => Change::Fail(failed(error)),
         Err(panic) => Change::Fail(panicked(panic)),
     }
@@ -286,8 +286,17 @@ fn cap_bytes(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn completed<R: Serialize>(response: &R) -> Change<'static> {
-    match catch_unwind(AssertUnwindSafe(|| serde_json::to_value(response))) {
+fn completed<R: Serialize + 'static>(response: R) -> Change<'static> {
+    // A job whose result is already JSON keeps it as it is: no deep copy through `to_value`.
+    let mut response = Some(response);
+    if let Some(value) = (&mut response as &mut dyn Any).downcast_mut::<Option<serde_json::Value>>()
+    {
+        return match value.take() {
+            None | Some(serde_json::Value::Null) => Change::Complete(None),
+            Some(value) => Change::Complete(Some(Arc::new(value))),
+        };
+    }
+    match catch_unwind(AssertUnwindSafe(|| serde_json::to_value(&response))) {
         Ok(Ok(serde_json::Value::Null)) => Change::Complete(None),
         Ok(Ok(value)) => Change::Complete(Some(Arc::new(value))),
         Ok(Err(error)) => Change::Fail(Failure {
