@@ -415,6 +415,7 @@ impl JobRegistry {
     }
 
     /// Follows every job's changes; see [`StatusFeed`].
+    #[must_use = "a feed only collects changes until it is read"]
     pub fn watch_all(&self) -> StatusFeed {
         StatusFeed::new(self.clone(), None)
     }
@@ -449,6 +450,7 @@ impl JobRegistry {
 
     /// A view of this registry scoped to one user: it reads, waits for, lists and cancels only
     /// jobs that user started, and starts jobs as that user.
+    #[must_use]
     pub fn as_user(&self, user_id: u64) -> UserView {
         UserView::new(self.clone(), user_id)
     }

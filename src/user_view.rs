@@ -133,6 +133,7 @@ impl UserView {
     }
 
     /// Follows the changes of this user's jobs only, as [`JobRegistry::watch_all`].
+    #[must_use = "a feed only collects changes until it is read"]
     pub fn watch_all(&self) -> StatusFeed {
         StatusFeed::new(self.registry.clone(), Some(self.user))
     }
