@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::hub::Hub;
 use crate::job::{Applied, Change, Job};
 use crate::text::truncate_chars;
 use crate::{AsynchronousJobStatus, JobId, MAX_MESSAGE_CHARS};
@@ -40,12 +41,13 @@ use crate::{AsynchronousJobStatus, JobId, MAX_MESSAGE_CHARS};
 #[derive(Clone)]
 pub struct JobHandle {
     job: Arc<Job>,
+    hub: Arc<Hub>,
     token: CancellationToken,
 }
 
 impl JobHandle {
-    pub(crate) fn new(job: Arc<Job>, token: CancellationToken) -> Self {
-        JobHandle { job, token }
+    pub(crate) fn new(job: Arc<Job>, hub: Arc<Hub>, token: CancellationToken) -> Self {
+        JobHandle { job, hub, token }
     }
 
     /// This job's id.
@@ -68,11 +70,14 @@ impl JobHandle {
     pub fn set_progress(&self, current: u64, total: u64, message: impl AsRef<str>) -> bool {
         // Cut before taking the job's lock, to keep it short.
         let message = truncate_chars(message.as_ref(), MAX_MESSAGE_CHARS);
-        self.job.apply(Change::Progress {
-            current,
-            total,
-            message,
-        }) == Applied::Changed
+        self.job.apply(
+            &self.hub,
+            Change::Progress {
+                current,
+                total,
+                message,
+            },
+        ) == Applied::Changed
     }
 
     /// Whether the job has been asked to cancel (by [`JobRegistry::cancel`], or because the

@@ -10,7 +10,7 @@
 //! Locks: a job's lock is a leaf. It is never held while another lock is taken, across an
 //! `.await`, or while user code runs (serialization and error formatting happen before `apply`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -34,11 +34,7 @@ pub(crate) struct Job {
     /// Nanoseconds since the Unix epoch: plain integers make a snapshot's times cheap.
     started_on: i64,
     started_at: Instant,
-    hub: Arc<Hub>,
     state: Mutex<State>,
-    /// Made on the first wait: most jobs are never waited for, and a `Notify` is 32 bytes in
-    /// every retained job.
-    changed: OnceLock<Box<Notify>>,
 }
 
 struct State {
@@ -52,6 +48,9 @@ struct State {
     reported: bool,
     /// Tasks inside [`Job::until`]: with none, a change skips the `Notify` (and its lock).
     waiters: u32,
+    /// Wakes the waiters; made on the first wait, since most jobs are never waited for and a
+    /// `Notify` would be 32 more bytes in every retained job.
+    changed: Option<Arc<Notify>>,
     version: u64,
     changed_at: Instant,
     current: u64,
@@ -119,7 +118,7 @@ impl Job {
         id: JobId,
         request: JobRequest,
         token: CancellationToken,
-        hub: Arc<Hub>,
+        hub: &Hub,
         queued: Option<Arc<str>>,
     ) -> Self {
         let started_at = Instant::now();
@@ -131,12 +130,12 @@ impl Job {
             cacheable: request.cacheable,
             started_on: unix_nanos_now(),
             started_at,
-            hub,
             state: Mutex::new(State {
                 phase: AsynchJobState::Processing,
                 canceling: false,
                 queued: queued.is_some(),
                 waiters: 0,
+                changed: None,
                 version: 1,
                 changed_at: started_at,
                 reported: false,
@@ -147,13 +146,12 @@ impl Job {
                 response: None,
                 token: Some(token),
             }),
-            changed: OnceLock::new(),
         }
     }
 
     /// The one place where a job's status changes: applies `change`, bumps the etag, stamps the
     /// change time and wakes waiters, or does nothing when nothing observable would change.
-    pub(crate) fn apply(&self, change: Change<'_>) -> Applied {
+    pub(crate) fn apply(&self, hub: &Hub, change: Change<'_>) -> Applied {
         let note = trace::Note::of(&change);
         let mut st = self.state.lock();
         if st.phase.is_terminal() {
@@ -214,7 +212,11 @@ impl Job {
         let phase = st.phase;
         let version = st.version;
         let changed_at = st.changed_at;
-        let wake = st.waiters > 0;
+        let wake = if st.waiters > 0 {
+            st.changed.clone()
+        } else {
+            None
+        };
         drop(st);
         // Tokens take their own locks: fire and release them only after ours is released.
         if let Some(token) = fire {
@@ -224,19 +226,17 @@ impl Job {
         // Published before the counts move: a feed that sees no job PROCESSING after a shutdown
         // has every final status in its queue. Counts move before waiters wake: a waiter
         // that slept until the end sees them moved.
-        self.hub.publish(self.id, self.user, version);
+        hub.publish(self.id, self.user, version);
         // The runtime is worked out only if an event is emitted that shows it.
         note.emit(self.id, self.user, version, || {
             let runtime = changed_at.saturating_duration_since(self.started_at);
             u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX)
         });
         if phase.is_terminal() {
-            self.hub.finished(phase);
+            hub.finished(phase);
         }
-        if wake {
-            if let Some(changed) = self.changed.get() {
-                changed.notify_waiters();
-            }
+        if let Some(changed) = wake {
+            changed.notify_waiters();
         }
         Applied::Changed
     }
@@ -345,11 +345,17 @@ impl Job {
                 self.0.state.lock().waiters -= 1;
             }
         }
+        let changed = self
+            .state
+            .lock()
+            .changed
+            .get_or_insert_with(Arc::default)
+            .clone();
         let mut waiting = None;
         loop {
             // Made before the check, so a change after the check wakes it: `notify_waiters`
             // completes every `Notified` made before the call, polled or not.
-            let notified = self.changed.get_or_init(Box::default).notified();
+            let notified = changed.notified();
             {
                 let mut st = self.state.lock();
                 if done(&st) {

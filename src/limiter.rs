@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::hub::Hub;
 use crate::job::{Applied, Change, Job};
 use crate::JobId;
 
@@ -60,13 +61,13 @@ impl Limiter {
 
     /// Queues a job that was created queued. If every slot was freed meanwhile and nobody is
     /// ahead of it, it gets a slot at once.
-    pub(crate) fn enqueue(&self, job: &Arc<Job>) {
+    pub(crate) fn enqueue(&self, hub: &Hub, job: &Arc<Job>) {
         let mut st = self.state.lock();
         if st.running < self.max && st.queue.is_empty() {
             st.running += 1;
             drop(st);
-            if job.apply(Change::Dequeued) != Applied::Changed {
-                self.release();
+            if job.apply(hub, Change::Dequeued) != Applied::Changed {
+                self.release(hub);
             }
         } else {
             let seq = st.next_seq;
@@ -88,7 +89,7 @@ impl Limiter {
     }
 
     /// A job that held a slot finished: the slot goes to the oldest queued job still waiting.
-    pub(crate) fn release(&self) {
+    pub(crate) fn release(&self, hub: &Hub) {
         loop {
             let next = {
                 let mut st = self.state.lock();
@@ -104,7 +105,7 @@ impl Limiter {
                 }
             };
             // A job being canceled does not take the slot; its supervisor ends it.
-            if next.apply(Change::Dequeued) == Applied::Changed {
+            if next.apply(hub, Change::Dequeued) == Applied::Changed {
                 return;
             }
         }

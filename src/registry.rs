@@ -95,7 +95,7 @@ const STOP_WAIT: Duration = Duration::from_secs(1);
 impl Shared {
     /// Ends a job with `change`; whoever ends it also retires it, so that happens once.
     pub(crate) fn finish(&self, job: &Job, change: Change<'_>) {
-        if job.apply(change) == Applied::Changed {
+        if job.apply(&self.hub, change) == Applied::Changed {
             self.retire(job);
         }
     }
@@ -106,7 +106,7 @@ impl Shared {
             if job.is_queued() {
                 limiter.remove(job.id);
             } else {
-                limiter.release();
+                limiter.release(&self.hub);
             }
         }
         if job.cacheable && job.phase() == crate::AsynchJobState::Failed {
@@ -120,7 +120,7 @@ impl Shared {
 
     /// Asks a job to cancel; a queued job ends at once, without ever running.
     pub(crate) fn cancel(&self, job: &Job) -> CancelOutcome {
-        match job.apply(Change::Canceling) {
+        match job.apply(&self.hub, Change::Canceling) {
             Applied::Changed => {
                 // Once canceling, a queued job is never handed a slot, so it cannot start now.
                 if job.is_queued() {
@@ -250,7 +250,7 @@ impl JobRegistry {
             id,
             request,
             token.clone(),
-            shared.hub.clone(),
+            &shared.hub,
             queued_message,
         ));
         shared.table.insert(entry.clone());
@@ -261,7 +261,7 @@ impl JobRegistry {
         }
         if !admitted {
             if let Some(limiter) = &shared.limiter {
-                limiter.enqueue(&entry);
+                limiter.enqueue(&shared.hub, &entry);
             }
         }
         // A shutdown that began after the check above may have listed the running jobs before
@@ -275,7 +275,7 @@ impl JobRegistry {
             return Ok(id);
         }
 
-        let handle = JobHandle::new(entry.clone(), token.clone());
+        let handle = JobHandle::new(entry.clone(), shared.hub.clone(), token.clone());
         #[cfg(feature = "tracing")]
         let span = trace::span(id, entry.user);
         #[cfg(feature = "tracing")]

@@ -87,9 +87,10 @@ impl Supervisor {
                 Ok(timed_out) => {
                     // The token may have been fired by a parent (the registry's root) rather than
                     // by `cancel`: the status shows the request either way.
-                    let asked = self
-                        .job
-                        .apply(timed_out.map_or(Change::Canceling, Change::TimedOut));
+                    let asked = self.job.apply(
+                        &self.shared.hub,
+                        timed_out.map_or(Change::Canceling, Change::TimedOut),
+                    );
                     if asked == Applied::Changed {
                         broke = timed_out;
                     }
