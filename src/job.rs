@@ -338,35 +338,33 @@ impl Job {
     ///
     /// Cancel safety: cancel safe; it only waits.
     async fn until(&self, done: impl Fn(&State) -> bool) {
-        /// Counts this task among the waiters while it waits, however it stops waiting.
+        /// Counts this task among the waiters while it waits, however it stops waiting; the
+        /// last one out drops the `Notify`, so a job waited for keeps no more memory than one
+        /// never waited for.
         struct Waiting<'a>(&'a Job);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
-                self.0.state.lock().waiters -= 1;
+                let mut st = self.0.state.lock();
+                st.waiters -= 1;
+                if st.waiters == 0 {
+                    st.changed = None;
+                }
             }
         }
-        let changed = self
-            .state
-            .lock()
-            .changed
-            .get_or_insert_with(Arc::default)
-            .clone();
-        let mut waiting = None;
+        // One critical section for both: `apply` wakes through the `Notify` in the state
+        // whenever it counts a waiter, and this is that `Notify`.
+        let (changed, _waiting) = {
+            let mut st = self.state.lock();
+            st.waiters += 1;
+            let changed = st.changed.get_or_insert_with(Arc::default).clone();
+            (changed, Waiting(self))
+        };
         loop {
             // Made before the check, so a change after the check wakes it: `notify_waiters`
             // completes every `Notified` made before the call, polled or not.
             let notified = changed.notified();
-            {
-                let mut st = self.state.lock();
-                if done(&st) {
-                    return;
-                }
-                if waiting.is_none() {
-                    // Under the lock that `apply` reads it with: any change after this check sees
-                    // a waiter and notifies.
-                    st.waiters += 1;
-                    waiting = Some(Waiting(self));
-                }
+            if done(&self.state.lock()) {
+                return;
             }
             notified.await;
         }
