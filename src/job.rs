@@ -306,13 +306,15 @@ impl Job {
             None => (None, None, None),
         };
         let response = st.response.clone();
-        drop(st);
-
+        // Read under the lock: the job cannot finish at an instant before this one, so a live
+        // runtime is never above the final one.
         let runtime_end = if phase.is_terminal() {
             changed_at
         } else {
             Instant::now()
         };
+        drop(st);
+
         let since_start = |at: Instant| at.saturating_duration_since(self.started_at);
         AsynchronousJobStatus {
             job_id: self.id,

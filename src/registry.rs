@@ -457,6 +457,8 @@ impl JobRegistry {
 
     /// How many jobs the registry holds: running ones and retained finished ones.
     pub fn len(&self) -> usize {
+        // Statuses past their retention time are gone, even in an idle registry.
+        self.shared.sweep();
         self.shared.table.len()
     }
 

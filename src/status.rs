@@ -187,9 +187,17 @@ mod wire_time {
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        use chrono::Datelike;
         let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&text)
+        let time = DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| serde::de::Error::custom("expected an RFC 3339 date-time"))
+            .map_err(|_| serde::de::Error::custom("expected an RFC 3339 date-time"))?;
+        // An offset can move a time past year 9999 in UTC, which RFC 3339 cannot write back.
+        if !(0..=9999).contains(&time.year()) {
+            return Err(serde::de::Error::custom(
+                "date-time out of range (years 0000 to 9999 in UTC)",
+            ));
+        }
+        Ok(time)
     }
 }

@@ -321,14 +321,20 @@ fn failed<E: Into<Box<dyn StdError + Send + Sync>>>(error: E) -> Failure {
         let error: Box<dyn StdError + Send + Sync> = error.into();
         let message = error_message(&*error, MAX_MESSAGE_CHARS);
         let details = error_chain(&*error, MAX_ERROR_DETAILS_BYTES);
-        (message, details)
+        (message, details, error)
     }));
     match formatted {
-        Ok((message, details)) => Failure {
-            message: Arc::from(message),
-            details: Some(Arc::from(details)),
-            exception,
-        },
+        Ok((message, details, error)) => {
+            // Dropped on its own: a panicking `Drop` must not lose the message.
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(move || drop(error))) {
+                drop_quietly(panic);
+            }
+            Failure {
+                message: Arc::from(message),
+                details: Some(Arc::from(details)),
+                exception,
+            }
+        }
         Err(panic) => {
             drop_quietly(panic);
             Failure {
