@@ -350,10 +350,9 @@ async fn an_error_whose_drop_panics_ends_the_job_failed() {
     assert_healthy(&registry, 0).await;
 }
 
-/// Reduced from `an_error_whose_drop_panics_ends_the_job_failed`: the error is formatted and
-/// then dropped inside one `catch_unwind` (src/supervisor.rs, `failed`), so a panic in its `Drop`
-/// throws away the message and details that were already formatted, and the status claims that
-/// formatting panicked.
+/// Reduced from `an_error_whose_drop_panics_ends_the_job_failed`, where it was found: the error
+/// was formatted and then dropped inside one `catch_unwind`, so a panic in its `Drop` threw away
+/// the message and details already formatted, and the status claimed that formatting panicked.
 #[tokio::test(start_paused = true)]
 async fn an_error_whose_drop_panics_keeps_its_message() {
     quiet_planned_panics();

@@ -717,7 +717,8 @@ impl Model {
         counts
     }
 
-    fn len(&self) -> usize {
+    fn len(&mut self) -> usize {
+        self.sweep();
         self.jobs.iter().filter(|job| job.in_table).count()
     }
 
@@ -1081,9 +1082,9 @@ impl Harness {
             Look::StatusesFirst => self.observe_statuses(),
             Look::Everything => {}
         }
-        // `len` only after a sweep: see `len_agrees_with_counts_once_statuses_expire`.
-        assert_eq!(self.registry.counts(), self.model.counts(), "counts");
+        // `len` first: it sweeps as `counts` does (`len_agrees_with_counts_once_statuses_expire`).
         assert_eq!(self.registry.len(), self.model.len(), "len");
+        assert_eq!(self.registry.counts(), self.model.counts(), "counts");
         self.observe_statuses();
         let all = self.registry.list(&JobFilter::new());
         let expected = self.model.list(None, None);
@@ -1175,8 +1176,8 @@ proptest! {
     }
 }
 
-/// Found while writing the model: `len()` does not sweep, so in an idle registry it still counts
-/// statuses past their retention time, which every read already treats as gone, and it disagrees
+/// Found while writing the model: `len()` did not sweep, so in an idle registry it still counted
+/// statuses past their retention time, which every read already treats as gone, and it disagreed
 /// with `counts()` (which sweeps) although no job started or finished in between.
 #[tokio::test(start_paused = true)]
 async fn len_agrees_with_counts_once_statuses_expire() {
