@@ -98,6 +98,14 @@ pub(crate) enum Change<'a> {
     Fail(Failure),
 }
 
+/// How a finished job ended.
+pub(crate) struct Ended {
+    pub(crate) state: AsynchJobState,
+    pub(crate) at: Instant,
+    /// It ended while queued under the concurrency limit, so it never held a slot.
+    pub(crate) queued: bool,
+}
+
 /// What [`Job::apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Applied {
@@ -253,8 +261,25 @@ impl Job {
         self.state.lock().queued
     }
 
-    pub(crate) fn is_canceling(&self) -> bool {
-        self.state.lock().canceling
+    /// How the job ended, read under one lock; `None` while it runs.
+    pub(crate) fn ended(&self) -> Option<Ended> {
+        let st = self.state.lock();
+        st.phase.is_terminal().then_some(Ended {
+            state: st.phase,
+            at: st.changed_at,
+            queued: st.queued,
+        })
+    }
+
+    /// Whether a cacheable request may be answered with this job: it runs and is not being
+    /// canceled, or it is COMPLETE and not `expired`.
+    pub(crate) fn reusable(&self, expired: impl FnOnce(Instant) -> bool) -> bool {
+        let st = self.state.lock();
+        match st.phase {
+            AsynchJobState::Processing => !st.canceling,
+            AsynchJobState::Complete => !expired(st.changed_at),
+            AsynchJobState::Failed => false,
+        }
     }
 
     /// When the status last changed.
@@ -264,8 +289,7 @@ impl Job {
 
     /// When the job finished, if it has.
     pub(crate) fn finished_at(&self) -> Option<Instant> {
-        let st = self.state.lock();
-        st.phase.is_terminal().then_some(st.changed_at)
+        self.ended().map(|ended| ended.at)
     }
 
     pub(crate) fn snapshot(&self) -> AsynchronousJobStatus {

@@ -22,8 +22,9 @@ use crate::supervisor::{panicked, registry_failure, Supervisor};
 use crate::table::Table;
 use crate::trace;
 use crate::{
-    exception, AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobHandle,
-    JobId, JobRegistryBuilder, JobRequest, JobWatch, ShutdownSummary, StatusFeed, UserView,
+    exception, AsynchJobState, AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts,
+    JobFilter, JobHandle, JobId, JobRegistryBuilder, JobRequest, JobWatch, ShutdownSummary,
+    StatusFeed, UserView,
 };
 
 /// Starts jobs on tokio and keeps their statuses: the trusted, administrator view of every job.
@@ -100,21 +101,21 @@ impl Shared {
         }
     }
 
+    /// Called once, by whoever ended the job, so `ended` is always there.
     fn retire(&self, job: &Job) {
+        let Some(ended) = job.ended() else { return };
         if let Some(limiter) = &self.limiter {
             // A job that ended while still queued never held a slot; it leaves the queue.
-            if job.is_queued() {
+            if ended.queued {
                 limiter.remove(job.id);
             } else {
                 limiter.release(&self.hub);
             }
         }
-        if job.cacheable && job.phase() == crate::AsynchJobState::Failed {
+        if job.cacheable && ended.state == AsynchJobState::Failed {
             self.cache.remove(job);
         }
-        if let Some(finished_at) = job.finished_at() {
-            self.retention.push(job.id, finished_at);
-        }
+        self.retention.push(job.id, ended.at);
         self.sweep();
     }
 
@@ -226,10 +227,7 @@ impl JobRegistry {
                 jobs.iter().find(|j| {
                     j.user == request.user
                         && j.request == request.body
-                        && j.phase() != crate::AsynchJobState::Failed
-                        && !(j.phase() == crate::AsynchJobState::Processing && j.is_canceling())
-                        && j.finished_at()
-                            .is_none_or(|at| !shared.retention.expired(at, now))
+                        && j.reusable(|finished_at| shared.retention.expired(finished_at, now))
                 })
             });
             if let Some(earlier) = reusable {
@@ -240,9 +238,10 @@ impl JobRegistry {
 
         let (time_limit, stall_limit) = (request.time_limit, request.stall_limit);
         let admitted = shared.limiter.as_ref().is_none_or(Limiter::try_acquire);
-        let queued_message = (!admitted)
-            .then(|| shared.limiter.as_ref().map(Limiter::queued_message))
-            .flatten();
+        let queued_message = match &shared.limiter {
+            Some(limiter) if !admitted => Some(limiter.queued_message()),
+            _ => None,
+        };
         // Ids never wrap: the builder keeps the first one at most `u64::MAX / 2`.
         let id = JobId::from_u64(shared.next_id.fetch_add(1, Ordering::Relaxed));
         let token = shared.root.child_token();
