@@ -266,6 +266,7 @@ impl JobRegistry {
         // A shutdown that began after the check above may have listed the running jobs before
         // this one was added: then it ends here, never runs, and its id still tells the caller so.
         if shared.shut_down.load(Ordering::SeqCst) {
+            shared.cancel(&entry);
             let failure = registry_failure(
                 "job registry was shut down before the job could start".into(),
                 exception::CANCELED,
@@ -519,6 +520,8 @@ impl JobRegistry {
             within(STOP_WAIT, shared.tracker.wait()).await;
         }
         for job in shared.table.jobs(|job| !job.is_finished()) {
+            // Canceled first, as every job a shutdown ends: its final status says so.
+            shared.cancel(&job);
             let failure = registry_failure(
                 "job was stopped by the registry's shutdown".into(),
                 exception::CANCELED,
