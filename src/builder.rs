@@ -1,11 +1,11 @@
 //! Options of a registry.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::registry::Config;
-use crate::JobRegistry;
+use crate::StatusObserver;
 
 /// Default of [`JobRegistryBuilder::cancel_grace`]: 30 seconds, the grace a process supervisor
 /// such as Kubernetes gives a container before it kills it.
@@ -22,7 +22,7 @@ pub const DEFAULT_KEEP_FINISHED_AT_MOST: usize = 10_000;
 /// The highest first id: above it, ids could run out (wrap) within a registry's life.
 const MAX_FIRST_JOB_ID: u64 = u64::MAX / 2;
 
-/// Builds a [`JobRegistry`] with options; [`JobRegistry::new`] is the same with every default.
+/// Builds a [`JobRegistry`] with options; [`JobRegistry::new`](crate::JobRegistry::new) is the same with every default.
 ///
 /// ```
 /// use std::time::Duration;
@@ -38,8 +38,34 @@ const MAX_FIRST_JOB_ID: u64 = u64::MAX / 2;
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct JobRegistryBuilder {
-    config: Config,
+    pub(crate) config: Config,
     first_job_id: Option<u64>,
+}
+
+/// A registry's settings, as the builder leaves them.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) cancel_grace: Duration,
+    pub(crate) runtime: Option<Handle>,
+    pub(crate) keep_finished_for: Duration,
+    pub(crate) keep_finished_at_most: usize,
+    pub(crate) max_running: Option<usize>,
+    pub(crate) first_job_id: u64,
+    pub(crate) observers: Vec<Arc<dyn StatusObserver>>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("cancel_grace", &self.cancel_grace)
+            .field("runtime", &self.runtime)
+            .field("keep_finished_for", &self.keep_finished_for)
+            .field("keep_finished_at_most", &self.keep_finished_at_most)
+            .field("max_running", &self.max_running)
+            .field("first_job_id", &self.first_job_id)
+            .field("observers", &self.observers.len())
+            .finish()
+    }
 }
 
 impl JobRegistryBuilder {
@@ -52,6 +78,7 @@ impl JobRegistryBuilder {
                 keep_finished_at_most: DEFAULT_KEEP_FINISHED_AT_MOST,
                 max_running: None,
                 first_job_id: 0,
+                observers: Vec::new(),
             },
             first_job_id: None,
         }
@@ -137,13 +164,23 @@ impl JobRegistryBuilder {
         self
     }
 
-    /// Builds the registry.
-    pub fn build(mut self) -> JobRegistry {
+    /// Adds an observer, told of every event of every job's life (created, changed, finished,
+    /// removed); see [`StatusObserver`] for what it may and must not do. Observers are called in
+    /// the order they were added.
+    ///
+    /// Defaults to: none. With none, reporting progress costs what it would without this hook.
+    pub fn observe(mut self, observer: impl StatusObserver) -> Self {
+        self.config.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// The settings, with the default first id (from the clock) filled in.
+    pub(crate) fn into_config(mut self) -> Config {
         self.config.first_job_id = self.first_job_id.unwrap_or_else(|| {
             u64::try_from(chrono::Utc::now().timestamp_millis())
                 .unwrap_or(0)
                 .saturating_mul(1000)
         });
-        JobRegistry::from_config(self.config)
+        self.config
     }
 }

@@ -1,6 +1,7 @@
 //! The crate's one error type.
 
 use std::fmt;
+use std::str::FromStr;
 
 use crate::JobId;
 
@@ -42,3 +43,17 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+// Here rather than in `id.rs`, so that ids, a leaf, know nothing of errors.
+impl FromStr for JobId {
+    type Err = Error;
+
+    /// Parses 1 to 20 ASCII digits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MalformedId`] for anything else, including values above `u64::MAX`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        JobId::parse(s).ok_or(Error::MalformedId)
+    }
+}

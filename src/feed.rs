@@ -1,12 +1,17 @@
 //! Following every job's changes.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::hub::FeedQueue;
-use crate::{AsynchronousJobStatus, JobRegistry};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::engine::{Engine, Scope};
+use crate::seam::Subscriber;
+use crate::{AsynchronousJobStatus, JobId};
 
 /// Follows the changes of every job in a registry (or, from a [`UserView`](crate::UserView), of
-/// one user's jobs), from [`JobRegistry::watch_all`].
+/// one user's jobs), from [`JobRegistry::watch_all`](crate::JobRegistry::watch_all).
 ///
 /// Each [`next`](StatusFeed::next) returns the latest status of a job that started or changed
 /// since the feed last returned it, and never the same status twice. A slow reader is never sent a backlog: however often a job changed while the
@@ -18,7 +23,7 @@ use crate::{AsynchronousJobStatus, JobRegistry};
 /// no feed slows a job's `set_progress`.
 ///
 /// A feed starts empty: it sees jobs started and changed from its creation on. To start from the
-/// present, open the feed first and then [`list`](JobRegistry::list); a job may then show up in
+/// present, open the feed first and then [`list`](crate::JobRegistry::list); a job may then show up in
 /// both.
 ///
 /// ```
@@ -39,20 +44,29 @@ use crate::{AsynchronousJobStatus, JobRegistry};
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct StatusFeed {
-    registry: JobRegistry,
+    engine: Arc<Engine>,
+    user: Option<u64>,
     queue: Arc<FeedQueue>,
 }
 
 impl StatusFeed {
-    pub(crate) fn new(registry: JobRegistry, user: Option<u64>) -> Self {
-        let queue = registry.shared.hub.subscribe(user);
-        StatusFeed { registry, queue }
+    pub(crate) fn new(engine: Arc<Engine>, scope: Scope) -> Self {
+        let user = match scope {
+            Scope::All => None,
+            Scope::User(user) => Some(user),
+        };
+        let queue = Arc::new(FeedQueue::default());
+        engine.seam.subscribe(user, queue.clone());
+        StatusFeed {
+            engine,
+            user,
+            queue,
+        }
     }
 
     /// The latest status of the next job that changed; waits for a change if none is pending.
-    /// Returns `None` once the registry has been [shut down](JobRegistry::shutdown), every job
+    /// Returns `None` once the registry has been [shut down](crate::JobRegistry::shutdown), every job
     /// has finished and every change has been read.
     ///
     /// # Cancel safety
@@ -64,7 +78,7 @@ impl StatusFeed {
             if let Some(status) = self.pop() {
                 return Some(status);
             }
-            if self.registry.is_shut_down() && self.registry.counts().processing == 0 {
+            if self.engine.is_shut_down() && self.engine.counts().processing == 0 {
                 // Every job published its final status before it stopped counting as
                 // PROCESSING: read what arrived since the queue was last seen empty.
                 return self.pop();
@@ -75,17 +89,14 @@ impl StatusFeed {
 
     fn pop(&self) -> Option<AsynchronousJobStatus> {
         while let Some(id) = self.queue.pop() {
-            let Ok(job) = self.registry.lookup(&id) else {
-                continue;
-            };
-            let Ok(status) = self.registry.snapshot(&job) else {
+            let Some(status) = self.engine.feed_status(id) else {
                 continue;
             };
             if let Some(version) = status.etag.version() {
                 self.queue.delivered(id, version);
-                // Dropped by retention meanwhile: its eviction may have cleaned up before the
+                // Dropped by retention meanwhile: its removal may have cleaned up before the
                 // line above, so clean up again.
-                if self.registry.lookup(&id).is_err() {
+                if self.engine.feed_status(id).is_none() {
                     self.queue.forget(id);
                 }
             }
@@ -102,7 +113,112 @@ impl StatusFeed {
 
 impl Drop for StatusFeed {
     fn drop(&mut self) {
-        self.registry.shared.hub.unsubscribe(&self.queue);
+        let queue: Arc<dyn Subscriber> = self.queue.clone();
+        self.engine.seam.unsubscribe(self.user, &queue);
+    }
+}
+
+/// The changes one feed has not read yet: at most one entry per job however often it changed
+/// (the feed reads the latest status), in the order of each job's first unread change.
+#[derive(Default)]
+pub(crate) struct FeedQueue {
+    pending: Mutex<Pending>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    next_seq: u64,
+    /// Unread jobs by the order of their first unread change, with the newest version published.
+    order: BTreeMap<u64, (JobId, u64)>,
+    index: HashMap<JobId, u64>,
+    /// The version of the status last returned for each job. A change is published just after it
+    /// is made, so a reader can return a status before its own publication arrives; that
+    /// publication must then not return the same status again. Entries leave with their job.
+    delivered: HashMap<JobId, u64>,
+}
+
+impl Subscriber for FeedQueue {
+    fn changed(&self, id: JobId, version: u64) {
+        if self.pending.lock().push(id, version) {
+            self.notify.notify_one();
+        }
+    }
+
+    fn removed(&self, id: JobId) {
+        self.forget(id);
+    }
+
+    fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
+
+impl FeedQueue {
+    fn pop(&self) -> Option<JobId> {
+        self.pending.lock().pop()
+    }
+
+    /// Forgets what the feed returned of a job that is gone from the registry.
+    fn forget(&self, id: JobId) {
+        self.pending.lock().remove(id);
+    }
+
+    /// Records that the feed returned the job's status at `version`.
+    fn delivered(&self, id: JobId, version: u64) {
+        let mut pending = self.pending.lock();
+        let last = pending.delivered.entry(id).or_default();
+        *last = (*last).max(version);
+    }
+
+    fn len(&self) -> usize {
+        self.pending.lock().index.len()
+    }
+}
+
+impl Pending {
+    /// Whether the job was not pending yet (the reader needs waking).
+    fn push(&mut self, id: JobId, version: u64) -> bool {
+        if self.delivered.get(&id).is_some_and(|&last| last >= version) {
+            return false;
+        }
+        if let Some(seq) = self.index.get(&id) {
+            if let Some(entry) = self.order.get_mut(seq) {
+                entry.1 = entry.1.max(version);
+            }
+            return false;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(seq, (id, version));
+        self.index.insert(id, seq);
+        true
+    }
+
+    fn pop(&mut self) -> Option<JobId> {
+        while let Some((_, (id, version))) = self.order.pop_first() {
+            self.index.remove(&id);
+            if self.delivered.get(&id).is_none_or(|&last| last < version) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn remove(&mut self, id: JobId) {
+        if let Some(seq) = self.index.remove(&id) {
+            self.order.remove(&seq);
+        }
+        self.delivered.remove(&id);
+    }
+}
+
+impl std::fmt::Debug for StatusFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusFeed")
+            .field("user", &self.user)
+            .field("pending", &self.pending())
+            .finish_non_exhaustive()
     }
 }
 

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::hub::Hub;
-use crate::job::{Applied, Change, Job};
+use crate::change::Change;
+use crate::job::{Applied, Job};
+use crate::seam::Seam;
 use crate::text::truncate_chars;
 use crate::{AsynchronousJobStatus, JobId, MAX_MESSAGE_CHARS};
 
@@ -41,13 +42,13 @@ use crate::{AsynchronousJobStatus, JobId, MAX_MESSAGE_CHARS};
 #[derive(Clone)]
 pub struct JobHandle {
     job: Arc<Job>,
-    hub: Arc<Hub>,
+    seam: Arc<Seam>,
     token: CancellationToken,
 }
 
 impl JobHandle {
-    pub(crate) fn new(job: Arc<Job>, hub: Arc<Hub>, token: CancellationToken) -> Self {
-        JobHandle { job, hub, token }
+    pub(crate) fn new(job: Arc<Job>, seam: Arc<Seam>, token: CancellationToken) -> Self {
+        JobHandle { job, seam, token }
     }
 
     /// This job's id.
@@ -71,7 +72,7 @@ impl JobHandle {
         // Cut before taking the job's lock, to keep it short.
         let message = truncate_chars(message.as_ref(), MAX_MESSAGE_CHARS);
         self.job.apply(
-            &self.hub,
+            &self.seam,
             Change::Progress {
                 current,
                 total,

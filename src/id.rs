@@ -1,11 +1,8 @@
 //! Job ids.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-use crate::Error;
 
 /// The id of a job, unique within a registry and, by default, across restarts of the process.
 ///
@@ -35,28 +32,20 @@ impl JobId {
     pub const fn as_u64(self) -> u64 {
         self.0
     }
+
+    /// Parses 1 to 20 ASCII digits that fit in a `u64`; the public parse is `FromStr`.
+    pub(crate) fn parse(s: &str) -> Option<JobId> {
+        // u64::from_str alone would accept a leading '+'.
+        if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse::<u64>().ok().map(JobId)
+    }
 }
 
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl FromStr for JobId {
-    type Err = Error;
-
-    /// Parses 1 to 20 ASCII digits.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::MalformedId`] for anything else, including values above `u64::MAX`.
-    fn from_str(s: &str) -> Result<Self, Error> {
-        // u64::from_str alone would accept a leading '+'.
-        if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Error::MalformedId);
-        }
-        s.parse::<u64>().map(JobId).map_err(|_| Error::MalformedId)
     }
 }
 
@@ -88,7 +77,7 @@ impl<'de> Deserialize<'de> for JobId {
                 f.write_str("a job id: a string of ascii digits")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<JobId, E> {
-                v.parse().map_err(|_| {
+                JobId::parse(v).ok_or_else(|| {
                     E::invalid_value(serde::de::Unexpected::Other("string of non-digits"), &self)
                 })
             }

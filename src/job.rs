@@ -4,11 +4,13 @@
 //! - once `phase` is terminal nothing changes again, and every later change is ignored;
 //! - `version` (the etag) grows by exactly one on each observable change and never otherwise;
 //! - `changed_at` never decreases;
-//! - every change wakes the job's waiters and the registry's feeds, after the lock is released;
-//!   finishing also moves the registry's per-state counts.
+//! - every change is handed to the [seam](crate::seam) after the status lock is released, and
+//!   wakes the job's waiters; a job's events reach the seam in etag order, the first being its
+//!   creation ([`Job::created`]) and the last its removal ([`Job::removed`]).
 //!
-//! Locks: a job's lock is a leaf. It is never held while another lock is taken, across an
-//! `.await`, or while user code runs (serialization and error formatting happen before `apply`).
+//! Locks: a job has two. Its *turn* orders its events (see [`crate::seam`]) and is taken first;
+//! its status lock is a leaf, never held while another lock is taken, across an `.await`, or
+//! while user code runs (serialization and error formatting happen before `apply`).
 
 use std::sync::Arc;
 
@@ -19,9 +21,12 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::Hub;
+use crate::change::Change;
+use crate::failure::Failure;
+use crate::observer::StatusSource;
+use crate::seam::{Event, Seam};
 use crate::trace;
-use crate::{AsynchJobState, AsynchronousJobStatus, Etag, JobId, JobRequest};
+use crate::{AsynchJobState, AsynchronousJobStatus, Etag, JobEventKind, JobId, JobRequest};
 
 pub(crate) struct Job {
     pub(crate) id: JobId,
@@ -34,6 +39,8 @@ pub(crate) struct Job {
     /// Nanoseconds since the Unix epoch: plain integers make a snapshot's times cheap.
     started_on: i64,
     started_at: Instant,
+    /// The job's turn to deliver an event: see [`crate::seam`].
+    turn: Mutex<()>,
     state: Mutex<State>,
 }
 
@@ -64,40 +71,6 @@ struct State {
     token: Option<CancellationToken>,
 }
 
-/// Why a job failed, already formatted and capped: building one may run user code, so it is built
-/// before `apply` takes the job's lock.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub(crate) message: Arc<str>,
-    pub(crate) details: Option<Arc<str>>,
-    pub(crate) exception: Arc<str>,
-}
-
-/// Which time limit a job broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Timeout {
-    Total(Duration),
-    Stall(Duration),
-}
-
-/// Every kind of change a job's status can undergo. A progress message is already cut to
-/// [`MAX_MESSAGE_CHARS`](crate::MAX_MESSAGE_CHARS).
-pub(crate) enum Change<'a> {
-    Progress {
-        current: u64,
-        total: u64,
-        message: &'a str,
-    },
-    Canceling,
-    /// A time limit was broken: like `Canceling`, and the reason is kept for the final status.
-    // The limit is read only by the trace event.
-    TimedOut(#[cfg_attr(not(feature = "tracing"), allow(dead_code))] Timeout),
-    /// Leaves the concurrency limit's queue: the job may start.
-    Dequeued,
-    Complete(Option<Arc<Value>>),
-    Fail(Failure),
-}
-
 /// How a finished job ended.
 pub(crate) struct Ended {
     pub(crate) state: AsynchJobState,
@@ -126,11 +99,9 @@ impl Job {
         id: JobId,
         request: JobRequest,
         token: CancellationToken,
-        hub: &Hub,
         queued: Option<Arc<str>>,
     ) -> Self {
         let started_at = Instant::now();
-        hub.started();
         Job {
             id,
             user: request.user,
@@ -138,6 +109,7 @@ impl Job {
             cacheable: request.cacheable,
             started_on: unix_nanos_now(),
             started_at,
+            turn: Mutex::new(()),
             state: Mutex::new(State {
                 phase: AsynchJobState::Processing,
                 canceling: false,
@@ -157,9 +129,44 @@ impl Job {
         }
     }
 
+    /// Announces the job's creation to the seam, its first event. `publish` makes the job
+    /// findable (inserts it into the table); it runs in the job's turn, so no change of the job
+    /// can be delivered before its creation.
+    pub(crate) fn created(&self, seam: &Seam, queued: bool, publish: impl FnOnce()) {
+        let _turn = seam.turn(&self.turn);
+        publish();
+        let event = self.event(JobEventKind::Created, 1, AsynchJobState::Processing);
+        seam.created(&event, self, queued);
+    }
+
+    /// Announces that retention dropped the job, its last event: it waits for any delivery of the
+    /// job still under way, so nothing about the job reaches the seam after this.
+    pub(crate) fn removed(&self, seam: &Seam) {
+        let _turn = seam.turn(&self.turn);
+        let (version, phase) = {
+            let st = self.state.lock();
+            (st.version, st.phase)
+        };
+        seam.removed(&self.event(JobEventKind::Removed, version, phase), self);
+    }
+
+    fn event(&self, kind: JobEventKind, version: u64, state: AsynchJobState) -> Event {
+        Event {
+            kind,
+            id: self.id,
+            user: self.user,
+            version,
+            state,
+        }
+    }
+
     /// The one place where a job's status changes: applies `change`, bumps the etag, stamps the
-    /// change time and wakes waiters, or does nothing when nothing observable would change.
-    pub(crate) fn apply(&self, hub: &Hub, change: Change<'_>) -> Applied {
+    /// change time, hands the change to the seam and wakes waiters, or does nothing when nothing
+    /// observable would change.
+    pub(crate) fn apply(&self, seam: &Seam, change: Change<'_>) -> Applied {
+        // Progress nobody hears needs no turn; see the seam's docs.
+        let ordered = change.is_rare() || seam.hears_progress();
+        let turn = if ordered { seam.turn(&self.turn) } else { None };
         let note = trace::Note::of(&change);
         let mut st = self.state.lock();
         if st.phase.is_terminal() {
@@ -231,18 +238,26 @@ impl Job {
             token.cancel();
         }
         drop(release);
-        // Published before the counts move: a feed that sees no job PROCESSING after a shutdown
-        // has every final status in its queue. Counts move before waiters wake: a waiter
-        // that slept until the end sees them moved.
-        hub.publish(self.id, self.user, version);
+        let kind = if phase.is_terminal() {
+            JobEventKind::Finished
+        } else {
+            JobEventKind::Changed
+        };
         // The runtime is worked out only if an event is emitted that shows it.
-        note.emit(self.id, self.user, version, || {
+        let runtime_ms = || {
             let runtime = changed_at.saturating_duration_since(self.started_at);
             u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX)
-        });
-        if phase.is_terminal() {
-            hub.finished(phase);
-        }
+        };
+        seam.changed(
+            &self.event(kind, version, phase),
+            self,
+            note,
+            ordered,
+            runtime_ms,
+        );
+        drop(turn);
+        // Waiters wake last: one that slept until the end sees the counts moved and every
+        // observer told.
         if let Some(changed) = wake {
             changed.notify_waiters();
         }
@@ -273,7 +288,7 @@ impl Job {
 
     /// Whether a cacheable request may be answered with this job: it runs and is not being
     /// canceled, or it is COMPLETE and not `expired`.
-    pub(crate) fn reusable(&self, expired: impl FnOnce(Instant) -> bool) -> bool {
+    pub(crate) fn reusable(&self, expired: impl Fn(Instant) -> bool) -> bool {
         let st = self.state.lock();
         match st.phase {
             AsynchJobState::Processing => !st.canceling,
@@ -429,6 +444,12 @@ fn wall_time(start_nanos: i64, elapsed: Duration) -> DateTime<Utc> {
     let elapsed = i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX);
     let millis = start_nanos.saturating_add(elapsed).div_euclid(1_000_000);
     DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+impl StatusSource for Job {
+    fn snapshot(&self) -> AsynchronousJobStatus {
+        Job::snapshot(self)
+    }
 }
 
 impl std::fmt::Debug for Job {

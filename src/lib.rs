@@ -129,49 +129,73 @@
     unreachable_pub
 )]
 
+// Layers, each using only those below it (no import cycles):
+//
+// 1. Fronts: `http` (and stores) see jobs only through the façade and the seam's observer hook.
+// 2. Façade: `registry` (JobRegistry), `user_view`, `builder`, `feed`, `watch`, `handle`: thin
+//    types over the engine, each call one engine call with its scope.
+// 3. Engine (`engine/`): spawning, ending jobs exactly once, scoped reads, cancel, shutdown, and
+//    its machinery (job table, retention, concurrency limiter, request de-duplication, the
+//    supervisor task that runs one job).
+// 4. The job and its seam: `job` (one job's state; `Job::apply` is the only writer of a status)
+//    and `seam` (where every event of a job's life goes: counts, feeds, `trace`, `observer`s).
+// 5. Leaves: `status`, `id`, `etag`, `error`, `exception`, `request`, `filter`, `counts`,
+//    `change`, `failure`, `text`.
+//
+// Lock order: request de-duplication index -> a job's turn -> table shard -> limiter ->
+// retention queue -> a job's status lock (a leaf); the seam's feed index and a feed's queue are
+// taken only while delivering, after the status lock is released. Details in `engine` and `seam`.
+
+// 1. Fronts
+#[cfg(feature = "http")]
+pub mod http;
+
+// 2. Façade
 mod builder;
-mod cache;
-mod cancel;
+mod feed;
+mod handle;
+mod registry;
+mod user_view;
+mod watch;
+
+// 3. Engine
+mod engine;
+
+// 4. The job and its seam
+mod job;
+mod observer;
+mod seam;
+mod trace;
+
+// 5. Leaves
+mod change;
 mod counts;
 mod error;
 mod etag;
 pub mod exception;
-mod feed;
+mod failure;
 mod filter;
-mod handle;
-#[cfg(feature = "http")]
-pub mod http;
-mod hub;
 mod id;
-mod job;
-mod limiter;
-mod registry;
 mod request;
-mod retention;
-mod shutdown;
 mod status;
-mod supervisor;
-mod table;
 mod text;
-mod trace;
-mod user_view;
-mod watch;
 
 pub use builder::{
     JobRegistryBuilder, DEFAULT_CANCEL_GRACE, DEFAULT_KEEP_FINISHED_AT_MOST,
     DEFAULT_KEEP_FINISHED_FOR,
 };
-pub use cancel::CancelOutcome;
 pub use counts::JobCounts;
+pub use engine::cancel::CancelOutcome;
+pub use engine::shutdown::ShutdownSummary;
 pub use error::Error;
 pub use etag::Etag;
 pub use feed::StatusFeed;
 pub use filter::JobFilter;
 pub use handle::JobHandle;
 pub use id::JobId;
+pub use observer::{JobEvent, JobEventKind, StatusObserver};
 pub use registry::JobRegistry;
 pub use request::JobRequest;
-pub use shutdown::ShutdownSummary;
 pub use status::{AsynchJobState, AsynchronousJobStatus};
 pub use user_view::UserView;
 pub use watch::JobWatch;

@@ -15,6 +15,18 @@ pub(crate) fn truncate_chars(s: &str, max_chars: usize) -> &str {
     }
 }
 
+/// `s` cut to at most `max_bytes` bytes, on a character boundary.
+pub(crate) fn truncate_bytes(s: &str, max_bytes: usize) -> &str {
+    if s.len() <= max_bytes {
+        return s;
+    }
+    let mut end = max_bytes;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// A `fmt::Write` that keeps at most `max_chars` characters and `max_bytes` bytes, then makes the
 /// formatting stop by returning an error, so a hostile `Display` cannot make us allocate more.
 pub(crate) struct Capped {
@@ -105,6 +117,9 @@ mod tests {
         assert_eq!(truncate_chars("héllo", 10), "héllo");
         assert_eq!(truncate_chars("日本語", 2), "日本");
         assert_eq!(truncate_chars("", 0), "");
+        assert_eq!(truncate_bytes("héllo", 2), "h");
+        assert_eq!(truncate_bytes("héllo", 3), "hé");
+        assert_eq!(truncate_bytes("abc", 10), "abc");
     }
 
     #[test]

@@ -22,8 +22,9 @@ mod enabled {
 
     use tracing::{debug, error, info, trace, warn, Span};
 
+    use crate::change::Change;
     use crate::exception;
-    use crate::job::{Change, Timeout};
+    use crate::failure::Timeout;
     use crate::JobId;
 
     /// What one change was, kept to emit once the job's lock is released.
@@ -41,9 +42,17 @@ mod enabled {
             message: Arc<str>,
             exception: Arc<str>,
         },
+        #[cfg(test)]
+        Silent,
     }
 
     impl<'a> Note<'a> {
+        /// A note that emits nothing.
+        #[cfg(test)]
+        pub(crate) fn none() -> Self {
+            Note::Silent
+        }
+
         pub(crate) fn of(change: &Change<'a>) -> Self {
             match change {
                 Change::Progress {
@@ -104,12 +113,25 @@ mod enabled {
                 Note::Fail { message, exception } => {
                     warn!(target: "asyncjobs", job_id = id, user, etag, runtime_ms = runtime_ms(), %exception, error = %message, "job failed")
                 }
+                #[cfg(test)]
+                Note::Silent => {}
             }
         }
     }
 
     pub(crate) fn started(id: JobId, user: Option<u64>, queued: bool) {
         debug!(target: "asyncjobs", job_id = id.as_u64(), user, queued, "job started");
+    }
+
+    /// Whether a subscriber wants progress events (TRACE): then progress reports are delivered
+    /// in order, like every other change.
+    pub(crate) fn progress_enabled() -> bool {
+        tracing::enabled!(target: "asyncjobs", tracing::Level::TRACE)
+    }
+
+    /// An observer panicked; the panic was caught.
+    pub(crate) fn observer_panicked(id: JobId, etag: u64) {
+        error!(target: "asyncjobs", job_id = id.as_u64(), etag, "a status observer panicked; the panic was caught");
     }
 
     /// The span a job runs in, and its closure is called in.
@@ -119,25 +141,36 @@ mod enabled {
 }
 
 #[cfg(feature = "tracing")]
-pub(crate) use enabled::{span, started, Note};
+pub(crate) use enabled::{observer_panicked, progress_enabled, span, started, Note};
 
 #[cfg(not(feature = "tracing"))]
 mod disabled {
-    use crate::job::Change;
+    use crate::change::Change;
     use crate::JobId;
 
-    pub(crate) struct Note;
+    pub(crate) struct Note<'a>(std::marker::PhantomData<&'a ()>);
 
-    impl Note {
+    impl Note<'_> {
         pub(crate) fn of(_: &Change<'_>) -> Self {
-            Note
+            Note(std::marker::PhantomData)
+        }
+
+        #[cfg(test)]
+        pub(crate) fn none() -> Self {
+            Note(std::marker::PhantomData)
         }
 
         pub(crate) fn emit(self, _: JobId, _: Option<u64>, _: u64, _: impl FnOnce() -> u64) {}
     }
 
     pub(crate) fn started(_: JobId, _: Option<u64>, _: bool) {}
+
+    pub(crate) fn progress_enabled() -> bool {
+        false
+    }
+
+    pub(crate) fn observer_panicked(_: JobId, _: u64) {}
 }
 
 #[cfg(not(feature = "tracing"))]
-pub(crate) use disabled::{started, Note};
+pub(crate) use disabled::{observer_panicked, progress_enabled, started, Note};

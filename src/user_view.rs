@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::job::Job;
+use crate::engine::{Engine, Scope};
 use crate::{
-    AsynchronousJobStatus, CancelOutcome, Error, Etag, JobFilter, JobHandle, JobId, JobRegistry,
-    JobRequest, JobWatch, StatusFeed,
+    AsynchronousJobStatus, CancelOutcome, Error, Etag, JobFilter, JobHandle, JobId, JobRequest,
+    JobWatch, StatusFeed,
 };
 
-/// A view of a [`JobRegistry`] scoped to one user, from [`JobRegistry::as_user`]: what an API
+/// A view of a [`JobRegistry`](crate::JobRegistry) scoped to one user, from [`JobRegistry::as_user`](crate::JobRegistry::as_user): what an API
 /// handler acting for an end user should hold.
 ///
 /// It reads, waits for and cancels only the jobs that this user started; any other job, including
@@ -32,15 +32,19 @@ use crate::{
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UserView {
-    registry: JobRegistry,
+    engine: Arc<Engine>,
     user: u64,
 }
 
 impl UserView {
-    pub(crate) fn new(registry: JobRegistry, user: u64) -> Self {
-        UserView { registry, user }
+    pub(crate) fn new(engine: Arc<Engine>, user: u64) -> Self {
+        UserView { engine, user }
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::User(self.user)
     }
 
     /// The user this view acts for.
@@ -49,11 +53,11 @@ impl UserView {
     }
 
     /// Starts a job as this user, whatever user `request` names; otherwise as
-    /// [`JobRegistry::spawn`].
+    /// [`JobRegistry::spawn`](crate::JobRegistry::spawn).
     ///
     /// # Errors
     ///
-    /// As [`JobRegistry::spawn`].
+    /// As [`JobRegistry::spawn`](crate::JobRegistry::spawn).
     pub fn spawn<F, Fut, R, E>(&self, request: JobRequest, job: F) -> Result<JobId, Error>
     where
         F: FnOnce(JobHandle) -> Fut,
@@ -61,7 +65,7 @@ impl UserView {
         R: Serialize + Send + 'static,
         E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
     {
-        self.registry.spawn(request.started_by(self.user), job)
+        self.engine.spawn(request.started_by(self.user), job)
     }
 
     /// A snapshot of one of this user's jobs.
@@ -71,23 +75,20 @@ impl UserView {
     /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
     /// user) started it.
     pub fn status(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
-        let job = self.registry.lookup(id)?;
-        let status = self.registry.snapshot(&job)?;
-        self.check(&job)?;
-        Ok(status)
+        self.engine.status(id, self.scope())
     }
 
-    /// Asks one of this user's jobs to cancel, as [`JobRegistry::cancel`].
+    /// Asks one of this user's jobs to cancel, as [`JobRegistry::cancel`](crate::JobRegistry::cancel).
     ///
     /// # Errors
     ///
     /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
     /// user) started it.
     pub fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
-        Ok(self.registry.shared.cancel(&*self.find(id)?))
+        Ok(self.engine.cancel(&*self.engine.find(id, self.scope())?))
     }
 
-    /// Waits for one of this user's jobs to finish, as [`JobRegistry::wait`].
+    /// Waits for one of this user's jobs to finish, as [`JobRegistry::wait`](crate::JobRegistry::wait).
     ///
     /// # Errors
     ///
@@ -98,12 +99,12 @@ impl UserView {
     ///
     /// Cancel safe: dropping the future only stops waiting.
     pub async fn wait(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
-        let job = self.find(id)?;
+        let job = self.engine.find(id, self.scope())?;
         Ok(job.finished().await)
     }
 
     /// Waits until one of this user's jobs changes from `etag`, as
-    /// [`JobRegistry::wait_for_change`].
+    /// [`JobRegistry::wait_for_change`](crate::JobRegistry::wait_for_change).
     ///
     /// # Errors
     ///
@@ -118,43 +119,37 @@ impl UserView {
         id: &JobId,
         etag: &Etag,
     ) -> Result<AsynchronousJobStatus, Error> {
-        let job = self.find(id)?;
+        let job = self.engine.find(id, self.scope())?;
         Ok(job.changed_from(etag.version()).await)
     }
 
-    /// Follows one of this user's jobs, as [`JobRegistry::watch`].
+    /// Follows one of this user's jobs, as [`JobRegistry::watch`](crate::JobRegistry::watch).
     ///
     /// # Errors
     ///
     /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
     /// user) started it.
     pub fn watch(&self, id: &JobId) -> Result<JobWatch, Error> {
-        Ok(JobWatch::new(self.find(id)?))
+        Ok(JobWatch::new(self.engine.find(id, self.scope())?))
     }
 
-    /// Follows the changes of this user's jobs only, as [`JobRegistry::watch_all`].
+    /// Follows the changes of this user's jobs only, as [`JobRegistry::watch_all`](crate::JobRegistry::watch_all).
     #[must_use = "a feed only collects changes until it is read"]
     pub fn watch_all(&self) -> StatusFeed {
-        StatusFeed::new(self.registry.clone(), Some(self.user))
+        StatusFeed::new(self.engine.clone(), self.scope())
     }
 
-    /// This user's jobs that `filter` selects, as [`JobRegistry::list`]; a user named in `filter`
+    /// This user's jobs that `filter` selects, as [`JobRegistry::list`](crate::JobRegistry::list); a user named in `filter`
     /// is ignored.
     pub fn list(&self, filter: &JobFilter) -> Vec<AsynchronousJobStatus> {
-        self.registry.list(&filter.started_by(self.user))
+        self.engine.list(filter, self.scope())
     }
+}
 
-    fn find(&self, id: &JobId) -> Result<Arc<Job>, Error> {
-        let job = self.registry.find(id)?;
-        self.check(&job)?;
-        Ok(job)
-    }
-
-    fn check(&self, job: &Job) -> Result<(), Error> {
-        if job.user == Some(self.user) {
-            Ok(())
-        } else {
-            Err(Error::NotYourJob(job.id))
-        }
+impl std::fmt::Debug for UserView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserView")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }

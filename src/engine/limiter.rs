@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::hub::Hub;
-use crate::job::{Applied, Change, Job};
+use crate::change::Change;
+use crate::job::{Applied, Job};
+use crate::seam::Seam;
 use crate::JobId;
 
 pub(crate) struct Limiter {
@@ -61,13 +62,13 @@ impl Limiter {
 
     /// Queues a job that was created queued. If every slot was freed meanwhile and nobody is
     /// ahead of it, it gets a slot at once.
-    pub(crate) fn enqueue(&self, hub: &Hub, job: &Arc<Job>) {
+    pub(crate) fn enqueue(&self, seam: &Seam, job: &Arc<Job>) {
         let mut st = self.state.lock();
         if st.running < self.max && st.queue.is_empty() {
             st.running += 1;
             drop(st);
-            if job.apply(hub, Change::Dequeued) != Applied::Changed {
-                self.release(hub);
+            if job.apply(seam, Change::Dequeued) != Applied::Changed {
+                self.release(seam);
             }
         } else {
             let seq = st.next_seq;
@@ -89,7 +90,7 @@ impl Limiter {
     }
 
     /// A job that held a slot finished: the slot goes to the oldest queued job still waiting.
-    pub(crate) fn release(&self, hub: &Hub) {
+    pub(crate) fn release(&self, seam: &Seam) {
         loop {
             let next = {
                 let mut st = self.state.lock();
@@ -105,7 +106,7 @@ impl Limiter {
                 }
             };
             // A job being canceled does not take the slot; its supervisor ends it.
-            if next.apply(hub, Change::Dequeued) == Applied::Changed {
+            if next.apply(seam, Change::Dequeued) == Applied::Changed {
                 return;
             }
         }

@@ -1,4 +1,4 @@
-//! Request caching: a cacheable request equal to one the same user sent before, whose job is
+//! Request de-duplication (Synapse's request caching): a cacheable request equal to one the same user sent before, whose job is
 //! still running or finished COMPLETE and is retained, gets that job's id instead of a new job.
 //!
 //! Bodies are compared as JSON values, so key order does not matter; the index is keyed by a hash
@@ -12,17 +12,42 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::job::Job;
+use crate::{JobId, JobRequest};
 
+/// Cacheable jobs by a hash of their user and body.
 #[derive(Default)]
-pub(crate) struct RequestCache {
-    entries: Mutex<HashMap<u64, Vec<Arc<Job>>>>,
+pub(crate) struct Dedup {
+    entries: Mutex<Entries>,
 }
 
-pub(crate) type Entries = HashMap<u64, Vec<Arc<Job>>>;
+type Entries = HashMap<u64, Vec<Arc<Job>>>;
 
-pub(crate) fn key(user: Option<u64>, body: Option<&Value>) -> u64 {
+/// What [`Dedup::lookup`] found.
+pub(crate) enum Lookup<'a> {
+    /// An equal request's job, which may answer this one.
+    Reuse(JobId),
+    /// None: the index stays locked until the new job is inserted, so two equal requests at once
+    /// start one job.
+    Fresh(Reservation<'a>),
+}
+
+/// The right to insert one new job for a request that found no equal one.
+pub(crate) struct Reservation<'a> {
+    entries: MutexGuard<'a, Entries>,
+    key: u64,
+}
+
+impl Reservation<'_> {
+    /// Inserts the new job and releases the index.
+    pub(crate) fn insert(mut self, job: Arc<Job>) {
+        self.entries.entry(self.key).or_default().push(job);
+    }
+}
+
+fn key(user: Option<u64>, body: Option<&Value>) -> u64 {
     let mut hasher = DefaultHasher::new();
     user.hash(&mut hasher);
     if let Some(body) = body {
@@ -54,11 +79,25 @@ fn hash_value(value: &Value, h: &mut impl Hasher) {
     }
 }
 
-impl RequestCache {
-    /// The index, locked: a lookup and the insert of a new job happen under one lock, so two equal
-    /// requests at once start one job.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Entries> {
-        self.entries.lock()
+impl Dedup {
+    /// The job of an earlier request by the same user with an equal body that may answer
+    /// `request`: still running and not being canceled, or COMPLETE and not `expired`.
+    pub(crate) fn lookup(
+        &self,
+        request: &JobRequest,
+        expired: impl Fn(Instant) -> bool,
+    ) -> Lookup<'_> {
+        let key = key(request.user, request.body.as_deref());
+        let entries = self.entries.lock();
+        let reusable = entries.get(&key).and_then(|jobs| {
+            jobs.iter().find(|j| {
+                j.user == request.user && j.request == request.body && j.reusable(&expired)
+            })
+        });
+        match reusable {
+            Some(earlier) => Lookup::Reuse(earlier.id),
+            None => Lookup::Fresh(Reservation { entries, key }),
+        }
     }
 
     pub(crate) fn remove(&self, job: &Job) {

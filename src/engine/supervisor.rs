@@ -15,16 +15,18 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{Applied, Change, Failure, Job, Timeout};
-use crate::registry::Shared;
-use crate::text::{error_chain, error_message};
-use crate::{exception, MAX_ERROR_DETAILS_BYTES, MAX_MESSAGE_CHARS};
+use crate::change::Change;
+use crate::exception;
+use crate::failure::{drop_quietly, Failure, Timeout};
+use crate::job::{Applied, Job};
+
+use super::Engine;
 
 /// Owns a job until it has finished. Made before the job's task is spawned and moved into it, so
 /// that if the task is dropped before finishing (never polled because its runtime is shutting
 /// down, or dropped mid-way) or a job's `Drop` panics, `Drop` still ends the job FAILED.
 pub(crate) struct Supervisor {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) engine: Arc<Engine>,
     pub(crate) job: Arc<Job>,
     pub(crate) token: CancellationToken,
     pub(crate) time_limit: Option<Duration>,
@@ -56,11 +58,11 @@ impl Supervisor {
         if self.job.is_queued() && !Box::pin(self.admitted()).await {
             // Dropped unpolled: a queued job never runs.
             drop(job_future);
-            let failure = registry_failure(
-                "job was canceled while queued, before it started".into(),
+            let failure = Failure::registry(
+                "job was canceled while queued, before it started",
                 exception::CANCELED,
             );
-            self.shared.finish(&self.job, Change::Fail(failure));
+            self.engine.finish(&self.job, Change::Fail(failure));
             return;
         }
 
@@ -88,7 +90,7 @@ impl Supervisor {
                     // The token may have been fired by a parent (the registry's root) rather than
                     // by `cancel`: the status shows the request either way.
                     let asked = self.job.apply(
-                        &self.shared.hub,
+                        &self.engine.seam,
                         timed_out.map_or(Change::Canceling, Change::TimedOut),
                     );
                     if asked == Applied::Changed {
@@ -107,14 +109,10 @@ impl Supervisor {
             // the job instead.
         };
         let outcome = match (broke, outcome) {
-            (Some(timeout), Change::Fail(failure))
-                if failure.exception.as_ref() != exception::PANICKED =>
-            {
-                Change::Fail(timed_out(timeout, failure))
-            }
+            (Some(timeout), Change::Fail(failure)) => Change::Fail(failure.after_timeout(timeout)),
             (_, outcome) => outcome,
         };
-        self.shared.finish(&self.job, outcome);
+        self.engine.finish(&self.job, outcome);
     }
 
     /// Waits for a slot under the concurrency limit: `false` if the job was canceled first.
@@ -144,12 +142,12 @@ impl Supervisor {
     where
         F: Future<Output = Ran<R, E>> + Unpin,
     {
-        let grace = self.shared.config.cancel_grace;
+        let grace = self.engine.config.cancel_grace;
         tokio::select! {
             biased;
             result = run => Ok(result),
             () = tokio::time::sleep(grace) => Err(Stopped::AfterGrace(grace)),
-            () = self.shared.kill.cancelled() => Err(Stopped::ByShutdown),
+            () = self.engine.kill.cancelled() => Err(Stopped::ByShutdown),
         }
     }
 }
@@ -179,24 +177,24 @@ fn outcome_of<R: Serialize + 'static, E: Into<Box<dyn StdError + Send + Sync>>>(
 ) -> Change<'static> {
     match result {
         Ok(Ok(response)) => completed(response),
-        Ok(Err(error)) => Change::Fail(failed(error)),
-        Err(panic) => Change::Fail(panicked(panic)),
+        Ok(Err(error)) => Change::Fail(Failure::of_error(error)),
+        Err(panic) => Change::Fail(Failure::of_panic(panic)),
     }
 }
 
 impl Stopped {
     fn failure(self) -> Failure {
         match self {
-            Stopped::AfterGrace(grace) => registry_failure(
+            Stopped::AfterGrace(grace) => Failure::registry(
                 format!("job was canceled and did not stop within its {grace:?} grace period, so it was stopped"),
                 exception::CANCELED,
             ),
-            Stopped::NoTimer => registry_failure(
-                "job was stopped: its runtime has no timer, which the cancel grace and time limits need (build the runtime with enable_time or enable_all)".into(),
+            Stopped::NoTimer => Failure::registry(
+                "job was stopped: its runtime has no timer, which the cancel grace and time limits need (build the runtime with enable_time or enable_all)",
                 exception::ABORTED,
             ),
-            Stopped::ByShutdown => registry_failure(
-                "job was stopped by the registry's shutdown".into(),
+            Stopped::ByShutdown => Failure::registry(
+                "job was stopped by the registry's shutdown",
                 exception::CANCELED,
             ),
         }
@@ -209,17 +207,17 @@ impl Drop for Supervisor {
             return;
         }
         let failure = if std::thread::panicking() {
-            registry_failure(
-                "job's task panicked while ending the job (e.g. in the job's Drop)".into(),
+            Failure::registry(
+                "job's task panicked while ending the job (e.g. in the job's Drop)",
                 exception::PANICKED,
             )
         } else {
-            registry_failure(
-                "job was dropped before it finished: its runtime shut down".into(),
+            Failure::registry(
+                "job was dropped before it finished: its runtime shut down",
                 exception::ABORTED,
             )
         };
-        self.shared.finish(&self.job, Change::Fail(failure));
+        self.engine.finish(&self.job, Change::Fail(failure));
     }
 }
 
@@ -252,41 +250,6 @@ async fn time_limits(job: &Job, (total, stall): (Option<Duration>, Option<Durati
     }
 }
 
-pub(crate) fn registry_failure(message: String, exception: &'static str) -> Failure {
-    Failure {
-        message: Arc::from(message),
-        details: None,
-        exception: Arc::from(exception),
-    }
-}
-
-/// A failure after a time limit was broken names the limit; what the job itself said goes to the
-/// details.
-fn timed_out(timeout: Timeout, own: Failure) -> Failure {
-    let message = match timeout {
-        Timeout::Total(limit) => format!("job exceeded its time limit of {limit:?}"),
-        Timeout::Stall(limit) => format!("job made no progress for {limit:?}, its stall limit"),
-    };
-    let own_text = own.details.unwrap_or(own.message);
-    let details = format!("{message}; then: {own_text}");
-    Failure {
-        message: Arc::from(message),
-        details: Some(Arc::from(cap_bytes(&details, MAX_ERROR_DETAILS_BYTES))),
-        exception: Arc::from(exception::TIMED_OUT),
-    }
-}
-
-fn cap_bytes(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 fn completed<R: Serialize + 'static>(response: R) -> Change<'static> {
     // A job whose result is already JSON keeps it as it is: no deep copy through `to_value`.
     let mut response = Some(response);
@@ -300,75 +263,13 @@ fn completed<R: Serialize + 'static>(response: R) -> Change<'static> {
     match catch_unwind(AssertUnwindSafe(|| serde_json::to_value(&response))) {
         Ok(Ok(serde_json::Value::Null)) => Change::Complete(None),
         Ok(Ok(value)) => Change::Complete(Some(Arc::new(value))),
-        Ok(Err(error)) => Change::Fail(Failure {
-            message: capped_message(&format!("job result could not be serialized: {error}")),
-            details: None,
-            exception: Arc::from(exception::RESPONSE_NOT_SERIALIZABLE),
-        }),
+        Ok(Err(error)) => Change::Fail(Failure::not_serializable(&error)),
         Err(panic) => {
             drop_quietly(panic);
-            Change::Fail(registry_failure(
-                "job result could not be serialized: its Serialize panicked".into(),
+            Change::Fail(Failure::registry(
+                "job result could not be serialized: its Serialize panicked",
                 exception::RESPONSE_NOT_SERIALIZABLE,
             ))
         }
-    }
-}
-
-fn failed<E: Into<Box<dyn StdError + Send + Sync>>>(error: E) -> Failure {
-    let exception = Arc::from(std::any::type_name::<E>());
-    let formatted = catch_unwind(AssertUnwindSafe(|| {
-        let error: Box<dyn StdError + Send + Sync> = error.into();
-        let message = error_message(&*error, MAX_MESSAGE_CHARS);
-        let details = error_chain(&*error, MAX_ERROR_DETAILS_BYTES);
-        (message, details, error)
-    }));
-    match formatted {
-        Ok((message, details, error)) => {
-            // Dropped on its own: a panicking `Drop` must not lose the message.
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(move || drop(error))) {
-                drop_quietly(panic);
-            }
-            Failure {
-                message: Arc::from(message),
-                details: Some(Arc::from(details)),
-                exception,
-            }
-        }
-        Err(panic) => {
-            drop_quietly(panic);
-            Failure {
-                message: Arc::from("job failed, and formatting its error panicked"),
-                details: None,
-                exception,
-            }
-        }
-    }
-}
-
-pub(crate) fn panicked(panic: Box<dyn Any + Send>) -> Failure {
-    let message = if let Some(s) = panic.downcast_ref::<&'static str>() {
-        capped_message(s)
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        capped_message(s)
-    } else {
-        Arc::from("job panicked")
-    };
-    drop_quietly(panic);
-    Failure {
-        message,
-        details: None,
-        exception: Arc::from(exception::PANICKED),
-    }
-}
-
-fn capped_message(s: &str) -> Arc<str> {
-    Arc::from(crate::text::truncate_chars(s, MAX_MESSAGE_CHARS))
-}
-
-/// Drops a panic payload, whose own `Drop` could panic again.
-fn drop_quietly(payload: Box<dyn Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
     }
 }

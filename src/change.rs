@@ -1,0 +1,34 @@
+//! The kinds of change a job's status can undergo: what [`Job::apply`](crate::job::Job::apply)
+//! takes, and what the seam tells tracing about.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::failure::{Failure, Timeout};
+
+/// Every kind of change a job's status can undergo. A progress message is already cut to
+/// [`MAX_MESSAGE_CHARS`](crate::MAX_MESSAGE_CHARS).
+pub(crate) enum Change<'a> {
+    Progress {
+        current: u64,
+        total: u64,
+        message: &'a str,
+    },
+    Canceling,
+    /// A time limit was broken: like `Canceling`, and the reason is kept for the final status.
+    // The limit is read only by the trace event.
+    TimedOut(#[cfg_attr(not(feature = "tracing"), allow(dead_code))] Timeout),
+    /// Leaves the concurrency limit's queue: the job may start.
+    Dequeued,
+    Complete(Option<Arc<Value>>),
+    Fail(Failure),
+}
+
+impl Change<'_> {
+    /// Whether this change is one of the few of a job's life (not progress): those are always
+    /// handed to the seam's listeners in etag order, whoever listens.
+    pub(crate) fn is_rare(&self) -> bool {
+        !matches!(self, Change::Progress { .. })
+    }
+}

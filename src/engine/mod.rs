@@ -1,0 +1,333 @@
+//! The engine behind every [`JobRegistry`](crate::JobRegistry) and [`UserView`](crate::UserView):
+//! starts jobs, ends them exactly once, reads them for a scope (everyone, or one user), and drops
+//! finished ones by the retention rules. The façades are thin: each public method is one call
+//! here with its scope.
+//!
+//! Parts, each in its own file: the sharded job [`table`], [`retention`] of finished statuses,
+//! the concurrency [`limiter`], request de-duplication ([`dedup`]), the [`supervisor`] task that
+//! runs one job, [`cancel`] and [`shutdown`]. Every change of a job goes through
+//! [`Job::apply`], which hands it to the [seam](crate::seam); the engine knows nothing of who
+//! listens there (feeds, tracing, observers, a store).
+//!
+//! Locks, in the order they may be taken: the request de-duplication index, a job's turn, a table
+//! shard, the limiter, the retention queue, a job's status lock. None is held across an `.await`
+//! or while user code runs, except that a job's turn is held while its events are delivered.
+
+pub(crate) mod cancel;
+mod dedup;
+mod limiter;
+mod retention;
+pub(crate) mod shutdown;
+mod supervisor;
+mod table;
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::builder::Config;
+use crate::change::Change;
+use crate::failure::Failure;
+use crate::job::{Applied, Job};
+use crate::seam::Seam;
+use crate::{
+    exception, AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobFilter, JobHandle,
+    JobId, JobRequest,
+};
+
+use self::dedup::{Dedup, Lookup};
+use self::limiter::Limiter;
+use self::retention::Retention;
+use self::supervisor::Supervisor;
+use self::table::Table;
+
+/// What every clone of a registry, every view and feed, and every job's task share.
+pub(crate) struct Engine {
+    pub(crate) config: Config,
+    table: Table,
+    retention: Retention,
+    pub(crate) seam: Arc<Seam>,
+    limiter: Option<Limiter>,
+    dedup: Dedup,
+    next_id: AtomicU64,
+    /// Every job's token is a child of this one.
+    root: CancellationToken,
+    /// Fired by a shutdown whose grace has run out: stops canceled jobs at once.
+    kill: CancellationToken,
+    tracker: TaskTracker,
+    shut_down: AtomicBool,
+}
+
+/// Whose jobs a caller may see: the registry sees every job, a [`UserView`](crate::UserView)
+/// only its user's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    All,
+    User(u64),
+}
+
+impl Scope {
+    fn admits(self, job: &Job) -> Result<(), Error> {
+        match self {
+            Scope::User(user) if job.user != Some(user) => Err(Error::NotYourJob(job.id)),
+            _ => Ok(()),
+        }
+    }
+
+    fn user(self) -> Option<u64> {
+        match self {
+            Scope::All => None,
+            Scope::User(user) => Some(user),
+        }
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(config: Config) -> Self {
+        // Enough shards that threads rarely meet on one, as in sharded caches: 4 per core.
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        Engine {
+            table: Table::new(cores * 4),
+            retention: Retention::new(config.keep_finished_for, config.keep_finished_at_most),
+            seam: Arc::new(Seam::new(config.observers.clone())),
+            limiter: config.max_running.map(|max| Limiter::new(max.max(1))),
+            dedup: Dedup::default(),
+            next_id: AtomicU64::new(config.first_job_id),
+            root: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            shut_down: AtomicBool::new(false),
+            config,
+        }
+    }
+
+    /// Starts a job as `request` says; see [`JobRegistry::spawn`](crate::JobRegistry::spawn).
+    pub(crate) fn spawn<F, Fut, R, E>(
+        self: &Arc<Self>,
+        request: JobRequest,
+        job: F,
+    ) -> Result<JobId, Error>
+    where
+        F: FnOnce(JobHandle) -> Fut,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        if self.is_shut_down() {
+            return Err(Error::ShutDown);
+        }
+        let runtime = match &self.config.runtime {
+            Some(runtime) => runtime.clone(),
+            None => Handle::try_current().map_err(|_| Error::NoRuntime)?,
+        };
+        // Trim before adding, so a busy registry never holds more than its limits.
+        self.sweep();
+
+        let reservation = if request.cacheable {
+            let now = Instant::now();
+            match self.dedup.lookup(&request, |finished_at| {
+                self.retention.expired(finished_at, now)
+            }) {
+                Lookup::Reuse(earlier) => return Ok(earlier),
+                Lookup::Fresh(reservation) => Some(reservation),
+            }
+        } else {
+            None
+        };
+
+        let (time_limit, stall_limit) = (request.time_limit, request.stall_limit);
+        let admitted = self.limiter.as_ref().is_none_or(Limiter::try_acquire);
+        let queued_message = match &self.limiter {
+            Some(limiter) if !admitted => Some(limiter.queued_message()),
+            _ => None,
+        };
+        // Ids never wrap: the builder keeps the first one at most `u64::MAX / 2`.
+        let id = JobId::from_u64(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let token = self.root.child_token();
+        let entry = Arc::new(Job::new(id, request, token.clone(), queued_message));
+        entry.created(&self.seam, !admitted, || {
+            self.table.insert(entry.clone());
+            if let Some(reservation) = reservation {
+                reservation.insert(entry.clone());
+            }
+        });
+        if !admitted {
+            if let Some(limiter) = &self.limiter {
+                limiter.enqueue(&self.seam, &entry);
+            }
+        }
+        // A shutdown that began after the check above may have listed the running jobs before
+        // this one was added: then it ends here, never runs, and its id still tells the caller so.
+        if self.shut_down.load(Ordering::SeqCst) {
+            self.cancel(&entry);
+            let failure = Failure::registry(
+                "job registry was shut down before the job could start",
+                exception::CANCELED,
+            );
+            self.finish(&entry, Change::Fail(failure));
+            return Ok(id);
+        }
+
+        let handle = JobHandle::new(entry.clone(), self.seam.clone(), token.clone());
+        #[cfg(feature = "tracing")]
+        let span = crate::trace::span(id, entry.user);
+        #[cfg(feature = "tracing")]
+        let called = span.in_scope(|| catch_unwind(AssertUnwindSafe(move || job(handle))));
+        #[cfg(not(feature = "tracing"))]
+        let called = catch_unwind(AssertUnwindSafe(move || job(handle)));
+        match called {
+            Ok(future) => {
+                let supervisor = Supervisor {
+                    engine: self.clone(),
+                    job: entry,
+                    token,
+                    time_limit,
+                    stall_limit,
+                };
+                // If the runtime is shutting down the task is dropped unpolled, and the
+                // supervisor's `Drop` ends the job.
+                let task = self.tracker.track_future(supervisor.run(future));
+                #[cfg(feature = "tracing")]
+                let task = tracing::Instrument::instrument(task, span);
+                drop(runtime.spawn(task));
+            }
+            Err(panic) => self.finish(&entry, Change::Fail(Failure::of_panic(panic))),
+        }
+        Ok(id)
+    }
+
+    /// Ends a job with `change`; whoever ends it also retires it, so that happens once.
+    pub(crate) fn finish(&self, job: &Job, change: Change<'_>) {
+        if job.apply(&self.seam, change) == Applied::Changed {
+            self.retire(job);
+        }
+    }
+
+    /// Called once, by whoever ended the job, so `ended` is always there.
+    fn retire(&self, job: &Job) {
+        let Some(ended) = job.ended() else { return };
+        if let Some(limiter) = &self.limiter {
+            // A job that ended while still queued never held a slot; it leaves the queue.
+            if ended.queued {
+                limiter.remove(job.id);
+            } else {
+                limiter.release(&self.seam);
+            }
+        }
+        if job.cacheable && ended.state == AsynchJobState::Failed {
+            self.dedup.remove(job);
+        }
+        self.retention.push(job.id, ended.at);
+        self.sweep();
+    }
+
+    /// Drops the finished statuses that the retention rules say to drop.
+    fn sweep(&self) {
+        let now = Instant::now();
+        while let Some(id) = self.retention.pop_due(now) {
+            if let Some(job) = self.table.remove(id) {
+                if job.cacheable {
+                    self.dedup.remove(&job);
+                }
+                job.removed(&self.seam);
+                // Dropped here, outside every lock: the last reference frees the job's bodies.
+                drop(job);
+            }
+        }
+    }
+
+    /// Whether a job that finished at `finished_at` is past its retention time: the one check
+    /// every read makes. A read that finds one sweeps, so the status is dropped for real.
+    fn expired(&self, finished_at: Instant) -> bool {
+        let expired = self.retention.expired(finished_at, Instant::now());
+        if expired {
+            self.sweep();
+        }
+        expired
+    }
+
+    /// A snapshot of the job's status, for a caller in `scope`: one shard read lock and one job
+    /// lock, with no reference count bumped on a job many poll.
+    pub(crate) fn status(&self, id: &JobId, scope: Scope) -> Result<AsynchronousJobStatus, Error> {
+        let read = self.table.with(*id, |job| {
+            let status = job
+                .snapshot_unless(|finished_at| self.retention.expired(finished_at, Instant::now()));
+            // A status past its retention is unknown to everyone, whoever started it.
+            match status {
+                Some(status) => scope.admits(job).map(|()| Some(status)),
+                None => Ok(None),
+            }
+        });
+        match read {
+            Some(Ok(Some(status))) => Ok(status),
+            Some(Err(not_yours)) => Err(not_yours),
+            Some(Ok(None)) => {
+                self.sweep();
+                Err(Error::UnknownJob(*id))
+            }
+            None => Err(Error::UnknownJob(*id)),
+        }
+    }
+
+    /// The job, for a caller in `scope`, if known and not past its retention time.
+    pub(crate) fn find(&self, id: &JobId, scope: Scope) -> Result<Arc<Job>, Error> {
+        let job = self.table.get(*id).ok_or(Error::UnknownJob(*id))?;
+        scope.admits(&job)?;
+        if job.finished_at().is_some_and(|at| self.expired(at)) {
+            return Err(Error::UnknownJob(*id));
+        }
+        Ok(job)
+    }
+
+    /// The status of a job a feed was told of, unless it is gone.
+    pub(crate) fn feed_status(&self, id: JobId) -> Option<AsynchronousJobStatus> {
+        self.status(&id, Scope::All).ok()
+    }
+
+    /// Snapshots of the jobs that `filter` selects within `scope`, ordered by id.
+    pub(crate) fn list(&self, filter: &JobFilter, scope: Scope) -> Vec<AsynchronousJobStatus> {
+        self.sweep();
+        let user = scope.user().or(filter.user);
+        let now = Instant::now();
+        let mut jobs = self.table.jobs(|job| user.is_none() || job.user == user);
+        jobs.sort_unstable_by_key(|job| job.id);
+        jobs.iter()
+            .filter_map(|job| job.snapshot_unless(|at| self.retention.expired(at, now)))
+            .filter(|s| filter.state.is_none_or(|state| s.job_state == state))
+            .collect()
+    }
+
+    /// The per-state counts, without sweeping (for `Debug`, which must not change anything).
+    pub(crate) fn counts_now(&self) -> JobCounts {
+        self.seam.counts()
+    }
+
+    /// The per-state counts, after dropping statuses past their retention time, so that they are
+    /// not counted even in an idle registry.
+    pub(crate) fn counts(&self) -> JobCounts {
+        self.sweep();
+        self.seam.counts()
+    }
+
+    /// How many jobs are held, after dropping statuses past their retention time.
+    pub(crate) fn len(&self) -> usize {
+        self.sweep();
+        self.table.len()
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn max_running(&self) -> Option<usize> {
+        self.limiter.as_ref().map(Limiter::max)
+    }
+}

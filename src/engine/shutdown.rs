@@ -1,0 +1,89 @@
+//! Shutting a registry down: refuse new jobs, cancel every job, wait out a grace, stop the rest.
+
+use std::future::Future;
+use std::panic::catch_unwind;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::change::Change;
+use crate::exception;
+use crate::failure::Failure;
+
+use super::Engine;
+
+/// What [`JobRegistry::shutdown`](crate::JobRegistry::shutdown) did to the jobs that were running
+/// (or queued) when it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub struct ShutdownSummary {
+    /// Jobs that had not finished when the shutdown began.
+    pub running: usize,
+    /// Of those, jobs that ended within the grace period, in whatever state: by themselves, or
+    /// stopped by their own [cancel grace](crate::JobRegistryBuilder::cancel_grace) if it is
+    /// shorter.
+    pub finished_within_grace: usize,
+    /// Of those, jobs that were stopped after the grace period and ended FAILED.
+    pub stopped: usize,
+}
+
+impl std::fmt::Display for ShutdownSummary {
+    /// E.g. `12 running: 10 finished within the grace, 2 stopped`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} running: {} finished within the grace, {} stopped",
+            self.running, self.finished_within_grace, self.stopped
+        )
+    }
+}
+
+/// How long a shutdown waits for stopped jobs' tasks to notice, before it ends their statuses
+/// itself (a job that never yields cannot be stopped by dropping its future).
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
+impl Engine {
+    /// See [`JobRegistry::shutdown`](crate::JobRegistry::shutdown).
+    pub(crate) async fn shutdown(&self, grace: Duration) -> ShutdownSummary {
+        self.shut_down.store(true, Ordering::SeqCst);
+        let running = self.table.jobs(|job| !job.is_finished());
+        for job in &running {
+            self.cancel(job);
+        }
+        // Also reaches jobs spawned while this began: their tokens are born canceled.
+        self.root.cancel();
+        self.tracker.close();
+        let all_ended = within(grace, self.tracker.wait()).await;
+        let finished_within_grace = running.iter().filter(|job| job.is_finished()).count();
+        if !all_ended {
+            self.kill.cancel();
+            within(STOP_WAIT, self.tracker.wait()).await;
+        }
+        for job in self.table.jobs(|job| !job.is_finished()) {
+            // Canceled first, as every job a shutdown ends: its final status says so.
+            self.cancel(&job);
+            let failure = Failure::registry(
+                "job was stopped by the registry's shutdown",
+                exception::CANCELED,
+            );
+            self.finish(&job, Change::Fail(failure));
+        }
+        self.seam.wake_feeds();
+        ShutdownSummary {
+            running: running.len(),
+            finished_within_grace,
+            stopped: running.len() - finished_within_grace,
+        }
+    }
+}
+
+/// Whether `future` ended within `limit`. On a runtime without a timer (where making one panics),
+/// the limit counts as reached at once.
+pub(crate) async fn within(limit: Duration, future: impl Future<Output = ()>) -> bool {
+    match catch_unwind(|| tokio::time::sleep(limit)) {
+        Ok(sleep) => tokio::select! {
+            () = future => true,
+            () = sleep => false,
+        },
+        Err(_no_timer) => false,
+    }
+}

@@ -1,0 +1,366 @@
+//! The status seam: where every event of every job's life (created, changed, finished, removed)
+//! is told to the rest of the world, in one place. It moves the per-state counts, hands changes
+//! to the feeds interested in the job, emits the `tracing` event, and calls the observers.
+//!
+//! [`Job::apply`](crate::job::Job::apply) is the only writer of a job's status; it calls
+//! [`Seam::changed`] after releasing the job's status lock. The engine calls [`Seam::created`] and
+//! [`Seam::removed`] through the job ([`Job::created`](crate::job::Job::created),
+//! [`Job::removed`](crate::job::Job::removed)).
+//!
+//! Order: a job's events are delivered one at a time, in etag order, while the job's *turn* is
+//! held (a second per-job lock, taken before the status lock and released after delivery; see
+//! [`Seam::turn`]). Creation, cancel flags, finishing and removal always take the turn; progress
+//! takes it only when someone listens to progress (an observer, an open feed, or a `tracing`
+//! subscriber at TRACE), so a progress report nobody hears costs one lock, not two. Because a
+//! change is delivered to feeds only when it took the turn, and removal takes it too, no change
+//! can reach a feed after the job's removal.
+//!
+//! Re-entrancy: a thread delivering an event (running an observer or a tracing subscriber) takes
+//! no turn for changes it makes meanwhile, so an observer that cancels a job cannot deadlock; such
+//! changes are delivered at once, inside the current delivery.
+//!
+//! Locks: the turn, then the job's status lock (released before delivery), then the feed index's
+//! read lock, then one feed's pending lock. No status lock is held while delivering.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard, RwLock};
+
+use crate::failure::drop_quietly;
+use crate::trace::Note;
+use crate::{AsynchJobState, JobCounts, JobEvent, JobEventKind, JobId, StatusObserver};
+
+/// A feed (or any internal follower) of jobs' changes.
+pub(crate) trait Subscriber: Send + Sync {
+    /// The job is now at `version`: a start or a change.
+    fn changed(&self, id: JobId, version: u64);
+    /// The job is gone from the registry.
+    fn removed(&self, id: JobId);
+    /// Something other than a change happened (e.g. a shutdown): look again.
+    fn wake(&self);
+}
+
+pub(crate) struct Seam {
+    processing: AtomicUsize,
+    complete: AtomicUsize,
+    failed: AtomicUsize,
+    /// Read on every change of every job, written only when a feed opens or closes: kept off
+    /// the cache line of the counts, which every spawn and finish writes.
+    feeds_open: Padded<AtomicUsize>,
+    feeds: RwLock<FeedIndex>,
+    observers: Box<[Arc<dyn StatusObserver>]>,
+}
+
+/// Open feeds by the user they follow, so that a change costs O(feeds interested in its job),
+/// not O(all feeds).
+#[derive(Default)]
+struct FeedIndex {
+    /// Feeds of every job (the administrator's).
+    all: Vec<Arc<dyn Subscriber>>,
+    by_user: HashMap<u64, Vec<Arc<dyn Subscriber>>>,
+}
+
+impl FeedIndex {
+    fn interested(&self, user: Option<u64>) -> impl Iterator<Item = &Arc<dyn Subscriber>> {
+        let own = user.and_then(|u| self.by_user.get(&u));
+        self.all.iter().chain(own.into_iter().flatten())
+    }
+}
+
+/// A value alone on its cache line (two, for CPUs that fetch lines in pairs).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+thread_local! {
+    /// How many deliveries this thread is inside of (see the module docs on re-entrancy).
+    static DELIVERING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// One job's event, as the seam delivers it.
+pub(crate) struct Event {
+    pub(crate) kind: JobEventKind,
+    pub(crate) id: JobId,
+    pub(crate) user: Option<u64>,
+    pub(crate) version: u64,
+    pub(crate) state: AsynchJobState,
+}
+
+impl Seam {
+    pub(crate) fn new(observers: Vec<Arc<dyn StatusObserver>>) -> Self {
+        Seam {
+            processing: AtomicUsize::new(0),
+            complete: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            feeds_open: Padded(AtomicUsize::new(0)),
+            feeds: RwLock::default(),
+            observers: observers.into_boxed_slice(),
+        }
+    }
+
+    /// Whether a progress report must be delivered (and so take the job's turn): an observer is
+    /// set, a feed is open, or `tracing` wants progress events.
+    pub(crate) fn hears_progress(&self) -> bool {
+        !self.observers.is_empty()
+            || self.feeds_open.load(Ordering::Acquire) > 0
+            || crate::trace::progress_enabled()
+    }
+
+    /// Takes a job's turn to deliver its next event: `None` if this thread is already delivering
+    /// (re-entrancy; see the module docs).
+    pub(crate) fn turn<'a>(&self, turn: &'a Mutex<()>) -> Option<MutexGuard<'a, ()>> {
+        if DELIVERING.with(Cell::get) > 0 {
+            None
+        } else {
+            Some(turn.lock())
+        }
+    }
+
+    /// A job was created: counted PROCESSING, then delivered.
+    pub(crate) fn created(
+        &self,
+        event: &Event,
+        source: &dyn crate::observer::StatusSource,
+        queued: bool,
+    ) {
+        self.processing.fetch_add(1, Ordering::Relaxed);
+        self.deliver(event, source, || {
+            crate::trace::started(event.id, event.user, queued);
+        });
+    }
+
+    /// A job's status changed (`delivered`: whether it took its turn, see the module docs).
+    /// Feeds get it before the counts move, so that a feed that sees no job PROCESSING after a
+    /// shutdown already holds every final status.
+    pub(crate) fn changed(
+        &self,
+        event: &Event,
+        source: &dyn crate::observer::StatusSource,
+        note: Note<'_>,
+        delivered: bool,
+        runtime_ms: impl FnOnce() -> u64,
+    ) {
+        if !delivered {
+            return;
+        }
+        self.deliver(event, source, || {
+            note.emit(event.id, event.user, event.version, runtime_ms);
+        });
+        if event.kind == JobEventKind::Finished {
+            self.counter(event.state).fetch_add(1, Ordering::Relaxed);
+            self.processing.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// Retention dropped a finished job's status.
+    pub(crate) fn removed(&self, event: &Event, source: &dyn crate::observer::StatusSource) {
+        self.counter(event.state).fetch_sub(1, Ordering::Relaxed);
+        self.deliver(event, source, || {});
+    }
+
+    fn deliver(
+        &self,
+        event: &Event,
+        source: &dyn crate::observer::StatusSource,
+        trace: impl FnOnce(),
+    ) {
+        if self.feeds_open.load(Ordering::Acquire) > 0 {
+            for feed in self.feeds.read().interested(event.user) {
+                match event.kind {
+                    JobEventKind::Removed => feed.removed(event.id),
+                    _ => feed.changed(event.id, event.version),
+                }
+            }
+        }
+        /// Counts this thread as delivering, however the delivery ends.
+        struct Delivering;
+        impl Drop for Delivering {
+            fn drop(&mut self) {
+                DELIVERING.with(|d| d.set(d.get() - 1));
+            }
+        }
+        DELIVERING.with(|d| d.set(d.get() + 1));
+        let _delivering = Delivering;
+        // A tracing subscriber is user code too.
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(trace)) {
+            drop_quietly(panic);
+        }
+        if self.observers.is_empty() {
+            return;
+        }
+        let public = JobEvent {
+            kind: event.kind,
+            id: event.id,
+            user: event.user,
+            version: event.version,
+            state: event.state,
+            source,
+        };
+        for observer in self.observers.iter() {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| observer.on_event(&public))) {
+                crate::trace::observer_panicked(event.id, event.version);
+                drop_quietly(panic);
+            }
+        }
+    }
+
+    fn counter(&self, state: AsynchJobState) -> &AtomicUsize {
+        match state {
+            AsynchJobState::Processing => &self.processing,
+            AsynchJobState::Complete => &self.complete,
+            AsynchJobState::Failed => &self.failed,
+        }
+    }
+
+    pub(crate) fn counts(&self) -> JobCounts {
+        JobCounts {
+            processing: self.processing.load(Ordering::Acquire),
+            complete: self.complete.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Starts telling `feed` of the changes of `user`'s jobs (of every job for `None`).
+    pub(crate) fn subscribe(&self, user: Option<u64>, feed: Arc<dyn Subscriber>) {
+        let mut feeds = self.feeds.write();
+        match user {
+            None => feeds.all.push(feed),
+            Some(user) => feeds.by_user.entry(user).or_default().push(feed),
+        }
+        self.feeds_open.fetch_add(1, Ordering::Release);
+    }
+
+    pub(crate) fn unsubscribe(&self, user: Option<u64>, feed: &Arc<dyn Subscriber>) {
+        let mut feeds = self.feeds.write();
+        let list = match user {
+            None => &mut feeds.all,
+            Some(user) => match feeds.by_user.get_mut(&user) {
+                Some(list) => list,
+                None => return,
+            },
+        };
+        let before = list.len();
+        list.retain(|f| !Arc::ptr_eq(f, feed));
+        let removed = before - list.len();
+        if list.is_empty() {
+            if let Some(user) = user {
+                feeds.by_user.remove(&user);
+            }
+        }
+        self.feeds_open.fetch_sub(removed, Ordering::Release);
+    }
+
+    /// Wakes every feed, e.g. so they notice the registry shut down.
+    pub(crate) fn wake_feeds(&self) {
+        let feeds = self.feeds.read();
+        for feed in feeds.all.iter().chain(feeds.by_user.values().flatten()) {
+            feed.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AsynchronousJobStatus;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(JobId, u64, bool)>>);
+
+    impl Subscriber for Recorder {
+        fn changed(&self, id: JobId, version: u64) {
+            self.0.lock().push((id, version, false));
+        }
+        fn removed(&self, id: JobId) {
+            self.0.lock().push((id, 0, true));
+        }
+        fn wake(&self) {}
+    }
+
+    struct NoStatus;
+    impl crate::observer::StatusSource for NoStatus {
+        fn snapshot(&self) -> AsynchronousJobStatus {
+            unreachable!("no observer asks")
+        }
+    }
+
+    fn event(kind: JobEventKind, id: u64, user: Option<u64>, state: AsynchJobState) -> Event {
+        Event {
+            kind,
+            id: JobId::from_u64(id),
+            user,
+            version: 2,
+            state,
+        }
+    }
+
+    #[test]
+    fn feeds_hear_only_their_users_jobs_and_admin_feeds_hear_all() {
+        let seam = Seam::new(Vec::new());
+        let mine = Arc::new(Recorder::default());
+        let admin = Arc::new(Recorder::default());
+        seam.subscribe(Some(7), mine.clone());
+        seam.subscribe(None, admin.clone());
+        assert!(seam.hears_progress());
+        for (id, user) in [(1, Some(7)), (2, Some(8)), (3, None)] {
+            let e = event(JobEventKind::Created, id, user, AsynchJobState::Processing);
+            seam.created(&e, &NoStatus, false);
+        }
+        assert_eq!(*mine.0.lock(), [(JobId::from_u64(1), 2, false)]);
+        assert_eq!(admin.0.lock().len(), 3);
+
+        let dyn_mine: Arc<dyn Subscriber> = mine.clone();
+        seam.unsubscribe(Some(7), &dyn_mine);
+        let e = event(
+            JobEventKind::Created,
+            4,
+            Some(7),
+            AsynchJobState::Processing,
+        );
+        seam.created(&e, &NoStatus, false);
+        assert_eq!(
+            mine.0.lock().len(),
+            1,
+            "an unsubscribed feed hears nothing more"
+        );
+        assert_eq!(seam.feeds_open.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn counts_follow_created_finished_and_removed() {
+        let seam = Seam::new(Vec::new());
+        let created = event(JobEventKind::Created, 1, None, AsynchJobState::Processing);
+        seam.created(&created, &NoStatus, false);
+        assert_eq!(seam.counts().processing, 1);
+        let finished = event(JobEventKind::Finished, 1, None, AsynchJobState::Failed);
+        seam.changed(&finished, &NoStatus, Note::none(), true, || 0);
+        assert_eq!((seam.counts().processing, seam.counts().failed), (0, 1));
+        let removed = event(JobEventKind::Removed, 1, None, AsynchJobState::Failed);
+        seam.removed(&removed, &NoStatus);
+        assert_eq!(seam.counts(), JobCounts::default());
+    }
+
+    #[test]
+    fn a_delivering_thread_takes_no_turn() {
+        let seam = Seam::new(Vec::new());
+        let turn = Mutex::new(());
+        let outer = seam.turn(&turn).expect("not delivering");
+        DELIVERING.with(|d| d.set(1));
+        assert!(
+            seam.turn(&turn).is_none(),
+            "a nested change must not wait for its own turn"
+        );
+        DELIVERING.with(|d| d.set(0));
+        drop(outer);
+    }
+}
