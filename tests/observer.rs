@@ -1,0 +1,248 @@
+//! The observer hook and the seam behind it: every event of a job's life, in etag order, from
+//! every thread, with panicking and re-entrant observers, and no feed left holding a removed job.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use asyncjobs::{
+    AsynchJobState, CancelOutcome, JobEvent, JobEventKind, JobHandle, JobRegistry, JobRequest,
+};
+
+type Log = Arc<Mutex<Vec<(u64, JobEventKind, u64, AsynchJobState)>>>;
+
+/// An observer that records every event, and the log it writes.
+fn recorder() -> (Log, impl Fn(&JobEvent<'_>) + Send + Sync + 'static) {
+    let log: Log = Arc::default();
+    let sink = log.clone();
+    let observer = move |event: &JobEvent<'_>| {
+        sink.lock().unwrap().push((
+            event.job_id().as_u64(),
+            event.kind(),
+            event.version(),
+            event.state(),
+        ));
+    };
+    (log, observer)
+}
+
+#[tokio::test]
+async fn an_observer_hears_every_event_of_a_jobs_life_in_order() {
+    let (log, observer) = recorder();
+    // Keep no finished status, so the job is also removed.
+    let registry = JobRegistry::builder()
+        .keep_finished_at_most(0)
+        .observe(observer)
+        .build();
+    let id = registry
+        .spawn(JobRequest::default().started_by(9), |job: JobHandle| async move {
+            job.set_progress(1, 2, "half");
+            job.set_progress(1, 2, "half"); // no change: no event
+            job.set_progress(2, 2, "all");
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    let done = registry.wait(&id).await.unwrap();
+    assert_eq!(done.etag.to_string(), "4");
+    use AsynchJobState::{Complete, Processing};
+    use JobEventKind::{Changed, Created, Finished, Removed};
+    let id = id.as_u64();
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            (id, Created, 1, Processing),
+            (id, Changed, 2, Processing),
+            (id, Changed, 3, Processing),
+            (id, Finished, 4, Complete),
+            (id, Removed, 4, Complete),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_event_carries_the_user_and_its_status_is_the_status_as_of_the_event() {
+    let seen: Arc<Mutex<Vec<(Option<u64>, String, String)>>> = Arc::default();
+    let sink = seen.clone();
+    let registry = JobRegistry::builder()
+        .observe(move |event: &JobEvent<'_>| {
+            let status = event.status();
+            sink.lock().unwrap().push((
+                event.started_by(),
+                event.etag().to_string(),
+                status.etag.to_string(),
+            ));
+        })
+        .build();
+    let alice = registry.as_user(5);
+    let id = alice
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            for i in 0..10u64 {
+                job.set_progress(i, 10, format!("step {i}"));
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    alice.wait(&id).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 12, "created, ten changes, finished");
+    for (user, event_etag, status_etag) in seen.iter() {
+        assert_eq!(*user, Some(5));
+        assert_eq!(event_etag, status_etag);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_jobs_events_arrive_in_etag_order_while_many_threads_change_it() {
+    let (log, observer) = recorder();
+    let registry = JobRegistry::builder().observe(observer).build();
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        let id = registry
+            .spawn(JobRequest::default(), |job: JobHandle| async move {
+                for i in 0..50u64 {
+                    if job.is_canceling() {
+                        return Err(std::io::Error::other("canceled"));
+                    }
+                    job.set_progress(i, 50, "working");
+                    tokio::task::yield_now().await;
+                }
+                Ok(())
+            })
+            .unwrap();
+        ids.push(id);
+    }
+    // Cancels race the jobs' own progress and completion, from other tasks.
+    let cancels: Vec<_> = ids
+        .iter()
+        .step_by(2)
+        .map(|&id| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                registry.cancel(&id).unwrap()
+            })
+        })
+        .collect();
+    for cancel in cancels {
+        cancel.await.unwrap();
+    }
+    for id in &ids {
+        registry.wait(id).await.unwrap();
+    }
+    let log = log.lock().unwrap();
+    let mut per_job: HashMap<u64, Vec<(JobEventKind, u64)>> = HashMap::new();
+    for &(id, kind, version, _) in log.iter() {
+        per_job.entry(id).or_default().push((kind, version));
+    }
+    assert_eq!(per_job.len(), ids.len());
+    for (id, events) in per_job {
+        let versions: Vec<u64> = events.iter().map(|e| e.1).collect();
+        let expected: Vec<u64> = (1..=versions.len() as u64).collect();
+        assert_eq!(versions, expected, "job {id}: every etag once, in order");
+        assert_eq!(events[0].0, JobEventKind::Created);
+        assert_eq!(events.last().unwrap().0, JobEventKind::Finished, "job {id}");
+        let finished = events.iter().filter(|e| e.0 == JobEventKind::Finished).count();
+        assert_eq!(finished, 1, "job {id}");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_observer_changes_nothing_for_the_job_or_the_other_observers() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let registry = JobRegistry::builder()
+        .observe(|event: &JobEvent<'_>| {
+            if event.kind() == JobEventKind::Changed {
+                panic!("planned: an observer that panics");
+            }
+        })
+        .observe(move |_: &JobEvent<'_>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .build();
+    let id = registry
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.set_progress(1, 2, "half");
+            Ok::<_, std::io::Error>(serde_json::json!({"ok": true}))
+        })
+        .unwrap();
+    let done = registry.wait(&id).await.unwrap();
+    assert_eq!(done.job_state, AsynchJobState::Complete);
+    assert_eq!(done.progress_current, Some(2));
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "created, changed, finished");
+    assert_eq!(registry.counts().complete, 1);
+}
+
+#[tokio::test]
+async fn an_observer_may_cancel_the_job_it_is_told_about_without_deadlock() {
+    let registry_cell: Arc<OnceLock<JobRegistry>> = Arc::default();
+    let cell = registry_cell.clone();
+    let outcome: Arc<Mutex<Option<CancelOutcome>>> = Arc::default();
+    let recorded = outcome.clone();
+    let registry = JobRegistry::builder()
+        .observe(move |event: &JobEvent<'_>| {
+            // Cancel on the first progress report, from inside the delivery.
+            if event.kind() == JobEventKind::Changed && event.version() == 2 {
+                let registry = cell.get().expect("set before any job starts");
+                *recorded.lock().unwrap() = Some(registry.cancel(&event.job_id()).unwrap());
+            }
+        })
+        .build();
+    registry_cell.set(registry.clone()).unwrap();
+    let id = registry
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.set_progress(1, 10, "started");
+            if job.is_canceling() {
+                return Err(std::io::Error::other("canceled by the observer"));
+            }
+            Ok(())
+        })
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), registry.wait(&id))
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    assert_eq!(*outcome.lock().unwrap(), Some(CancelOutcome::Requested));
+    assert_eq!(done.job_state, AsynchJobState::Failed);
+    assert!(done.job_canceling);
+    assert_eq!(
+        done.error_message.as_deref(),
+        Some("canceled by the observer")
+    );
+}
+
+/// Feeds never keep entries for jobs that retention dropped: a change is delivered to a feed only
+/// in the job's turn, and removal takes the turn too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_feed_holds_no_job_that_retention_dropped() {
+    let registry = JobRegistry::builder().keep_finished_at_most(0).build();
+    let feed = registry.watch_all();
+    let user_feed = registry.as_user(1).watch_all();
+    let mut ids = Vec::new();
+    for i in 0..20_000u64 {
+        let id = registry
+            .spawn(
+                JobRequest::default().started_by(i % 3),
+                |job: JobHandle| async move {
+                    job.set_progress(1, 2, "half");
+                    tokio::task::yield_now().await;
+                    job.set_progress(2, 2, "done");
+                    Ok::<_, std::io::Error>(())
+                },
+            )
+            .unwrap();
+        ids.push(id);
+    }
+    for id in &ids {
+        // Dropped at once when finished; waiting on a dropped job is an error, which is fine.
+        let _ = registry.wait(id).await;
+    }
+    while registry.counts().processing > 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(registry.len(), 0);
+    assert_eq!(feed.pending(), 0, "the admin feed holds ghosts");
+    assert_eq!(user_feed.pending(), 0, "a user's feed holds ghosts");
+}
