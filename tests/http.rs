@@ -605,6 +605,38 @@ async fn errors_are_json_reasons_with_the_right_status() {
 }
 
 #[tokio::test]
+async fn an_identity_header_sent_twice_is_refused_as_ambiguous() {
+    let f = fixture().await;
+    let alices = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;
+    // Behind a proxy that appends its header to the one the client sent, the client's comes
+    // first: whichever is believed, someone chose their own user.
+    for (first, second) in [(ALICE, BOB), (BOB, ALICE), (ALICE, ALICE)] {
+        let twice = |request: RequestBuilder| {
+            request
+                .header("X-User-Id", first.to_string())
+                .header("X-User-Id", second.to_string())
+        };
+        let requests = [
+            f.http.get(format!("{}/asynchronous/job/{alices}", f.base)),
+            f.http.get(format!("{}/async/get/{alices}", f.base)),
+            f.http
+                .post(format!("{}/asynchronous/job/{alices}/cancel", f.base)),
+            f.http
+                .post(format!("{}/async/start", f.base))
+                .json(&json!({"concreteType": "test.Unit"})),
+        ];
+        for request in requests {
+            let response = twice(request).send().await.unwrap();
+            let reason = refused(response, StatusCode::BAD_REQUEST).await;
+            assert!(reason.contains("more than once"), "{reason}");
+        }
+    }
+    assert_eq!(f.registry.len(), 1, "no ambiguous request started a job");
+    let status = f.registry.status(&alices.parse().unwrap()).unwrap();
+    assert!(!status.job_canceling, "no ambiguous request canceled");
+}
+
+#[tokio::test]
 async fn an_oversized_body_of_unknown_length_is_refused_with_413() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -13,6 +13,12 @@ use super::rejection::Rejection;
 /// is looked at, the body included, and its [`Rejection`] is the answer. It is synchronous: to
 /// look a user up asynchronously (a session store, a token service), authenticate in a
 /// middleware that puts the user in the request's extensions, and read them here.
+///
+/// An identifier that reads a header should refuse a request that carries it more than once,
+/// as [`UserHeader`] does (400): [`HeaderMap::get`](axum::http::HeaderMap::get) returns the
+/// first value, and behind a proxy that appends its header to the one a client sent, the first
+/// is the client's, so the client would choose its user. Read the header with
+/// [`HeaderMap::get_all`](axum::http::HeaderMap::get_all) and refuse a second value.
 pub trait IdentifyUser: Send + Sync + 'static {
     /// The id of the user the request comes from.
     ///
@@ -35,7 +41,9 @@ where
 ///
 /// Trust such a header only behind a proxy that authenticates users and sets it (and removes it
 /// from what clients send). A missing header is refused with 401, one that is not a user id
-/// (decimal digits that fit in a `u64`) with 400.
+/// (decimal digits that fit in a `u64`) with 400. A header sent more than once is refused with
+/// 400, even when the values agree: behind a proxy that appends its header instead of replacing
+/// the client's, believing either value would let the client choose its user.
 #[derive(Debug, Clone)]
 pub struct UserHeader {
     name: HeaderName,
@@ -56,10 +64,16 @@ impl UserHeader {
 
 impl IdentifyUser for UserHeader {
     fn identify(&self, request: &Parts) -> Result<u64, Rejection> {
-        let value = request
-            .headers
-            .get(&self.name)
+        let mut values = request.headers.get_all(&self.name).iter();
+        let value = values
+            .next()
             .ok_or_else(|| Rejection::unauthorized(format!("missing {} header", self.name)))?;
+        if values.next().is_some() {
+            return Err(Rejection::bad_request(format!(
+                "{} header appeared more than once: the user is ambiguous",
+                self.name
+            )));
+        }
         value
             .to_str()
             .ok()

@@ -24,7 +24,7 @@
 //! | status | when |
 //! |---|---|
 //! | 400 | malformed job id; body not JSON, not an object, without a string `concreteType`, with an unknown `concreteType`, or not what the job kind's body type expects; malformed `wait` |
-//! | 401, 400 | [`UserHeader`]: the header is missing, or not a user id (other [`IdentifyUser`]s choose their own) |
+//! | 401, 400 | [`UserHeader`]: the header is missing; or it appeared more than once, or is not a user id (other [`IdentifyUser`]s choose their own) |
 //! | 403 | the job was started by another user |
 //! | 404 | no such job (never started, or dropped by retention) |
 //! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes) |
