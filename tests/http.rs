@@ -637,6 +637,63 @@ async fn an_identity_header_sent_twice_is_refused_as_ambiguous() {
 }
 
 #[tokio::test]
+async fn a_body_announced_larger_than_the_limit_is_refused_with_413_before_it_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let f = fixture().await;
+    let addr = f.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // 100 GB announced, one byte sent: only the headers can tell the answer.
+    let head = format!(
+        "POST /async/start HTTP/1.1\r\nHost: {addr}\r\nX-User-Id: {ALICE}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000000000\r\n\r\n{{"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(2), read_answer(&mut socket))
+        .await
+        .expect("no answer within 2 s: the server is waiting for the announced body");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"reason\""), "{answer}");
+    assert!(f.registry.is_empty());
+    // Nor is the rest of the body waited for: the server lets the connection go (end of stream,
+    // or a reset).
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection is still held");
+}
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` from a raw socket, without waiting for the
+/// server to close it.
+async fn read_answer(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    if name.eq_ignore_ascii_case("content-length") {
+                        value.trim().parse::<usize>().ok()
+                    } else {
+                        None
+                    }
+                })
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let read = socket.read(&mut buf).await.unwrap();
+        assert!(read > 0, "closed before a whole answer: {text}");
+        answer.extend_from_slice(&buf[..read]);
+    }
+}
+
+#[tokio::test]
 async fn an_oversized_body_of_unknown_length_is_refused_with_413() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -229,7 +229,8 @@ impl AsyncJobApi {
     }
 
     /// The largest request body `async/start` reads; a larger one is refused with 413 without
-    /// being read whole.
+    /// being read whole: from the headers alone, before any of it is read, when its
+    /// `Content-Length` announces more, otherwise as soon as more than this has arrived.
     ///
     /// Defaults to: [`DEFAULT_MAX_BODY_BYTES`] (1 MiB).
     #[must_use]

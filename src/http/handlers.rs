@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection, RawPathParamsRejection};
-use axum::extract::{FromRequestParts, Query, RawPathParams, State};
-use axum::http::header::HeaderMap;
+use axum::extract::rejection::{QueryRejection, RawPathParamsRejection};
+use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request, State};
+use axum::http::header::{self, HeaderMap};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -34,18 +34,8 @@ impl FromRequestParts<Arc<Api>> for Caller {
 pub(super) async fn start(
     State(api): State<Arc<Api>>,
     Caller(user): Caller,
-    body: Result<Bytes, BytesRejection>,
+    StartBody(body): StartBody,
 ) -> Result<Response, Rejection> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Rejection::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is larger than {} bytes", api.max_body_bytes),
-            )
-        } else {
-            Rejection::new(rejection.status(), rejection.body_text())
-        }
-    })?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| Rejection::bad_request(format!("request body is not JSON: {e}")))?;
     let concrete_type = body
@@ -76,6 +66,47 @@ pub(super) async fn start(
 #[derive(Serialize)]
 struct Token {
     token: String,
+}
+
+/// The body of `async/start`, at most [`max_body_bytes`](super::AsyncJobApi::max_body_bytes).
+pub(super) struct StartBody(Bytes);
+
+impl FromRequest<Arc<Api>> for StartBody {
+    type Rejection = Rejection;
+
+    async fn from_request(request: Request, api: &Arc<Api>) -> Result<Self, Rejection> {
+        let limit = api.max_body_bytes;
+        let too_large = || {
+            Rejection::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {limit} bytes"),
+            )
+        };
+        // The router's body limit counts bytes as they arrive, so a body announced larger than
+        // the limit would be waited for until more than the limit had come: a client announcing
+        // 100 GB and sending a trickle would hold a connection and a task. The headers tell.
+        if announced_length(request.headers()).is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
+        }
+        let body = Bytes::from_request(request, api)
+            .await
+            .map_err(|rejection| match rejection.status() {
+                // A body of unannounced length (chunked) that grew past the limit.
+                StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+                status => Rejection::new(status, rejection.body_text()),
+            })?;
+        Ok(StartBody(body))
+    }
+}
+
+/// The body length a request's `Content-Length` header announces, if it has a valid one.
+fn announced_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// `GET {prefix}/async/get/{asyncToken}`: the status while processing, then the outcome.

@@ -27,7 +27,7 @@
 //! | 401, 400 | [`UserHeader`]: the header is missing; or it appeared more than once, or is not a user id (other [`IdentifyUser`]s choose their own) |
 //! | 403 | the job was started by another user |
 //! | 404 | no such job (never started, or dropped by retention) |
-//! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes) |
+//! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes); when its `Content-Length` says so, answered from the headers before the body is read |
 //! | 503 | the registry is [shut down](crate::JobRegistry::shutdown): no new jobs |
 //!
 //! # Failed jobs on `async/get`
