@@ -605,6 +605,95 @@ async fn errors_are_json_reasons_with_the_right_status() {
 }
 
 #[tokio::test]
+async fn an_identity_header_sent_twice_is_refused_as_ambiguous() {
+    let f = fixture().await;
+    let alices = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;
+    // Behind a proxy that appends its header to the one the client sent, the client's comes
+    // first: whichever is believed, someone chose their own user.
+    for (first, second) in [(ALICE, BOB), (BOB, ALICE), (ALICE, ALICE)] {
+        let twice = |request: RequestBuilder| {
+            request
+                .header("X-User-Id", first.to_string())
+                .header("X-User-Id", second.to_string())
+        };
+        let requests = [
+            f.http.get(format!("{}/asynchronous/job/{alices}", f.base)),
+            f.http.get(format!("{}/async/get/{alices}", f.base)),
+            f.http
+                .post(format!("{}/asynchronous/job/{alices}/cancel", f.base)),
+            f.http
+                .post(format!("{}/async/start", f.base))
+                .json(&json!({"concreteType": "test.Unit"})),
+        ];
+        for request in requests {
+            let response = twice(request).send().await.unwrap();
+            let reason = refused(response, StatusCode::BAD_REQUEST).await;
+            assert!(reason.contains("more than once"), "{reason}");
+        }
+    }
+    assert_eq!(f.registry.len(), 1, "no ambiguous request started a job");
+    let status = f.registry.status(&alices.parse().unwrap()).unwrap();
+    assert!(!status.job_canceling, "no ambiguous request canceled");
+}
+
+#[tokio::test]
+async fn a_body_announced_larger_than_the_limit_is_refused_with_413_before_it_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let f = fixture().await;
+    let addr = f.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // 100 GB announced, one byte sent: only the headers can tell the answer.
+    let head = format!(
+        "POST /async/start HTTP/1.1\r\nHost: {addr}\r\nX-User-Id: {ALICE}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000000000\r\n\r\n{{"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(2), read_answer(&mut socket))
+        .await
+        .expect("no answer within 2 s: the server is waiting for the announced body");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"reason\""), "{answer}");
+    assert!(f.registry.is_empty());
+    // Nor is the rest of the body waited for: the server lets the connection go (end of stream,
+    // or a reset).
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection is still held");
+}
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` from a raw socket, without waiting for the
+/// server to close it.
+async fn read_answer(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    if name.eq_ignore_ascii_case("content-length") {
+                        value.trim().parse::<usize>().ok()
+                    } else {
+                        None
+                    }
+                })
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let read = socket.read(&mut buf).await.unwrap();
+        assert!(read > 0, "closed before a whole answer: {text}");
+        answer.extend_from_slice(&buf[..read]);
+    }
+}
+
+#[tokio::test]
 async fn an_oversized_body_of_unknown_length_is_refused_with_413() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,0 +1,304 @@
+//! [`AsyncJobApi`]: the job kinds and options, and the router built from them.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::handlers::{cancel, result, start, status};
+use super::identify::IdentifyUser;
+use super::rejection::Rejection;
+use super::state::Api;
+use crate::{exception, JobHandle, JobId, JobRegistry, JobRequest, UserView};
+
+/// The default for [`AsyncJobApi::max_body_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The default for [`AsyncJobApi::max_wait`]: 30 seconds, below the idle timeouts of most
+/// proxies and load balancers.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Builds the router for Synapse's asynchronous-job REST API over one [`JobRegistry`]; see the
+/// [module docs](crate::http) for the endpoints and their answers.
+///
+/// Each job kind is an async function registered under the `concreteType` of its request body
+/// ([`job`](AsyncJobApi::job)); each request's user comes from an [`IdentifyUser`].
+/// `Clone` is cheap: clones share the job kinds and the user identification.
+#[derive(Clone)]
+pub struct AsyncJobApi {
+    api: Api,
+    prefix: String,
+}
+
+impl AsyncJobApi {
+    /// An API over `registry` with no job kinds yet, telling users apart with `identify`.
+    ///
+    /// ```
+    /// use asyncjobs::http::{AsyncJobApi, Rejection, UserHeader};
+    /// use asyncjobs::JobRegistry;
+    /// use axum::http::request::Parts;
+    ///
+    /// // A header set by an authenticating proxy in front of the service:
+    /// let by_header = AsyncJobApi::new(JobRegistry::new(), UserHeader::new("X-User-Id"));
+    ///
+    /// // The user an authentication middleware left in the request's extensions:
+    /// #[derive(Clone, Copy)]
+    /// struct Authenticated(u64);
+    /// let by_middleware = AsyncJobApi::new(JobRegistry::new(), |request: &Parts| {
+    ///     request
+    ///         .extensions
+    ///         .get::<Authenticated>()
+    ///         .map(|user| user.0)
+    ///         .ok_or_else(|| Rejection::unauthorized("not signed in"))
+    /// });
+    /// # drop((by_header, by_middleware));
+    /// ```
+    pub fn new(registry: JobRegistry, identify: impl IdentifyUser) -> Self {
+        let exception_statuses = [
+            (exception::TIMED_OUT, StatusCode::GATEWAY_TIMEOUT),
+            (exception::CANCELED, StatusCode::CONFLICT),
+            (exception::PANICKED, StatusCode::INTERNAL_SERVER_ERROR),
+            (
+                exception::RESPONSE_NOT_SERIALIZABLE,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (exception::ABORTED, StatusCode::SERVICE_UNAVAILABLE),
+        ]
+        .into_iter()
+        .map(|(name, status)| (name.to_owned(), status))
+        .collect();
+        AsyncJobApi {
+            api: Api {
+                registry,
+                identify: Arc::new(identify),
+                kinds: HashMap::new(),
+                exception_statuses,
+                failed_status: StatusCode::BAD_REQUEST,
+                canceled_status: StatusCode::CONFLICT,
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                max_wait: DEFAULT_MAX_WAIT,
+            },
+            prefix: String::new(),
+        }
+    }
+
+    /// The path before `/async/start` and `/async/get/{token}`, e.g. `"/table/query"` (Synapse
+    /// has one per area). A missing leading `/` is added and a trailing one dropped. It may
+    /// contain axum captures (`"/entity/{id}/table/query"`), which are matched but not passed to
+    /// jobs. `/asynchronous/job/…` is never prefixed.
+    ///
+    /// Defaults to: `""`, so the routes are `/async/start` and `/async/get/{token}`.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        let trimmed = prefix.trim_matches('/');
+        self.prefix = if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("/{trimmed}")
+        };
+        self
+    }
+
+    /// Registers a job kind: a request body whose `concreteType` is `concrete_type` starts a job
+    /// that runs `job(body, handle)`, as the calling user.
+    ///
+    /// The body is deserialized into `B` first: take [`serde_json::Value`] for the raw JSON
+    /// object, or a type of your own (unknown fields such as `concreteType` are ignored unless it
+    /// says otherwise); a body that does not deserialize is refused with 400 and serde's message.
+    /// The whole body becomes the job's `requestBody` either way. `job` and its result are as for
+    /// [`JobRegistry::spawn`]; it is called once per job started, from the request's task (not
+    /// at all when a [cacheable](JobRequest::cacheable) request is answered with an earlier job).
+    ///
+    /// # Panics
+    ///
+    /// If `concrete_type` is already registered.
+    #[must_use]
+    pub fn job<B, F, Fut, R, E>(self, concrete_type: impl Into<String>, job: F) -> Self
+    where
+        B: DeserializeOwned + 'static,
+        F: Fn(B, JobHandle) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        self.job_with(concrete_type, std::convert::identity, job)
+    }
+
+    /// Registers a job kind, as [`job`](AsyncJobApi::job), whose [`JobRequest`] is passed through
+    /// `configure` before the job starts: to make it
+    /// [cacheable](JobRequest::cacheable) (an equal request from the same user then answers with
+    /// the earlier job's token), or to give it a [time limit](JobRequest::time_limit) or a
+    /// [stall limit](JobRequest::stall_limit). The request already carries the body
+    /// ([`JobRequest::body`]) and the calling user is set after `configure`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use asyncjobs::http::{AsyncJobApi, UserHeader};
+    /// use asyncjobs::{JobHandle, JobRegistry, JobRequest};
+    /// use serde_json::{json, Value};
+    ///
+    /// let api = AsyncJobApi::new(JobRegistry::new(), UserHeader::new("X-User-Id")).job_with(
+    ///     "org.example.QueryRequest",
+    ///     |request: JobRequest| request.cacheable().time_limit(Duration::from_secs(600)),
+    ///     |query: Value, _job: JobHandle| async move {
+    ///         Ok::<_, std::io::Error>(json!({"concreteType": "org.example.QueryResult", "query": query}))
+    ///     },
+    /// );
+    /// # drop(api);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `concrete_type` is already registered.
+    #[must_use]
+    pub fn job_with<B, C, F, Fut, R, E>(
+        mut self,
+        concrete_type: impl Into<String>,
+        configure: C,
+        job: F,
+    ) -> Self
+    where
+        B: DeserializeOwned + 'static,
+        C: Fn(JobRequest) -> JobRequest + Send + Sync + 'static,
+        F: Fn(B, JobHandle) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        let concrete_type: Arc<str> = Arc::from(concrete_type.into());
+        let name = concrete_type.clone();
+        let start = move |user: &UserView, body: Value| -> Result<JobId, Rejection> {
+            let typed = B::deserialize(&body)
+                .map_err(|e| Rejection::bad_request(format!("invalid {name} request body: {e}")))?;
+            let request = configure(JobRequest::new(body));
+            Ok(user.spawn(request, |handle| job(typed, handle))?)
+        };
+        let earlier = self
+            .api
+            .kinds
+            .insert(concrete_type.clone(), Arc::new(start));
+        assert!(
+            earlier.is_none(),
+            "job kind {concrete_type} is registered twice"
+        );
+        self
+    }
+
+    /// The HTTP status that `async/get` answers for a FAILED job whose `exception` is
+    /// `exception` (e.g. a Rust type name such as `"myapp::errors::NotFound"`, or a name from
+    /// [`asyncjobs::exception`](crate::exception)); replaces an earlier mapping, default ones
+    /// included.
+    ///
+    /// Defaults to: the mapping in the [module docs](crate::http#failed-jobs-on-asyncget).
+    #[must_use]
+    pub fn exception_status(mut self, exception: impl Into<String>, status: StatusCode) -> Self {
+        self.api.exception_statuses.insert(exception.into(), status);
+        self
+    }
+
+    /// The HTTP status that `async/get` answers for a FAILED job whose `exception` is not mapped
+    /// and that was not canceled.
+    ///
+    /// Defaults to: 400 Bad Request, as in Synapse.
+    #[must_use]
+    pub fn failed_status(mut self, status: StatusCode) -> Self {
+        self.api.failed_status = status;
+        self
+    }
+
+    /// The HTTP status that `async/get` answers for a FAILED job whose `exception` is not mapped
+    /// and that was canceled (`jobCanceling`), e.g. a job that stopped by returning its own error
+    /// after a cancel.
+    ///
+    /// Defaults to: 409 Conflict, as for [`exception::CANCELED`].
+    #[must_use]
+    pub fn canceled_status(mut self, status: StatusCode) -> Self {
+        self.api.canceled_status = status;
+        self
+    }
+
+    /// The largest request body `async/start` reads; a larger one is refused with 413 without
+    /// being read whole: from the headers alone, before any of it is read, when its
+    /// `Content-Length` announces more, otherwise as soon as more than this has arrived.
+    ///
+    /// Defaults to: [`DEFAULT_MAX_BODY_BYTES`] (1 MiB).
+    #[must_use]
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.api.max_body_bytes = limit;
+        self
+    }
+
+    /// The longest a request's `?wait=` may hold it; longer waits are cut to this.
+    /// `Duration::ZERO` turns long-polling off (a matching etag is answered 304 at once).
+    ///
+    /// Defaults to: [`DEFAULT_MAX_WAIT`] (30 s).
+    #[must_use]
+    pub fn max_wait(mut self, limit: Duration) -> Self {
+        self.api.max_wait = limit;
+        self
+    }
+
+    /// The router: serve it with `axum::serve`, or merge or nest it into the application's
+    /// router (it has its own state, so it fits a `Router<S>` of any state `S`).
+    ///
+    /// # Panics
+    ///
+    /// If the [prefix](AsyncJobApi::prefix) is not a valid axum path.
+    pub fn into_router<S>(self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let prefix = self.prefix;
+        let body_limit = DefaultBodyLimit::max(self.api.max_body_bytes);
+        Router::new()
+            .route(
+                &format!("{prefix}/async/start"),
+                post(start).layer(body_limit),
+            )
+            .route(&format!("{prefix}/async/get/{{asyncToken}}"), get(result))
+            .route("/asynchronous/job/{jobId}", get(status))
+            .route("/asynchronous/job/{jobId}/cancel", post(cancel).get(cancel))
+            .with_state(Arc::new(self.api))
+    }
+}
+
+impl fmt::Debug for AsyncJobApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut kinds: Vec<&str> = self.api.kinds.keys().map(|k| &**k).collect();
+        kinds.sort_unstable();
+        f.debug_struct("AsyncJobApi")
+            .field("prefix", &self.prefix)
+            .field("kinds", &kinds)
+            .field("exception_statuses", &self.api.exception_statuses)
+            .field("failed_status", &self.api.failed_status)
+            .field("canceled_status", &self.api.canceled_status)
+            .field("max_body_bytes", &self.api.max_body_bytes)
+            .field("max_wait", &self.api.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::UserHeader;
+
+    #[test]
+    fn prefixes_are_normalized() {
+        let api = || AsyncJobApi::new(JobRegistry::new(), UserHeader::new("x-user-id"));
+        assert_eq!(api().prefix("table/query/").prefix, "/table/query");
+        assert_eq!(api().prefix("/").prefix, "");
+        assert_eq!(api().prefix("").prefix, "");
+    }
+}

@@ -1,0 +1,128 @@
+//! Synapse's asynchronous-job REST API over a [`JobRegistry`], as an axum router (feature `http`).
+//!
+//! [`AsyncJobApi`] is built from a registry, a way to tell the calling user from a request
+//! ([`IdentifyUser`]; [`UserHeader`] reads a header) and the application's job functions, one per
+//! request type, keyed by the `concreteType` of the request body. [`into_router`] gives an
+//! [`axum::Router`] (axum 0.8) to serve alone or to merge into the application's own.
+//!
+//! # Endpoints
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `POST {prefix}/async/start` | `201 {"token": "<jobId>"}`: starts the job the body's `concreteType` names, as the caller |
+//! | `GET {prefix}/async/get/{token}` | `202` and the status while PROCESSING; `200` and the response body when COMPLETE (`null` for a job whose result serializes to `null`); when FAILED, a status chosen from `exception` with `{"reason": errorMessage}` |
+//! | `GET /asynchronous/job/{jobId}` | `200` and the status, in any state |
+//! | `POST` (or, as Synapse, `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
+//!
+//! The prefix is empty unless set with [`AsyncJobApi::prefix`]. Every request goes through
+//! [`JobRegistry::as_user`] for the caller, so a job started by another user is refused with 403.
+//!
+//! # Errors
+//!
+//! Every refusal is JSON `{"reason": "…"}`, Synapse's error shape, with one of these statuses:
+//!
+//! | status | when |
+//! |---|---|
+//! | 400 | malformed job id; body not JSON, not an object, without a string `concreteType`, with an unknown `concreteType`, or not what the job kind's body type expects; malformed `wait` |
+//! | 401, 400 | [`UserHeader`]: the header is missing; or it appeared more than once, or is not a user id (other [`IdentifyUser`]s choose their own) |
+//! | 403 | the job was started by another user |
+//! | 404 | no such job (never started, or dropped by retention) |
+//! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes); when its `Content-Length` says so, answered from the headers before the body is read |
+//! | 503 | the registry is [shut down](crate::JobRegistry::shutdown): no new jobs |
+//!
+//! # Failed jobs on `async/get`
+//!
+//! A FAILED job answers with the status its `exception` is mapped to
+//! ([`exception_status`](AsyncJobApi::exception_status)); an unmapped one that was canceled
+//! (`jobCanceling`) answers [`canceled_status`](AsyncJobApi::canceled_status), any other
+//! [`failed_status`](AsyncJobApi::failed_status), 400 by default, as in Synapse. The failures the
+//! registry reports itself are mapped by default:
+//!
+//! | `exception` | status | why |
+//! |---|---|---|
+//! | [`asyncjobs::JobTimedOut`](crate::exception::TIMED_OUT) | 504 Gateway Timeout | the work took longer than its limit |
+//! | [`asyncjobs::JobCanceled`](crate::exception::CANCELED) | 409 Conflict | canceled (or stopped by a shutdown): the result will never exist |
+//! | [`asyncjobs::JobPanicked`](crate::exception::PANICKED) | 500 Internal Server Error | a bug in the job |
+//! | [`asyncjobs::ResponseNotSerializable`](crate::exception::RESPONSE_NOT_SERIALIZABLE) | 500 Internal Server Error | a bug in the job |
+//! | [`asyncjobs::JobAborted`](crate::exception::ABORTED) | 503 Service Unavailable | the server's runtime went away under the job |
+//!
+//! # Beyond Synapse: etags, `304` and long-polling
+//!
+//! Both `GET` endpoints and the cancel endpoint send the status's etag as a (quoted) `ETag`
+//! header, and every answer about a job carries `Cache-Control: no-store`. A client that sends
+//! the etag it last saw, in `If-None-Match` or as `?etag=`, gets `304 Not Modified` while the
+//! status is unchanged. With `?wait=<seconds>` (decimals allowed, at most
+//! [`max_wait`](AsyncJobApi::max_wait)) the request is held until the status changes, answered
+//! at once with the new status, or with `304` when the wait runs out: a client learns of each
+//! change at once without asking again and again. A finished job never changes, so a matching
+//! etag on one is answered `304` at once; without an etag, `wait` does nothing.
+//!
+//! ```text
+//! GET /asynchronous/job/1764379461000000?wait=30
+//! If-None-Match: "3"
+//!                               ... held until the status changes ...
+//! 200 OK
+//! ETag: "4"
+//! Cache-Control: no-store
+//! {"jobId":"1764379461000000","jobState":"PROCESSING","etag":"4","progressCurrent":2, ...}
+//! ```
+//!
+//! # Example
+//!
+//! ```no_run
+//! use asyncjobs::http::{AsyncJobApi, UserHeader};
+//! use asyncjobs::{JobHandle, JobRegistry};
+//! use serde::Deserialize;
+//! use serde_json::{json, Value};
+//!
+//! /// The body of `{"concreteType": "org.example.ExportRequest", "rows": 1000}`.
+//! #[derive(Deserialize)]
+//! struct ExportRequest {
+//!     rows: u64,
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = JobRegistry::new();
+//! let app = AsyncJobApi::new(registry.clone(), UserHeader::new("X-User-Id"))
+//!     .prefix("/export")
+//!     .job("org.example.ExportRequest", |request: ExportRequest, job: JobHandle| async move {
+//!         for row in 0..request.rows {
+//!             if job.is_canceling() {
+//!                 return Err(std::io::Error::other("export canceled"));
+//!             }
+//!             job.set_progress(row, request.rows, "exporting");
+//!             tokio::task::yield_now().await;
+//!         }
+//!         Ok(json!({"concreteType": "org.example.ExportResponse", "rows": request.rows}))
+//!     })
+//!     // A raw body: the job gets the whole JSON object.
+//!     .job("org.example.EchoRequest", |body: Value, _job: JobHandle| async move {
+//!         Ok::<_, std::io::Error>(body)
+//!     })
+//!     .into_router();
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`into_router`]: AsyncJobApi::into_router
+//! [`JobRegistry`]: crate::JobRegistry
+//! [`JobRegistry::as_user`]: crate::JobRegistry::as_user
+
+// One file per concept. Imports run one way, from the router down to the leaves: each file
+// imports only from files later in this order: api, handlers, poll, state, identify, rejection,
+// response.
+mod api;
+mod handlers;
+mod identify;
+mod poll;
+mod rejection;
+mod response;
+mod state;
+
+pub use api::{AsyncJobApi, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT};
+pub use identify::{IdentifyUser, UserHeader};
+pub use rejection::Rejection;

@@ -1,0 +1,56 @@
+//! How every answer is written: JSON bodies, and the headers that mark an answer about a job.
+
+use axum::http::header::{self, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::{AsynchronousJobStatus, Etag};
+
+/// Synapse's error body, `{"reason": "…"}`.
+#[derive(Serialize)]
+pub(super) struct Reason<'a> {
+    pub(super) reason: &'a str,
+}
+
+pub(super) fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        // Statuses and bodies are JSON values already: this is not expected to happen.
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not write the answer as JSON: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+pub(super) fn status_response(code: StatusCode, status: &AsynchronousJobStatus) -> Response {
+    let mut response = json(code, status);
+    tag(&mut response, &status.etag);
+    response
+}
+
+/// Marks an answer about a job: its etag, and that it must not be cached (it is one user's, and
+/// it changes).
+pub(super) fn tag(response: &mut Response, etag: &Etag) {
+    // Etags this crate makes are digits; one that is not a valid header value is left out.
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    no_store(response);
+}
+
+pub(super) fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
