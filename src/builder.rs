@@ -22,7 +22,7 @@ pub const DEFAULT_KEEP_FINISHED_AT_MOST: usize = 10_000;
 /// The highest first id: above it, ids could run out (wrap) within a registry's life.
 const MAX_FIRST_JOB_ID: u64 = u64::MAX / 2;
 
-/// Builds a [`JobRegistry`] with options; [`JobRegistry::new`](crate::JobRegistry::new) is the same with every default.
+/// Builds a [`JobRegistry`](crate::JobRegistry) with options; [`JobRegistry::new`](crate::JobRegistry::new) is the same with every default.
 ///
 /// ```
 /// use std::time::Duration;
@@ -104,7 +104,7 @@ impl JobRegistryBuilder {
 
     /// The most finished statuses kept; when one more job finishes, the oldest finished status is
     /// dropped. Running jobs are never dropped and do not count. `0` drops a status as soon as the
-    /// job finishes (a [`wait`](JobRegistry::wait) already in progress still gets it).
+    /// job finishes (a [`wait`](crate::JobRegistry::wait) already in progress still gets it).
     ///
     /// Defaults to: [`DEFAULT_KEEP_FINISHED_AT_MOST`] (10,000).
     pub fn keep_finished_at_most(mut self, count: usize) -> Self {
@@ -143,7 +143,7 @@ impl JobRegistryBuilder {
     }
 
     /// The runtime that jobs run on. Without one, jobs run on the runtime current where
-    /// [`spawn`](JobRegistry::spawn) is called, and `spawn` outside a runtime is an error.
+    /// [`spawn`](crate::JobRegistry::spawn) is called, and `spawn` outside a runtime is an error.
     ///
     /// Defaults to: none (the caller's runtime).
     pub fn runtime(mut self, runtime: Handle) -> Self {

@@ -226,7 +226,7 @@ impl JobRegistry {
     /// Shuts the registry down: from now on `spawn` fails with [`Error::ShutDown`]; every
     /// running or queued job is canceled (queued ones end at once); jobs get up to `grace` to
     /// finish by themselves; the rest are stopped and end FAILED with exception
-    /// [`exception::CANCELED`]. When this returns, no job is PROCESSING, and every status is
+    /// [`exception::CANCELED`](crate::exception::CANCELED). When this returns, no job is PROCESSING, and every status is
     /// still readable (subject to retention). Calling it again finds nothing running and reports
     /// zeros.
     ///

@@ -2,6 +2,7 @@
 //! every thread, with panicking and re-entrant observers, and no feed left holding a removed job.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -36,12 +37,15 @@ async fn an_observer_hears_every_event_of_a_jobs_life_in_order() {
         .observe(observer)
         .build();
     let id = registry
-        .spawn(JobRequest::default().started_by(9), |job: JobHandle| async move {
-            job.set_progress(1, 2, "half");
-            job.set_progress(1, 2, "half"); // no change: no event
-            job.set_progress(2, 2, "all");
-            Ok::<_, std::io::Error>(())
-        })
+        .spawn(
+            JobRequest::default().started_by(9),
+            |job: JobHandle| async move {
+                job.set_progress(1, 2, "half");
+                job.set_progress(1, 2, "half"); // no change: no event
+                job.set_progress(2, 2, "all");
+                Ok::<_, std::io::Error>(())
+            },
+        )
         .unwrap();
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(done.etag.to_string(), "4");
@@ -62,7 +66,9 @@ async fn an_observer_hears_every_event_of_a_jobs_life_in_order() {
 
 #[tokio::test]
 async fn an_event_carries_the_user_and_its_status_is_the_status_as_of_the_event() {
-    let seen: Arc<Mutex<Vec<(Option<u64>, String, String)>>> = Arc::default();
+    // (user, the event's etag, the etag of the status it gives)
+    type Seen = Vec<(Option<u64>, String, String)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let sink = seen.clone();
     let registry = JobRegistry::builder()
         .observe(move |event: &JobEvent<'_>| {
@@ -143,7 +149,10 @@ async fn each_jobs_events_arrive_in_etag_order_while_many_threads_change_it() {
         assert_eq!(versions, expected, "job {id}: every etag once, in order");
         assert_eq!(events[0].0, JobEventKind::Created);
         assert_eq!(events.last().unwrap().0, JobEventKind::Finished, "job {id}");
-        let finished = events.iter().filter(|e| e.0 == JobEventKind::Finished).count();
+        let finished = events
+            .iter()
+            .filter(|e| e.0 == JobEventKind::Finished)
+            .count();
         assert_eq!(finished, 1, "job {id}");
     }
 }
@@ -171,7 +180,11 @@ async fn a_panicking_observer_changes_nothing_for_the_job_or_the_other_observers
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(done.job_state, AsynchJobState::Complete);
     assert_eq!(done.progress_current, Some(2));
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "created, changed, finished");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "created, changed, finished"
+    );
     assert_eq!(registry.counts().complete, 1);
 }
 
@@ -239,10 +252,89 @@ async fn an_unread_feed_holds_no_job_that_retention_dropped() {
         // Dropped at once when finished; waiting on a dropped job is an error, which is fine.
         let _ = registry.wait(id).await;
     }
-    while registry.counts().processing > 0 {
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(registry.len(), 0);
+    // A job counts as finished before its task retires it (and retention drops it): wait for that.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !registry.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("every finished job is dropped");
     assert_eq!(feed.pending(), 0, "the admin feed holds ghosts");
     assert_eq!(user_feed.pending(), 0, "a user's feed holds ghosts");
+}
+
+/// Wakes the job's task, then dawdles: whoever fired the job's token (a cancel) is held up after
+/// the job can already run, finish and be dropped on another thread.
+struct SlowWaker(std::task::Waker);
+
+impl std::task::Wake for SlowWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.wake_by_ref();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits for the job's cancellation through a [`SlowWaker`].
+async fn cancelled_slowly(job: &JobHandle) {
+    let token = job.cancellation_token();
+    let mut cancelled = std::pin::pin!(token.cancelled());
+    std::future::poll_fn(|cx| {
+        let slow = std::task::Waker::from(Arc::new(SlowWaker(cx.waker().clone())));
+        cancelled
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&slow))
+    })
+    .await;
+}
+
+/// The same with a cancel racing the end: the cancel's announcement, made by the canceling thread
+/// after it fired the token, must not reach a feed after the job ended and was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_announced_late_leaves_no_ghost_in_a_feed() {
+    let registry = JobRegistry::builder().keep_finished_at_most(0).build();
+    let feed = registry.watch_all();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let waiting = waiting.clone();
+        let id = registry
+            .spawn(JobRequest::default(), |job: JobHandle| async move {
+                waiting.fetch_add(1, Ordering::SeqCst);
+                cancelled_slowly(&job).await;
+                Err::<(), _>(std::io::Error::other("canceled"))
+            })
+            .unwrap();
+        ids.push(id);
+    }
+    // Let every job reach its wait, then cancel from outside the runtime, so the woken job runs
+    // on a worker while the canceling thread still dawdles in the waker.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while waiting.load(Ordering::SeqCst) < ids.len() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::task::yield_now().await;
+    let canceler = {
+        let registry = registry.clone();
+        let ids = ids.clone();
+        std::thread::spawn(move || {
+            for id in &ids {
+                let _ = registry.cancel(id);
+            }
+        })
+    };
+    tokio::task::spawn_blocking(move || canceler.join().unwrap())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !registry.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("every finished job is dropped");
+    assert_eq!(feed.pending(), 0, "the feed holds ghosts of dropped jobs");
 }
