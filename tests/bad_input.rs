@@ -33,29 +33,15 @@ use asyncjobs::{
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
+
+mod common;
+use common::gated;
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 
 /// Generous: linear work on 10 MB takes milliseconds even in a debug build; quadratic work
 /// would take hours.
 const NO_BLOWUP: Duration = Duration::from_secs(5);
-
-/// A job that runs until told, with its handle.
-fn gated(registry: &JobRegistry, request: JobRequest) -> (JobId, JobHandle, oneshot::Sender<()>) {
-    let (go, wait) = oneshot::channel::<()>();
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let id = registry
-        .spawn(request, move |job: JobHandle| {
-            handle_tx.send(job).unwrap();
-            async move {
-                wait.await.ok();
-                Ok::<_, &str>(json!("done"))
-            }
-        })
-        .unwrap();
-    (id, handle_rx.recv().unwrap(), go)
-}
 
 /// A status as Synapse sends it, with `changes` applied (`null` removes a field).
 fn status_json(changes: Value) -> Value {

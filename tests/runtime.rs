@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use asyncjobs::{exception, AsynchJobState, Error, JobHandle, JobRegistry, JobRequest};
 
-fn quick(registry: &JobRegistry) -> Result<asyncjobs::JobId, Error> {
-    registry.spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(1) })
-}
+mod common;
+use common::quick;
 
 #[test]
 fn spawn_outside_a_runtime_is_an_error_not_a_panic() {

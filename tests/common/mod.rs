@@ -1,0 +1,33 @@
+//! Fixtures shared by the integration tests. Each test file is its own crate and includes this
+//! module with `mod common;`.
+// Each test binary uses only some of these; the rest would warn as dead code in that binary.
+#![allow(dead_code)]
+
+use asyncjobs::{Error, JobHandle, JobId, JobRegistry, JobRequest};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+/// Spawns a job that runs until told (its `go` is sent or dropped), then completes with
+/// `"done"`. Returns its id, its handle and its `go`.
+pub fn gated(
+    registry: &JobRegistry,
+    request: JobRequest,
+) -> (JobId, JobHandle, oneshot::Sender<()>) {
+    let (go, wait) = oneshot::channel::<()>();
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    let id = registry
+        .spawn(request, move |job: JobHandle| {
+            handle_tx.send(job).unwrap();
+            async move {
+                wait.await.ok();
+                Ok::<_, &str>(json!("done"))
+            }
+        })
+        .unwrap();
+    (id, handle_rx.recv().unwrap(), go)
+}
+
+/// Spawns a job that completes at once, or says why it could not.
+pub fn quick(registry: &JobRegistry) -> Result<JobId, Error> {
+    registry.spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
+}
