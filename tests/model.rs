@@ -25,6 +25,8 @@ use proptest::sample::Index;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+mod common;
+
 const FIRST_ID: u64 = 1000;
 const USERS: [Option<u64>; 3] = [Some(1), Some(2), None];
 const MESSAGES: [&str; 3] = ["reading", "writing", ""];
@@ -1140,22 +1142,6 @@ fn run(cfg: Config, steps: Vec<(Op, Look)>) {
     });
 }
 
-fn quiet_planned_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let planned = info
-                .payload()
-                .downcast_ref::<String>()
-                .is_some_and(|m| m.starts_with("planned panic"));
-            if !planned {
-                default(info);
-            }
-        }));
-    });
-}
-
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -1171,7 +1157,9 @@ proptest! {
         cfg in config(),
         steps in prop::collection::vec((op(), look()), 1..40),
     ) {
-        quiet_planned_panics();
+        common::quiet_planned_panics(|info| {
+            info.payload_as_str().is_some_and(|m| m.starts_with("planned panic"))
+        });
         run(cfg, steps);
     }
 }

@@ -3,6 +3,9 @@
 // Each test binary uses only some of these; the rest would warn as dead code in that binary.
 #![allow(dead_code)]
 
+use std::panic::PanicHookInfo;
+use std::sync::Once;
+
 use asyncjobs::{Error, JobHandle, JobId, JobRegistry, JobRequest};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -30,4 +33,22 @@ pub fn gated(
 /// Spawns a job that completes at once, or says why it could not.
 pub fn quick(registry: &JobRegistry) -> Result<JobId, Error> {
     registry.spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
+}
+
+/// Keeps the panics a test plans out of its output; any other panic is reported as usual.
+///
+/// `planned` tells the two apart, mostly by the message
+/// ([`payload_as_str`](PanicHookInfo::payload_as_str)). A panic hook is process-wide: the first
+/// call in a test binary installs it and later calls do nothing, so all tests of one binary pass
+/// the same `planned`.
+pub fn quiet_planned_panics(planned: fn(&PanicHookInfo<'_>) -> bool) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !planned(info) {
+                default(info);
+            }
+        }));
+    });
 }
