@@ -5,10 +5,18 @@
 
 use std::panic::PanicHookInfo;
 use std::sync::Once;
+use std::time::Duration;
 
 use asyncjobs::{Error, JobHandle, JobId, JobRegistry, JobRequest};
 use serde_json::json;
 use tokio::sync::oneshot;
+
+/// The size of the hostile inputs that must not blow up: messages, errors, JSON strings, ids.
+pub const TEN_MB: usize = 10 * 1024 * 1024;
+
+/// Generous: linear work on 10 MB takes milliseconds even in a debug build; quadratic work
+/// would take hours.
+pub const NO_BLOWUP: Duration = Duration::from_secs(5);
 
 /// Spawns a job that runs until told (its `go` is sent or dropped), then completes with
 /// `"done"`. Returns its id, its handle and its `go`.
