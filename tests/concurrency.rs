@@ -10,7 +10,7 @@ use asyncjobs::{
 };
 
 mod common;
-use common::quiet_planned_panics;
+use common::{panic_message, quiet_planned_panics};
 
 const JOBS: u64 = 2_400;
 
@@ -55,8 +55,7 @@ async fn job_body(i: u64, job: JobHandle) -> Result<u64, String> {
 
 /// The panics of `Plan::Panic`.
 fn planned(info: &PanicHookInfo<'_>) -> bool {
-    info.payload_as_str()
-        .is_some_and(|m| m.starts_with("job ") && m.ends_with(" panicked"))
+    panic_message(info).is_some_and(|m| m.starts_with("job ") && m.ends_with(" panicked"))
 }
 
 /// What one poller saw of one job, checked as it goes.

@@ -19,15 +19,14 @@ use asyncjobs::{
 use serde_json::json;
 
 mod common;
-use common::quiet_planned_panics;
+use common::{panic_message, quiet_planned_panics};
 
 const PLANNED: &str = "planned fault";
 
 /// The faults this file causes on purpose: a message that starts with `PLANNED`, or a
 /// `NastyPayload`, which has no message.
 fn planned(info: &PanicHookInfo<'_>) -> bool {
-    info.payload_as_str()
-        .is_some_and(|m| m.starts_with(PLANNED))
+    panic_message(info).is_some_and(|m| m.starts_with(PLANNED))
         || info.payload().is::<NastyPayload>()
 }
 

@@ -155,7 +155,7 @@ async fn the_limit_holds_under_concurrent_spawns_cancels_and_failures() {
             })
         })
         .collect();
-    common::quiet_planned_panics(|info| info.payload_as_str() == Some("planned panic"));
+    common::quiet_planned_panics(|info| common::panic_message(info) == Some("planned panic"));
     for s in spawners {
         for id in s.await.unwrap() {
             assert!(registry.wait(&id).await.unwrap().is_terminal());

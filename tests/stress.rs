@@ -749,8 +749,7 @@ fn invariants_hold_under_stress() {
     );
     println!("stress: {jobs} jobs, seed {seed} (rerun with ASYNCJOBS_STRESS_SEED={seed})");
     common::quiet_planned_panics(|info| {
-        info.payload_as_str()
-            .is_some_and(|m| m.starts_with(PANIC_PREFIX))
+        common::panic_message(info).is_some_and(|m| m.starts_with(PANIC_PREFIX))
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -185,7 +185,7 @@ fn a_panic_is_an_error_event() {
         .enable_all()
         .build()
         .unwrap();
-    common::quiet_planned_panics(|info| info.payload_as_str() == Some("planned"));
+    common::quiet_planned_panics(|info| common::panic_message(info) == Some("planned"));
     runtime.block_on(async {
         let registry = JobRegistry::new();
         let id = registry

@@ -45,10 +45,9 @@ pub fn quick(registry: &JobRegistry) -> Result<JobId, Error> {
 
 /// Keeps the panics a test plans out of its output; any other panic is reported as usual.
 ///
-/// `planned` tells the two apart, mostly by the message
-/// ([`payload_as_str`](PanicHookInfo::payload_as_str)). A panic hook is process-wide: the first
-/// call in a test binary installs it and later calls do nothing, so all tests of one binary pass
-/// the same `planned`.
+/// `planned` tells the two apart, mostly by the [`panic_message`]. A panic hook is process-wide:
+/// the first call in a test binary installs it and later calls do nothing, so all tests of one
+/// binary pass the same `planned`.
 pub fn quiet_planned_panics(planned: fn(&PanicHookInfo<'_>) -> bool) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -59,4 +58,14 @@ pub fn quiet_planned_panics(planned: fn(&PanicHookInfo<'_>) -> bool) {
             }
         }));
     });
+}
+
+/// A panic's message, if its payload is text, as from `panic!`. (`PanicHookInfo::payload_as_str`
+/// does this from Rust 1.91, above the crate's MSRV.)
+pub fn panic_message<'a>(info: &'a PanicHookInfo<'_>) -> Option<&'a str> {
+    let payload = info.payload();
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }

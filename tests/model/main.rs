@@ -51,7 +51,7 @@ proptest! {
         steps in prop::collection::vec((op(), look()), 1..40),
     ) {
         common::quiet_planned_panics(|info| {
-            info.payload_as_str().is_some_and(|m| m.starts_with("planned panic"))
+            common::panic_message(info).is_some_and(|m| m.starts_with("planned panic"))
         });
         run(cfg, steps);
     }
