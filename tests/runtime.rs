@@ -100,22 +100,3 @@ fn a_job_whose_runtime_shuts_down_ends_failed() {
     assert_eq!(s.job_state, AsynchJobState::Failed);
     assert_eq!(s.exception.as_deref(), Some(exception::ABORTED));
 }
-
-#[test]
-fn public_types_are_send_and_sync() {
-    fn send_sync<T: Send + Sync>() {}
-    send_sync::<JobRegistry>();
-    send_sync::<JobHandle>();
-    send_sync::<asyncjobs::UserView>();
-    send_sync::<asyncjobs::AsynchronousJobStatus>();
-    send_sync::<asyncjobs::JobRequest>();
-    send_sync::<asyncjobs::JobRegistryBuilder>();
-    send_sync::<Error>();
-    send_sync::<asyncjobs::Etag>();
-
-    fn send<T: Send>(_: &T) {}
-    let registry = JobRegistry::new();
-    let id = asyncjobs::JobId::from_u64(1);
-    send(&registry.wait(&id));
-    send(&registry.as_user(1).wait(&id));
-}
