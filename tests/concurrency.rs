@@ -2,11 +2,15 @@
 //! exactly once, and no poller ever sees a status go backwards.
 
 use std::collections::HashMap;
+use std::panic::PanicHookInfo;
 use std::time::Duration;
 
 use asyncjobs::{
     exception, AsynchJobState, AsynchronousJobStatus, JobHandle, JobId, JobRegistry, JobRequest,
 };
+
+mod common;
+use common::{panic_message, quiet_planned_panics};
 
 const JOBS: u64 = 2_400;
 
@@ -49,18 +53,9 @@ async fn job_body(i: u64, job: JobHandle) -> Result<u64, String> {
     }
 }
 
-/// Keeps the planned panics of the jobs out of the test's output; any other panic is reported.
-fn quiet_planned_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let planned = info
-            .payload()
-            .downcast_ref::<String>()
-            .is_some_and(|m| m.starts_with("job ") && m.ends_with(" panicked"));
-        if !planned {
-            default(info);
-        }
-    }));
+/// The panics of `Plan::Panic`.
+fn planned(info: &PanicHookInfo<'_>) -> bool {
+    panic_message(info).is_some_and(|m| m.starts_with("job ") && m.ends_with(" panicked"))
 }
 
 /// What one poller saw of one job, checked as it goes.
@@ -111,7 +106,7 @@ impl Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousands_of_jobs_end_exactly_once_under_pollers_and_cancels() {
-    quiet_planned_panics();
+    quiet_planned_panics(planned);
     let registry = JobRegistry::builder()
         // Long enough that a cooperative job, however loaded the machine, answers within it.
         .cancel_grace(Duration::from_secs(3))

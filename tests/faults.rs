@@ -5,6 +5,7 @@
 //! call promptly and runs new jobs.
 
 use std::future::Future;
+use std::panic::PanicHookInfo;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,26 +18,16 @@ use asyncjobs::{
 };
 use serde_json::json;
 
+mod common;
+use common::{panic_message, quiet_planned_panics};
+
 const PLANNED: &str = "planned fault";
 
-/// Keeps the planned panics out of the output; any other panic is reported as usual.
-fn quiet_planned_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let text = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-            let planned =
-                text.is_some_and(|t| t.starts_with(PLANNED)) || payload.is::<NastyPayload>();
-            if !planned {
-                default(info);
-            }
-        }));
-    });
+/// The faults this file causes on purpose: a message that starts with `PLANNED`, or a
+/// `NastyPayload`, which has no message.
+fn planned(info: &PanicHookInfo<'_>) -> bool {
+    panic_message(info).is_some_and(|m| m.starts_with(PLANNED))
+        || info.payload().is::<NastyPayload>()
 }
 
 /// Runs `f` on a plain thread and fails if it does not return within 10 s: a call that takes a
@@ -129,7 +120,7 @@ const TASK_PANICKED: &str = "job's task panicked while ending the job (e.g. in t
 
 #[tokio::test(start_paused = true)]
 async fn panics_in_a_jobs_body_end_it_failed() {
-    quiet_planned_panics();
+    quiet_planned_panics(planned);
     let registry = JobRegistry::new();
     let str_panic = registry
         .spawn(JobRequest::default(), |_| async {
@@ -188,7 +179,7 @@ async fn panics_in_a_jobs_body_end_it_failed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_jobs_drop_that_panics_ends_it_failed_however_it_ends() {
-    quiet_planned_panics();
+    quiet_planned_panics(planned);
     let registry = JobRegistry::builder()
         .cancel_grace(Duration::from_secs(1))
         .max_running(3)
@@ -287,7 +278,7 @@ impl std::error::Error for CauseDisplayPanics {
 
 #[tokio::test(start_paused = true)]
 async fn an_error_whose_display_panics_ends_the_job_failed() {
-    quiet_planned_panics();
+    quiet_planned_panics(planned);
     let registry = JobRegistry::new();
     let own = registry
         .spawn(JobRequest::default(), |_| async {
@@ -334,7 +325,7 @@ impl Drop for DropPanics {
 
 #[tokio::test(start_paused = true)]
 async fn an_error_whose_drop_panics_ends_the_job_failed() {
-    quiet_planned_panics();
+    quiet_planned_panics(planned);
     let registry = JobRegistry::new();
     let id = registry
         .spawn(JobRequest::default(), |_| async {
@@ -355,7 +346,7 @@ async fn an_error_whose_drop_panics_ends_the_job_failed() {
 /// the message and details already formatted, and the status claimed that formatting panicked.
 #[tokio::test(start_paused = true)]
 async fn an_error_whose_drop_panics_keeps_its_message() {
-    quiet_planned_panics();
+    quiet_planned_panics(planned);
     let registry = JobRegistry::new();
     let id = registry
         .spawn(JobRequest::default(), |_| async {
@@ -392,7 +383,7 @@ impl Drop for ResultDropPanics {
 
 #[tokio::test(start_paused = true)]
 async fn a_result_whose_serialize_or_drop_panics_ends_the_job_failed() {
-    quiet_planned_panics();
+    quiet_planned_panics(planned);
     let registry = JobRegistry::new();
     let serialize = registry
         .spawn(JobRequest::default(), |job: JobHandle| async move {
@@ -744,7 +735,7 @@ async fn dropping_the_registry_while_jobs_run_lets_each_end_as_it_would() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_amid_thousands_of_faulty_jobs_and_readers_leaves_nothing_running() {
-    quiet_planned_panics();
+    quiet_planned_panics(planned);
     const JOBS: usize = 3_000;
     let baseline_tasks = tokio::runtime::Handle::current()
         .metrics()

@@ -8,28 +8,14 @@ use asyncjobs::{
     MAX_MESSAGE_CHARS,
 };
 use serde_json::json;
-use tokio::sync::oneshot;
 
-/// A job that waits for a go signal, so the test controls when it finishes.
-fn gated(registry: &JobRegistry) -> (asyncjobs::JobId, JobHandle, oneshot::Sender<()>) {
-    let (go, wait) = oneshot::channel::<()>();
-    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-    let id = registry
-        .spawn(JobRequest::default(), move |job: JobHandle| {
-            handle_tx.send(job.clone()).unwrap();
-            async move {
-                wait.await.ok();
-                Ok::<_, std::io::Error>(json!({"done": true}))
-            }
-        })
-        .unwrap();
-    (id, handle_rx.recv().unwrap(), go)
-}
+mod common;
+use common::gated;
 
 #[tokio::test(start_paused = true)]
 async fn processing_from_the_moment_spawn_returns() {
     let registry = JobRegistry::new();
-    let (id, _job, go) = gated(&registry);
+    let (id, _job, go) = gated(&registry, JobRequest::default());
     let s = registry.status(&id).unwrap();
     assert_eq!(s.job_state, AsynchJobState::Processing);
     assert_eq!(s.job_id, id);
@@ -51,7 +37,7 @@ async fn processing_from_the_moment_spawn_returns() {
 #[tokio::test(start_paused = true)]
 async fn progress_changes_the_etag_only_when_something_changed() {
     let registry = JobRegistry::new();
-    let (id, job, go) = gated(&registry);
+    let (id, job, go) = gated(&registry, JobRequest::default());
     let first = registry.status(&id).unwrap();
 
     tokio::time::advance(Duration::from_millis(10)).await;

@@ -8,6 +8,8 @@ use asyncjobs::{
     exception, AsynchJobState, CancelOutcome, JobFilter, JobHandle, JobRegistry, JobRequest,
 };
 
+mod common;
+
 #[tokio::test(start_paused = true)]
 async fn at_most_n_jobs_run_and_the_rest_start_in_submission_order() {
     let registry = JobRegistry::builder().max_running(3).build();
@@ -153,12 +155,7 @@ async fn the_limit_holds_under_concurrent_spawns_cancels_and_failures() {
             })
         })
         .collect();
-    let std_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if info.payload().downcast_ref::<&str>() != Some(&"planned panic") {
-            std_hook(info);
-        }
-    }));
+    common::quiet_planned_panics(|info| common::panic_message(info) == Some("planned panic"));
     for s in spawners {
         for id in s.await.unwrap() {
             assert!(registry.wait(&id).await.unwrap().is_terminal());

@@ -7,11 +7,8 @@ use asyncjobs::{
     DEFAULT_KEEP_FINISHED_FOR,
 };
 
-fn quick(registry: &JobRegistry) -> asyncjobs::JobId {
-    registry
-        .spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
-        .unwrap()
-}
+mod common;
+use common::quick;
 
 #[tokio::test(start_paused = true)]
 async fn finished_statuses_expire_after_the_retention_time() {
@@ -19,7 +16,7 @@ async fn finished_statuses_expire_after_the_retention_time() {
     let registry = JobRegistry::builder()
         .keep_finished_for(Duration::from_secs(60))
         .build();
-    let done = quick(&registry);
+    let done = quick(&registry).unwrap();
     let long = registry
         .spawn(JobRequest::default(), |_job| async {
             tokio::time::sleep(Duration::from_secs(600)).await;
@@ -74,7 +71,7 @@ async fn at_most_the_configured_count_of_finished_statuses_is_kept() {
         .unwrap();
     let mut finished = Vec::new();
     for _ in 0..10 {
-        let id = quick(&registry);
+        let id = quick(&registry).unwrap();
         registry.wait(&id).await.unwrap();
         finished.push(id);
     }
@@ -125,7 +122,7 @@ async fn keeping_none_drops_at_once_but_a_waiter_still_gets_the_final_status() {
 async fn memory_is_bounded_by_the_limits_not_the_job_count() {
     let registry = JobRegistry::builder().keep_finished_at_most(100).build();
     for _ in 0..20 {
-        let ids: Vec<_> = (0..500).map(|_| quick(&registry)).collect();
+        let ids: Vec<_> = (0..500).map(|_| quick(&registry).unwrap()).collect();
         for id in ids.iter().rev().take(1) {
             registry.wait(id).await.unwrap();
         }

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use asyncjobs::{exception, AsynchJobState, Error, JobHandle, JobRegistry, JobRequest};
 
-fn quick(registry: &JobRegistry) -> Result<asyncjobs::JobId, Error> {
-    registry.spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(1) })
-}
+mod common;
+use common::quick;
 
 #[test]
 fn spawn_outside_a_runtime_is_an_error_not_a_panic() {
@@ -100,23 +99,4 @@ fn a_job_whose_runtime_shuts_down_ends_failed() {
     let s = registry.status(&id).unwrap();
     assert_eq!(s.job_state, AsynchJobState::Failed);
     assert_eq!(s.exception.as_deref(), Some(exception::ABORTED));
-}
-
-#[test]
-fn public_types_are_send_and_sync() {
-    fn send_sync<T: Send + Sync>() {}
-    send_sync::<JobRegistry>();
-    send_sync::<JobHandle>();
-    send_sync::<asyncjobs::UserView>();
-    send_sync::<asyncjobs::AsynchronousJobStatus>();
-    send_sync::<asyncjobs::JobRequest>();
-    send_sync::<asyncjobs::JobRegistryBuilder>();
-    send_sync::<Error>();
-    send_sync::<asyncjobs::Etag>();
-
-    fn send<T: Send>(_: &T) {}
-    let registry = JobRegistry::new();
-    let id = asyncjobs::JobId::from_u64(1);
-    send(&registry.wait(&id));
-    send(&registry.as_user(1).wait(&id));
 }

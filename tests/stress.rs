@@ -26,6 +26,8 @@ use asyncjobs::{
 };
 use serde_json::{json, Value};
 
+mod common;
+
 const DEFAULT_JOBS: usize = 20_000;
 const GRACE: Duration = Duration::from_millis(20);
 /// At most this many jobs run at once in the limited registry.
@@ -746,16 +748,9 @@ fn invariants_hold_under_stress() {
             .map_or(0, |d| d.as_nanos() as u64),
     );
     println!("stress: {jobs} jobs, seed {seed} (rerun with ASYNCJOBS_STRESS_SEED={seed})");
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let planned = info
-            .payload()
-            .downcast_ref::<String>()
-            .is_some_and(|m| m.starts_with(PANIC_PREFIX));
-        if !planned {
-            default_hook(info);
-        }
-    }));
+    common::quiet_planned_panics(|info| {
+        common::panic_message(info).is_some_and(|m| m.starts_with(PANIC_PREFIX))
+    });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

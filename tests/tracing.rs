@@ -13,6 +13,8 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
+mod common;
+
 #[derive(Debug, Clone)]
 struct Seen {
     level: Level,
@@ -183,12 +185,7 @@ fn a_panic_is_an_error_event() {
         .enable_all()
         .build()
         .unwrap();
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if info.payload().downcast_ref::<&str>() != Some(&"planned") {
-            default_hook(info);
-        }
-    }));
+    common::quiet_planned_panics(|info| common::panic_message(info) == Some("planned"));
     runtime.block_on(async {
         let registry = JobRegistry::new();
         let id = registry
