@@ -111,7 +111,7 @@ impl JobRegistry {
     ///
     /// [`Error::UnknownJob`] if no such job is known.
     pub fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
-        Ok(self.engine.cancel(&*self.engine.find(id, Scope::All)?))
+        self.engine.cancel_id(id, Scope::All)
     }
 
     /// Waits until the job has finished and returns its final status; at once if it already has.
@@ -125,8 +125,7 @@ impl JobRegistry {
     ///
     /// Cancel safe: dropping the future only stops waiting.
     pub async fn wait(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
-        let job = self.engine.find(id, Scope::All)?;
-        Ok(job.finished().await)
+        self.engine.wait(id, Scope::All).await
     }
 
     /// Waits until the job's etag differs from `etag` and returns the status; at once if it
@@ -167,8 +166,7 @@ impl JobRegistry {
         id: &JobId,
         etag: &Etag,
     ) -> Result<AsynchronousJobStatus, Error> {
-        let job = self.engine.find(id, Scope::All)?;
-        Ok(job.changed_from(etag.version()).await)
+        self.engine.wait_for_change(id, etag, Scope::All).await
     }
 
     /// Follows one job's status as it changes; see [`JobWatch`].
@@ -177,7 +175,7 @@ impl JobRegistry {
     ///
     /// [`Error::UnknownJob`] if no such job is known.
     pub fn watch(&self, id: &JobId) -> Result<JobWatch, Error> {
-        Ok(JobWatch::new(self.engine.find(id, Scope::All)?))
+        self.engine.watch(id, Scope::All)
     }
 
     /// Follows every job's changes; see [`StatusFeed`].

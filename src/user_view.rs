@@ -85,7 +85,7 @@ impl UserView {
     /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
     /// user) started it.
     pub fn cancel(&self, id: &JobId) -> Result<CancelOutcome, Error> {
-        Ok(self.engine.cancel(&*self.engine.find(id, self.scope())?))
+        self.engine.cancel_id(id, self.scope())
     }
 
     /// Waits for one of this user's jobs to finish, as [`JobRegistry::wait`](crate::JobRegistry::wait).
@@ -99,8 +99,7 @@ impl UserView {
     ///
     /// Cancel safe: dropping the future only stops waiting.
     pub async fn wait(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
-        let job = self.engine.find(id, self.scope())?;
-        Ok(job.finished().await)
+        self.engine.wait(id, self.scope()).await
     }
 
     /// Waits until one of this user's jobs changes from `etag`, as
@@ -119,8 +118,7 @@ impl UserView {
         id: &JobId,
         etag: &Etag,
     ) -> Result<AsynchronousJobStatus, Error> {
-        let job = self.engine.find(id, self.scope())?;
-        Ok(job.changed_from(etag.version()).await)
+        self.engine.wait_for_change(id, etag, self.scope()).await
     }
 
     /// Follows one of this user's jobs, as [`JobRegistry::watch`](crate::JobRegistry::watch).
@@ -130,7 +128,7 @@ impl UserView {
     /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
     /// user) started it.
     pub fn watch(&self, id: &JobId) -> Result<JobWatch, Error> {
-        Ok(JobWatch::new(self.engine.find(id, self.scope())?))
+        self.engine.watch(id, self.scope())
     }
 
     /// Follows the changes of this user's jobs only, as [`JobRegistry::watch_all`](crate::JobRegistry::watch_all).

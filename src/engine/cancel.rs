@@ -1,11 +1,11 @@
 //! Canceling a job: the flag, the token, and a queued job's end.
 
 use crate::change::Change;
-use crate::exception;
 use crate::failure::Failure;
 use crate::job::{Applied, Job};
+use crate::{exception, Error, JobId};
 
-use super::Engine;
+use super::{Engine, Scope};
 
 /// The result of [`JobRegistry::cancel`](crate::JobRegistry::cancel): whether the call changed
 /// anything.
@@ -21,6 +21,11 @@ pub enum CancelOutcome {
 }
 
 impl Engine {
+    /// Asks the job `id` to cancel, for a caller in `scope`.
+    pub(crate) fn cancel_id(&self, id: &JobId, scope: Scope) -> Result<CancelOutcome, Error> {
+        Ok(self.cancel(&*self.find(id, scope)?))
+    }
+
     /// Asks a job to cancel: sets its flag and fires its token (its supervisor then gives it the
     /// cancel grace); a queued job ends at once, without ever running.
     pub(crate) fn cancel(&self, job: &Job) -> CancelOutcome {

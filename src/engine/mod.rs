@@ -39,8 +39,8 @@ use crate::failure::Failure;
 use crate::job::{Applied, Job};
 use crate::seam::Seam;
 use crate::{
-    exception, AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobFilter, JobHandle,
-    JobId, JobRequest,
+    exception, AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobHandle,
+    JobId, JobRequest, JobWatch,
 };
 
 use self::dedup::{Dedup, Lookup};
@@ -285,6 +285,33 @@ impl Engine {
             return Err(Error::UnknownJob(*id));
         }
         Ok(job)
+    }
+
+    /// Waits for the job's final status; see [`JobRegistry::wait`](crate::JobRegistry::wait).
+    pub(crate) async fn wait(
+        &self,
+        id: &JobId,
+        scope: Scope,
+    ) -> Result<AsynchronousJobStatus, Error> {
+        let job = self.find(id, scope)?;
+        Ok(job.finished().await)
+    }
+
+    /// Waits for the job's etag to differ from `etag`; see
+    /// [`JobRegistry::wait_for_change`](crate::JobRegistry::wait_for_change).
+    pub(crate) async fn wait_for_change(
+        &self,
+        id: &JobId,
+        etag: &Etag,
+        scope: Scope,
+    ) -> Result<AsynchronousJobStatus, Error> {
+        let job = self.find(id, scope)?;
+        Ok(job.changed_from(etag.version()).await)
+    }
+
+    /// Follows one job; see [`JobRegistry::watch`](crate::JobRegistry::watch).
+    pub(crate) fn watch(&self, id: &JobId, scope: Scope) -> Result<JobWatch, Error> {
+        Ok(JobWatch::new(self.find(id, scope)?))
     }
 
     /// The status of a job a feed was told of, unless it is gone.
