@@ -229,3 +229,48 @@ impl std::fmt::Debug for FeedQueue {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> JobId {
+        JobId::from_u64(n)
+    }
+
+    #[test]
+    fn a_job_is_pending_once_however_often_it_changes() {
+        let mut pending = Pending::default();
+        assert!(pending.push(id(1), 2), "first change wakes the reader");
+        assert!(!pending.push(id(1), 3));
+        assert!(pending.push(id(2), 2));
+        assert_eq!(pending.pop(), Some(id(1)));
+        assert_eq!(pending.pop(), Some(id(2)));
+        assert_eq!(pending.pop(), None);
+    }
+
+    #[test]
+    fn a_status_already_returned_is_not_returned_again() {
+        let mut pending = Pending::default();
+        pending.push(id(1), 3);
+        pending.delivered.insert(id(1), 3);
+        assert_eq!(
+            pending.pop(),
+            None,
+            "its publication arrived after it was read"
+        );
+        assert!(!pending.push(id(1), 3));
+        assert!(pending.push(id(1), 4));
+        assert_eq!(pending.pop(), Some(id(1)));
+    }
+
+    #[test]
+    fn a_removed_job_leaves_nothing_behind() {
+        let mut pending = Pending::default();
+        pending.push(id(1), 2);
+        pending.delivered.insert(id(1), 1);
+        pending.remove(id(1));
+        assert!(pending.order.is_empty() && pending.index.is_empty());
+        assert!(pending.delivered.is_empty());
+    }
+}

@@ -460,3 +460,101 @@ impl std::fmt::Debug for Job {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exception;
+
+    fn job() -> Job {
+        Job::new(
+            JobId::from_u64(1),
+            JobRequest::default(),
+            CancellationToken::new(),
+            None,
+        )
+    }
+
+    fn progress(current: u64, message: &str) -> Change<'_> {
+        Change::Progress {
+            current,
+            total: 10,
+            message,
+        }
+    }
+
+    #[test]
+    fn the_etag_grows_by_one_on_each_change_and_only_then() {
+        let seam = Seam::new(Vec::new());
+        let job = job();
+        assert_eq!(job.snapshot().etag.to_string(), "1");
+        assert_eq!(job.apply(&seam, progress(1, "a")), Applied::Changed);
+        assert_eq!(job.apply(&seam, progress(1, "a")), Applied::Unchanged);
+        assert_eq!(job.apply(&seam, progress(1, "b")), Applied::Changed);
+        assert_eq!(job.apply(&seam, Change::Canceling), Applied::Changed);
+        assert_eq!(job.apply(&seam, Change::Canceling), Applied::Unchanged);
+        assert_eq!(
+            job.apply(&seam, Change::Dequeued),
+            Applied::Unchanged,
+            "never queued"
+        );
+        assert_eq!(job.snapshot().etag.to_string(), "4");
+    }
+
+    #[test]
+    fn a_finished_job_never_changes_again() {
+        let seam = Seam::new(Vec::new());
+        let job = job();
+        let failure = Failure::registry("stopped", exception::CANCELED);
+        assert_eq!(job.apply(&seam, Change::Fail(failure)), Applied::Changed);
+        let finished = job.snapshot();
+        for change in [
+            progress(5, "late"),
+            Change::Canceling,
+            Change::Complete(None),
+            Change::Fail(Failure::registry("again", exception::PANICKED)),
+        ] {
+            assert_eq!(job.apply(&seam, change), Applied::AlreadyFinished);
+        }
+        assert_eq!(job.snapshot(), finished);
+        assert_eq!(seam.counts().failed, 1);
+    }
+
+    #[test]
+    fn change_times_never_go_backwards_and_complete_fills_progress() {
+        let seam = Seam::new(Vec::new());
+        let job = job();
+        let mut last = job.changed_at();
+        for i in 0..100 {
+            job.apply(&seam, progress(i, "step"));
+            let at = job.changed_at();
+            assert!(at >= last);
+            last = at;
+        }
+        job.apply(&seam, Change::Complete(None));
+        let done = job.snapshot();
+        assert_eq!(done.job_state, AsynchJobState::Complete);
+        assert_eq!(
+            (done.progress_current, done.progress_total),
+            (Some(10), Some(10))
+        );
+        assert_eq!(done.progress_message.as_deref(), Some(COMPLETE_MESSAGE));
+        assert!(job.ended().is_some_and(|e| e.at == job.changed_at()));
+    }
+
+    #[test]
+    fn canceling_fires_the_token_once() {
+        let seam = Seam::new(Vec::new());
+        let token = CancellationToken::new();
+        let job = Job::new(
+            JobId::from_u64(2),
+            JobRequest::default(),
+            token.clone(),
+            None,
+        );
+        assert!(!token.is_cancelled());
+        job.apply(&seam, Change::Canceling);
+        assert!(token.is_cancelled());
+        assert!(job.snapshot().job_canceling);
+    }
+}

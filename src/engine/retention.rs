@@ -89,3 +89,52 @@ impl Retention {
         due
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> JobId {
+        JobId::from_u64(n)
+    }
+
+    #[test]
+    fn the_count_limit_drops_the_oldest_first() {
+        let retention = Retention::new(Duration::from_secs(3600), 2);
+        let now = Instant::now();
+        for n in 1..=4 {
+            retention.push(id(n), now);
+        }
+        assert_eq!(retention.pop_due(now), Some(id(1)));
+        assert_eq!(retention.pop_due(now), Some(id(2)));
+        assert_eq!(retention.pop_due(now), None, "two may stay");
+    }
+
+    #[test]
+    fn the_time_limit_drops_only_what_is_old_enough() {
+        let keep_for = Duration::from_secs(10);
+        let retention = Retention::new(keep_for, usize::MAX);
+        let start = Instant::now();
+        retention.push(id(1), start);
+        retention.push(id(2), start + Duration::from_secs(5));
+        assert_eq!(retention.pop_due(start + Duration::from_secs(9)), None);
+        assert!(!retention.expired(start, start + Duration::from_secs(9)));
+        assert!(retention.expired(start, start + keep_for));
+        let later = start + Duration::from_secs(12);
+        assert_eq!(retention.pop_due(later), Some(id(1)));
+        assert_eq!(retention.pop_due(later), None);
+        assert_eq!(
+            retention.pop_due(later + Duration::from_secs(3)),
+            Some(id(2))
+        );
+    }
+
+    #[test]
+    fn keeping_none_drops_each_as_it_finishes() {
+        let retention = Retention::new(Duration::from_secs(3600), 0);
+        let now = Instant::now();
+        retention.push(id(7), now);
+        assert_eq!(retention.pop_due(now), Some(id(7)));
+        assert_eq!(retention.pop_due(now), None);
+    }
+}

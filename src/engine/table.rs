@@ -96,3 +96,64 @@ impl Hasher for IdHasher {
         self.0 = (product as u64) ^ ((product >> 64) as u64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::JobRequest;
+
+    fn job(n: u64) -> Arc<Job> {
+        Arc::new(Job::new(
+            JobId::from_u64(n),
+            JobRequest::default(),
+            CancellationToken::new(),
+            None,
+        ))
+    }
+
+    #[test]
+    fn shards_are_a_power_of_two_and_consecutive_ids_spread_over_them() {
+        let table = Table::new(6);
+        assert_eq!(table.shards.len(), 8);
+        for n in 0..64 {
+            table.insert(job(n));
+        }
+        for shard in table.shards.iter() {
+            assert_eq!(
+                shard.read().len(),
+                8,
+                "consecutive ids fill the shards evenly"
+            );
+        }
+        assert_eq!(table.len(), 64);
+    }
+
+    #[test]
+    fn a_removed_job_is_handed_back_and_gone() {
+        let table = Table::new(4);
+        table.insert(job(3));
+        assert_eq!(table.with(JobId::from_u64(3), |j| j.id.as_u64()), Some(3));
+        let removed = table.remove(JobId::from_u64(3)).expect("it was there");
+        assert_eq!(removed.id.as_u64(), 3);
+        assert!(table.get(JobId::from_u64(3)).is_none());
+        assert!(table.remove(JobId::from_u64(3)).is_none());
+        assert_eq!(table.jobs(|_| true).len(), 0);
+    }
+
+    #[test]
+    fn the_id_hasher_mixes_ids_that_share_their_low_bits() {
+        let build = BuildHasherDefault::<IdHasher>::default();
+        // Ids of one shard of 16 differ only above bit 4; their hashes must differ low down too.
+        let low_bits: std::collections::HashSet<u64> =
+            (0..256u64).map(|n| build.hash_one(n << 4) & 0xff).collect();
+        assert!(
+            low_bits.len() > 128,
+            "only {} distinct low bytes",
+            low_bits.len()
+        );
+    }
+}
