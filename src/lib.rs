@@ -97,6 +97,12 @@
 //! default), then are dropped, so a long-running service's memory stays bounded by the limits,
 //! not by the number of jobs it ever ran. Running jobs are never dropped.
 //!
+//! # Observing every job
+//!
+//! [`JobRegistryBuilder::observe`] adds a [`StatusObserver`], told of every event of every job's
+//! life ([`JobEvent`]: created, changed, finished, removed), one job's events in etag order. It is
+//! the hook for mirrors, notifications and stores; see the trait for its rules.
+//!
 //! # Concurrency and consistency
 //!
 //! - A snapshot is consistent: it is the status as of one change, never half of one.
@@ -110,6 +116,9 @@
 //!   (`#[tokio::main]` and `enable_all` do that) for the cancel grace and time limits. If that
 //!   runtime shuts down under a running job, the job ends FAILED with exception
 //!   [`exception::ABORTED`]; so does a canceled job on a runtime without a timer.
+//! - One job's events (to feeds, `tracing` and observers) are delivered in etag order; a job's
+//!   creation is its first event and its removal by retention its last, and no change of a job
+//!   is delivered after its removal.
 //! - Times in a status come from the monotonic clock, anchored to the wall clock once per job
 //!   at spawn: they never go backwards while the job lives.
 //!
