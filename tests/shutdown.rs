@@ -175,3 +175,50 @@ async fn dropping_the_last_registry_clone_lets_jobs_finish() {
         "it ran to its end"
     );
 }
+
+/// A shutdown closes admission before it cancels anything: a slot freed by a canceled job never
+/// starts a queued one (before the fix, hundreds of 2,000 queued jobs ran and ended COMPLETE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_starts_no_queued_job() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let registry = JobRegistry::builder().max_running(1).build();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let first = registry
+        .spawn(JobRequest::default(), |job| async move {
+            job.cancelled().await;
+            Err::<(), _>(std::io::Error::other("stopped when canceled"))
+        })
+        .unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..2_000 {
+        let ran = ran.clone();
+        let id = registry
+            .spawn(JobRequest::default(), move |_job| async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(())
+            })
+            .unwrap();
+        queued.push(id);
+    }
+    let summary = registry.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(summary.running, 2_001);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "queued jobs ran during the shutdown"
+    );
+    let first = registry.status(&first).unwrap();
+    assert_eq!(first.job_state, AsynchJobState::Failed);
+    for id in &queued {
+        let status = registry.status(id).unwrap();
+        assert_eq!(status.job_state, AsynchJobState::Failed, "{id}");
+        assert!(status.job_canceling, "{id}");
+        assert_eq!(
+            status.exception.as_deref(),
+            Some(exception::CANCELED),
+            "{id}"
+        );
+    }
+}

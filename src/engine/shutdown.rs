@@ -46,11 +46,13 @@ impl Engine {
     pub(crate) async fn shutdown(&self, grace: Duration) -> ShutdownSummary {
         self.shut_down.store(true, Ordering::SeqCst);
         let running = self.table.jobs(|job| !job.is_finished());
+        // Admission closes before anything else: every job's token fires at once (also those of
+        // jobs spawned while this began: theirs are born canceled), so a slot that a canceled job
+        // frees can no longer start a queued job, whose supervisor sees its token first.
+        self.root.cancel();
         for job in &running {
             self.cancel(job);
         }
-        // Also reaches jobs spawned while this began: their tokens are born canceled.
-        self.root.cancel();
         self.tracker.close();
         let all_ended = within(grace, self.tracker.wait()).await;
         let finished_within_grace = running.iter().filter(|job| job.is_finished()).count();

@@ -58,6 +58,9 @@ impl Supervisor {
         if self.job.is_queued() && !Box::pin(self.admitted()).await {
             // Dropped unpolled: a queued job never runs.
             drop(job_future);
+            // Its token fired (a cancel, or a shutdown firing every token): the status says so
+            // before it ends, whoever else is ending it.
+            self.job.apply(&self.engine.seam, Change::Canceling);
             let failure = Failure::registry(
                 "job was canceled while queued, before it started",
                 exception::CANCELED,
