@@ -144,3 +144,20 @@ async fn a_job_being_canceled_is_not_reused() {
     let second = counting(&registry, query(7, body), &runs, false);
     assert_ne!(second, first, "a canceling job will not give the answer");
 }
+
+/// Bodies equal as JSON values are one request, whatever their text: `0.0` and `-0.0` are equal
+/// by serde_json's `==`, and once started two jobs for them.
+#[tokio::test(start_paused = true)]
+async fn bodies_equal_as_json_start_one_job_even_when_their_numbers_are_written_differently() {
+    let registry = JobRegistry::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let first = counting(&registry, query(1, json!({"x": 0.0})), &runs, false);
+    let second = counting(&registry, query(1, json!({"x": -0.0})), &runs, false);
+    assert_eq!(first, second);
+    registry.wait(&first).await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // Unequal numbers stay apart: 1 and 1.0 differ as serde_json values.
+    let int = counting(&registry, query(1, json!({"x": 1})), &runs, false);
+    let float = counting(&registry, query(1, json!({"x": 1.0})), &runs, false);
+    assert_ne!(int, float);
+}

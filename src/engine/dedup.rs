@@ -61,7 +61,17 @@ fn hash_value(value: &Value, h: &mut impl Hasher) {
     match value {
         Value::Null => 0u8.hash(h),
         Value::Bool(b) => (1u8, b).hash(h),
-        Value::Number(n) => (2u8, n.to_string()).hash(h),
+        // As serde_json's `==`: integers by value, floats by value with -0.0 equal to 0.0 (their
+        // texts differ, so hashing the text gave equal bodies different keys).
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => (2u8, 0u8, u).hash(h),
+            (None, Some(i), _) => (2u8, 1u8, i).hash(h),
+            (None, None, f) => {
+                let f = f.unwrap_or_default();
+                let f = if f == 0.0 { 0.0f64 } else { f };
+                (2u8, 2u8, f.to_bits()).hash(h)
+            }
+        },
         Value::String(s) => (3u8, s).hash(h),
         Value::Array(items) => {
             (4u8, items.len()).hash(h);
@@ -109,5 +119,28 @@ impl Dedup {
                 entries.remove(&key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn bodies_equal_as_json_have_equal_keys() {
+        for (a, b) in [
+            (json!({"x": 0.0}), json!({"x": -0.0})),
+            (
+                json!({"a": 1, "b": [true, null]}),
+                json!({"b": [true, null], "a": 1}),
+            ),
+            (json!({"n": -5}), json!({"n": -5})),
+        ] {
+            assert_eq!(a, b);
+            assert_eq!(key(Some(1), Some(&a)), key(Some(1), Some(&b)), "{a} vs {b}");
+        }
+        assert_ne!(key(Some(1), Some(&json!(1))), key(Some(2), Some(&json!(1))));
     }
 }
