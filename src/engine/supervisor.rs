@@ -56,11 +56,11 @@ impl Supervisor {
         E: Into<Box<dyn StdError + Send + Sync>> + Send,
     {
         if self.job.is_queued() && !Box::pin(self.admitted()).await {
+            // Its token fired (a cancel, or a shutdown firing every token): the status says so
+            // before anything else can end it (dropping the future runs the job's `Drop`).
+            self.job.apply(&self.engine.seam, Change::Canceling);
             // Dropped unpolled: a queued job never runs.
             drop(job_future);
-            // Its token fired (a cancel, or a shutdown firing every token): the status says so
-            // before it ends, whoever else is ending it.
-            self.job.apply(&self.engine.seam, Change::Canceling);
             let failure = Failure::registry(
                 "job was canceled while queued, before it started",
                 exception::CANCELED,
@@ -115,6 +115,11 @@ impl Supervisor {
             (Some(timeout), Change::Fail(failure)) => Change::Fail(failure.after_timeout(timeout)),
             (_, outcome) => outcome,
         };
+        // Its token may have fired without a cancel setting the flag first (a shutdown fires
+        // every token before it flags each job): the final status says the job was asked to stop.
+        if self.token.is_cancelled() {
+            self.job.apply(&self.engine.seam, Change::Canceling);
+        }
         self.engine.finish(&self.job, outcome);
     }
 
@@ -208,6 +213,10 @@ impl Drop for Supervisor {
     fn drop(&mut self) {
         if self.job.is_finished() {
             return;
+        }
+        // A job asked to stop says so in its final status, however it ends.
+        if self.token.is_cancelled() {
+            self.job.apply(&self.engine.seam, Change::Canceling);
         }
         let failure = if std::thread::panicking() {
             Failure::registry(
