@@ -119,6 +119,7 @@
 //! |---|---|---|
 //! | `tracing` | on | each job runs in a `job` span (id, user); every status change is a [`tracing`](https://docs.rs/tracing) event (progress at TRACE). Off: no `tracing` dependency. |
 //! | `http` | off | the `http` module: an [axum](https://docs.rs/axum) router serving Synapse's asynchronous-job REST API over a registry, with etags, `304` and long-polling. Off: no axum. |
+//! | `postgres` | off | the `postgres` module: a PostgreSQL store ([tokio-postgres](https://docs.rs/tokio-postgres), pooled, no TLS) that lets several instances of a service share job statuses and cancellation. Off: no tokio-postgres. |
 //!
 //! serde and serde_json are not optional: JSON is the wire format.
 #![forbid(unsafe_code)]
@@ -145,6 +146,8 @@ mod hub;
 mod id;
 mod job;
 mod limiter;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod registry;
 mod request;
 mod retention;
