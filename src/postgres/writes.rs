@@ -22,7 +22,8 @@ pub struct StatusRow {
     pub state: AsynchJobState,
     /// Who started the job.
     pub user: Option<u64>,
-    /// The instance running the job, from [`Db::register_instance`].
+    /// The instance running the job, from [`Db::register_instance`]. It must be registered:
+    /// [`Db::reap_dead_instances`] fails PROCESSING jobs whose owner has no registration.
     pub owner: u64,
     /// The request-cache key of a cacheable request; [`Db::find_cached`] looks jobs up by it.
     pub cache_key: Option<i64>,
