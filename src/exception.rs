@@ -28,3 +28,8 @@ pub const ABORTED: &str = "asyncjobs::JobAborted";
 /// [`JobRequest::time_limit`]: crate::JobRequest::time_limit
 /// [`JobRequest::stall_limit`]: crate::JobRequest::stall_limit
 pub const TIMED_OUT: &str = "asyncjobs::JobTimedOut";
+
+/// The job's owning instance stopped (it stopped renewing its lease, or stopped before the job
+/// finished), so another instance sharing the PostgreSQL store (feature `postgres`) marked the
+/// job FAILED; `errorMessage` names the instance. The job's work may or may not have been done.
+pub const NODE_LOST: &str = "asyncjobs::NodeLost";

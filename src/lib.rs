@@ -128,6 +128,7 @@
 //! |---|---|---|
 //! | `tracing` | on | each job runs in a `job` span (id, user); every status change is a [`tracing`](https://docs.rs/tracing) event (progress at TRACE). Off: no `tracing` dependency. |
 //! | `http` | off | the `http` module: an [axum](https://docs.rs/axum) router serving Synapse's asynchronous-job REST API over a registry, with etags, `304` and long-polling. Off: no axum. |
+//! | `postgres` | off | the `postgres` module: the database layer of a PostgreSQL store ([tokio-postgres](https://docs.rs/tokio-postgres), pooled, no TLS) meant to let several instances share job statuses and cancellation: schema, id blocks, version-guarded batched writes, leases, cancel requests, notifications, retention. **Not yet attachable to a registry.** Off: no tokio-postgres. |
 //!
 //! serde and serde_json are not optional: JSON is the wire format.
 #![forbid(unsafe_code)]
@@ -140,7 +141,8 @@
 
 // Layers, each using only those below it (no import cycles):
 //
-// 1. Fronts: `http` (and stores) see jobs only through the façade and the seam's observer hook.
+// 1. Fronts: `http` and `postgres` (a store's database layer) see jobs only through the façade
+//    and the seam's observer hook.
 // 2. Façade: `registry` (JobRegistry), `user_view`, `builder`, `feed`, `watch`, `handle`: thin
 //    types over the engine, each call one engine call with its scope.
 // 3. Engine (`engine/`): spawning, ending jobs exactly once, scoped reads, cancel, shutdown, and
@@ -158,6 +160,8 @@
 // 1. Fronts
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 // 2. Façade
 mod builder;
