@@ -13,13 +13,28 @@
 //!   a set of preformatted `&str`s, so formatting is not measured.
 //! - `unchanged`: the very same report again, which must change nothing (no new etag).
 //!
+//! Listeners, each against `ours/same_message` (nobody listens). A heard change takes the job's
+//! turn lock as well as its status lock, so these show what being heard costs. Target: an
+//! observer at most 1.1x `ours/same_message`.
+//! - `observed_atomic/same_message`: an observer that stores the event's version into an
+//!   `AtomicU64`: the least any observer does, so the figure is the seam's own cost.
+//! - `observed_dirty_set/same_message`: what a store mirror would do: mark the job dirty in a
+//!   sharded `Mutex<HashMap<JobId, u64>>`, keeping the highest version, for a flusher to write
+//!   out later. No flusher runs here; between two flushes a busy job is already dirty, so the
+//!   steady state measured is "lock a shard, find the job, raise its version".
+//! - `other_users_feed/same_message`: no observer, but one feed open for user 2
+//!   (`as_user(2).watch_all()`) while the job is user 1's: the feed never hears the job, yet an
+//!   open feed makes progress take the turn and look for interested feeds.
+//!
 //! Each registry holds 1,000 other live jobs, so the lookup is not of a one-entry map.
 
+use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use asyncjobs::{JobHandle, JobRegistry, JobRequest};
+use asyncjobs::{JobEvent, JobHandle, JobId, JobRegistry, JobRequest};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 mod common;
@@ -30,17 +45,62 @@ const TOTAL: u64 = 1 << 40;
 
 /// A job of `registry` that never finishes, and its handle.
 fn pending_job(registry: &JobRegistry) -> JobHandle {
+    pending_job_of(registry, JobRequest::new(request_body(1024)))
+}
+
+/// A job of `registry`, spawned from `request`, that never finishes, and its handle.
+fn pending_job_of(registry: &JobRegistry, request: JobRequest) -> JobHandle {
     let (tx, rx) = mpsc::channel();
     registry
-        .spawn(
-            JobRequest::new(request_body(1024)),
-            move |job: JobHandle| {
-                tx.send(job).unwrap();
-                std::future::pending::<Result<(), std::io::Error>>()
-            },
-        )
+        .spawn(request, move |job: JobHandle| {
+            tx.send(job).unwrap();
+            std::future::pending::<Result<(), std::io::Error>>()
+        })
         .unwrap();
     rx.recv().unwrap()
+}
+
+/// `registry` with [`OTHER_JOBS`] other live jobs, and a job of its own for `user`.
+fn filled(registry: JobRegistry, user: u64) -> (JobRegistry, JobHandle) {
+    for _ in 0..OTHER_JOBS {
+        drop(pending_job(&registry));
+    }
+    let job = pending_job_of(
+        &registry,
+        JobRequest::new(request_body(1024)).started_by(user),
+    );
+    (registry, job)
+}
+
+/// What a store mirror keeps between flushes: the jobs changed since the last flush, each with
+/// the highest version seen. Events of one job come in order, so the max matters only for a
+/// flusher that puts back an entry whose write failed: it must not hide a newer change. Sharded
+/// by the id's low bits, which for sequential ids spread evenly, so that jobs on different
+/// threads rarely share a lock.
+struct DirtySet {
+    shards: Box<[Mutex<HashMap<JobId, u64>>]>,
+}
+
+impl DirtySet {
+    const SHARDS: usize = 16;
+
+    fn new() -> Self {
+        DirtySet {
+            shards: (0..Self::SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn mark(&self, event: &JobEvent<'_>) {
+        let id = event.job_id();
+        let shard = &self.shards[id.as_u64() as usize % Self::SHARDS];
+        let mut dirty = shard.lock().unwrap();
+        let version = dirty.entry(id).or_insert(0);
+        *version = (*version).max(event.version());
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+    }
 }
 
 fn set_progress(c: &mut Criterion) {
@@ -61,6 +121,29 @@ fn set_progress(c: &mut Criterion) {
 
     let floor = RawFloor::new();
     let raw = floor.spawn(|_job| std::future::pending::<()>());
+
+    let last_version = Arc::new(AtomicU64::new(0));
+    let store = last_version.clone();
+    let (atomic_registry, atomic_observed) = filled(
+        JobRegistry::builder()
+            .observe(move |event: &JobEvent<'_>| {
+                store.store(event.version(), Ordering::Relaxed);
+            })
+            .build(),
+        1,
+    );
+
+    let dirty = Arc::new(DirtySet::new());
+    let mark = dirty.clone();
+    let (dirty_registry, dirty_observed) = filled(
+        JobRegistry::builder()
+            .observe(move |event: &JobEvent<'_>| mark.mark(event))
+            .build(),
+        1,
+    );
+
+    let (feed_registry, unheard) = filled(JobRegistry::new(), 1);
+    let other_users_feed = feed_registry.as_user(2).watch_all();
 
     let mut group = c.benchmark_group("set_progress");
     group
@@ -92,6 +175,28 @@ fn set_progress(c: &mut Criterion) {
         });
     });
 
+    group.bench_function("observed_atomic/same_message", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            black_box(atomic_observed.set_progress(black_box(i), TOTAL, black_box("copying rows")))
+        });
+    });
+    group.bench_function("observed_dirty_set/same_message", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            black_box(dirty_observed.set_progress(black_box(i), TOTAL, black_box("copying rows")))
+        });
+    });
+    group.bench_function("other_users_feed/same_message", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            black_box(unheard.set_progress(black_box(i), TOTAL, black_box("copying rows")))
+        });
+    });
+
     group.bench_function("hand_rolled/changing_message", |b| {
         let mut i = 0u64;
         b.iter(|| {
@@ -118,7 +223,13 @@ fn set_progress(c: &mut Criterion) {
     });
 
     group.finish();
-    drop(registry);
+
+    // The listeners heard what they were meant to, and the other user's feed nothing.
+    assert!(last_version.load(Ordering::Relaxed) > 0);
+    assert_eq!(dirty.len(), OTHER_JOBS + 1);
+    assert_eq!(other_users_feed.pending(), 0);
+    drop(other_users_feed);
+    drop((registry, atomic_registry, dirty_registry, feed_registry));
 }
 
 criterion_group!(benches, set_progress);
