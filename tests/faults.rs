@@ -512,6 +512,14 @@ fn a_job_that_never_yields_wedges_nothing_and_a_shutdown_ends_it() {
         ),
         (1, 0, 1)
     );
+    assert_eq!(
+        summary.still_running, 1,
+        "the operator is told its code runs on"
+    );
+    assert!(
+        summary.to_string().ends_with("(1 still running code)"),
+        "{summary}"
+    );
     let stopped = registry.status(&id).unwrap();
     assert_eq!(stopped.job_state, AsynchJobState::Failed);
     assert_eq!(stopped.exception.as_deref(), Some(exception::CANCELED));

@@ -50,6 +50,7 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
         ),
         (11, 6, 5)
     );
+    assert_eq!(summary.still_running, 0, "stopped jobs' code ended too");
     assert!(registry.is_shut_down());
     assert!(
         registry
@@ -221,4 +222,58 @@ async fn a_shutdown_starts_no_queued_job() {
             "{id}"
         );
     }
+}
+
+/// A job that a shutdown ended while its spawn's closure was still building the future never
+/// starts: before the fix, the closure returned after the shutdown, the task was spawned and the
+/// job's body ran although its status was already FAILED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_ended_by_a_shutdown_during_its_spawn_never_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+
+    let registry = JobRegistry::builder()
+        .runtime(tokio::runtime::Handle::current())
+        .build();
+    let ran = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let spawner = {
+        let registry = registry.clone();
+        let ran = ran.clone();
+        std::thread::spawn(move || {
+            registry.spawn(JobRequest::default(), move |_job| {
+                // Synchronous setup, still going on while the shutdown runs.
+                entered_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                async move {
+                    ran.store(true, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(())
+                }
+            })
+        })
+    };
+    tokio::task::spawn_blocking(move || entered.recv().unwrap())
+        .await
+        .unwrap();
+    let summary = registry.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(summary.running, 1);
+    go.send(()).unwrap();
+    let id = tokio::task::spawn_blocking(move || spawner.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let ended = registry.status(&id).unwrap();
+    assert_eq!(ended.job_state, AsynchJobState::Failed);
+    assert!(ended.job_canceling);
+    // Give a wrongly spawned task every chance to run.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "the body of a job already FAILED ran"
+    );
+    assert_eq!(registry.status(&id).unwrap(), ended);
 }

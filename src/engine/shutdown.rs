@@ -24,16 +24,25 @@ pub struct ShutdownSummary {
     pub finished_within_grace: usize,
     /// Of those, jobs that were stopped after the grace period and ended FAILED.
     pub stopped: usize,
+    /// Jobs whose code was still running when the shutdown returned, though their status is
+    /// final (FAILED): code that never yields cannot be stopped by dropping its future, so it runs
+    /// on until it next yields. Nonzero means work was still going on; zero is the norm.
+    pub still_running: usize,
 }
 
 impl std::fmt::Display for ShutdownSummary {
-    /// E.g. `12 running: 10 finished within the grace, 2 stopped`.
+    /// E.g. `12 running: 10 finished within the grace, 2 stopped`, and
+    /// `(1 still running code)` when `still_running` is not zero.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "{} running: {} finished within the grace, {} stopped",
             self.running, self.finished_within_grace, self.stopped
-        )
+        )?;
+        if self.still_running > 0 {
+            write!(f, " ({} still running code)", self.still_running)?;
+        }
+        Ok(())
     }
 }
 
@@ -74,6 +83,8 @@ impl Engine {
             running: running.len(),
             finished_within_grace,
             stopped: running.len() - finished_within_grace,
+            // Every task is tracked, and ends as soon as its job's future is dropped or returns.
+            still_running: self.tracker.len(),
         }
     }
 }

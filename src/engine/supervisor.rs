@@ -55,6 +55,11 @@ impl Supervisor {
         R: Serialize + Send + 'static,
         E: Into<Box<dyn StdError + Send + Sync>> + Send,
     {
+        // A job can be ended before its task starts (a shutdown that ran while the spawn's
+        // closure was still building the future): a job whose status is final never starts.
+        if self.job.is_finished() {
+            return;
+        }
         if self.job.is_queued() && !Box::pin(self.admitted()).await {
             // Its token fired (a cancel, or a shutdown firing every token): the status says so
             // before anything else can end it (dropping the future runs the job's `Drop`).
