@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::StatusObserver;
+use crate::{SharedStore, StatusObserver};
 
 /// Default of [`JobRegistryBuilder::cancel_grace`]: 30 seconds, the grace a process supervisor
 /// such as Kubernetes gives a container before it kills it.
@@ -52,6 +52,7 @@ pub(crate) struct Config {
     pub(crate) max_running: Option<usize>,
     pub(crate) first_job_id: u64,
     pub(crate) observers: Vec<Arc<dyn StatusObserver>>,
+    pub(crate) store: Option<SharedStore>,
 }
 
 impl std::fmt::Debug for Config {
@@ -64,6 +65,7 @@ impl std::fmt::Debug for Config {
             .field("max_running", &self.max_running)
             .field("first_job_id", &self.first_job_id)
             .field("observers", &self.observers.len())
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -79,6 +81,7 @@ impl JobRegistryBuilder {
                 max_running: None,
                 first_job_id: 0,
                 observers: Vec::new(),
+                store: None,
             },
             first_job_id: None,
         }
@@ -171,6 +174,23 @@ impl JobRegistryBuilder {
     /// Defaults to: none. With none, reporting progress costs what it would without this hook.
     pub fn observe(mut self, observer: impl StatusObserver) -> Self {
         self.config.observers.push(Arc::new(observer));
+        self
+    }
+
+    /// A store that several instances of a service share (e.g. a
+    /// `PostgresStore`, feature `postgres`), so that each instance answers for every job of every
+    /// instance: job ids then come from the store and never collide, every job's status is
+    /// written to it, and the registry's `*_anywhere` calls,
+    /// [`wait`](crate::JobRegistry::wait) and
+    /// [`wait_for_change`](crate::JobRegistry::wait_for_change) reach jobs of other instances.
+    /// The synchronous calls (`status`, `cancel`, `list`, `counts`, `watch`) stay about this
+    /// instance's jobs and never wait.
+    ///
+    /// Build the registry inside the tokio runtime the store was connected on.
+    ///
+    /// Defaults to: none; every status lives in this process only.
+    pub fn store(mut self, store: impl Into<SharedStore>) -> Self {
+        self.config.store = Some(store.into());
         self
     }
 

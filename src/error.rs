@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::JobId;
 
@@ -28,6 +29,11 @@ pub enum Error {
     /// `spawn` was called outside a tokio runtime and the registry was built without one
     /// ([`JobRegistryBuilder::runtime`](crate::JobRegistryBuilder::runtime)).
     NoRuntime,
+    /// The registry's shared store (e.g. PostgreSQL) could not be reached, so a job of another
+    /// instance could not be read, waited for or canceled, or no job id could be had. Local jobs
+    /// keep running and answering. Try again later; an HTTP layer answers 503. The text says
+    /// what failed.
+    StoreUnavailable(Arc<str>),
 }
 
 impl fmt::Display for Error {
@@ -38,6 +44,7 @@ impl fmt::Display for Error {
             Error::NotYourJob(id) => write!(f, "job {id} was started by another user"),
             Error::ShutDown => f.write_str("job registry is shut down"),
             Error::NoRuntime => f.write_str("no tokio runtime to run the job on"),
+            Error::StoreUnavailable(reason) => write!(f, "job store unavailable: {reason}"),
         }
     }
 }

@@ -135,7 +135,7 @@ impl Job {
     pub(crate) fn created(&self, seam: &Seam, queued: bool, publish: impl FnOnce()) {
         let _turn = seam.turn(&self.turn);
         publish();
-        let event = self.event(JobEventKind::Created, 1, AsynchJobState::Processing);
+        let event = self.event(JobEventKind::Created, 1, AsynchJobState::Processing, false);
         seam.created(&event, self, queued);
     }
 
@@ -143,20 +143,30 @@ impl Job {
     /// job still under way, so nothing about the job reaches the seam after this.
     pub(crate) fn removed(&self, seam: &Seam) {
         let _turn = seam.turn(&self.turn);
-        let (version, phase) = {
+        let (version, phase, canceling) = {
             let st = self.state.lock();
-            (st.version, st.phase)
+            (st.version, st.phase, st.canceling)
         };
-        seam.removed(&self.event(JobEventKind::Removed, version, phase), self);
+        seam.removed(
+            &self.event(JobEventKind::Removed, version, phase, canceling),
+            self,
+        );
     }
 
-    fn event(&self, kind: JobEventKind, version: u64, state: AsynchJobState) -> Event {
+    fn event(
+        &self,
+        kind: JobEventKind,
+        version: u64,
+        state: AsynchJobState,
+        canceling: bool,
+    ) -> Event {
         Event {
             kind,
             id: self.id,
             user: self.user,
             version,
             state,
+            canceling,
         }
     }
 
@@ -225,6 +235,7 @@ impl Job {
         st.version += 1;
         st.changed_at = st.changed_at.max(Instant::now());
         let phase = st.phase;
+        let canceling = st.canceling;
         let version = st.version;
         let changed_at = st.changed_at;
         let wake = if st.waiters > 0 {
@@ -249,7 +260,7 @@ impl Job {
             u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX)
         };
         seam.changed(
-            &self.event(kind, version, phase),
+            &self.event(kind, version, phase, canceling),
             self,
             note,
             ordered,

@@ -128,7 +128,7 @@
 //! |---|---|---|
 //! | `tracing` | on | each job runs in a `job` span (id, user); every status change is a [`tracing`](https://docs.rs/tracing) event (progress at TRACE). Off: no `tracing` dependency. |
 //! | `http` | off | the `http` module: an [axum](https://docs.rs/axum) router serving Synapse's asynchronous-job REST API over a registry, with etags, `304` and long-polling. Off: no axum. |
-//! | `postgres` | off | the `postgres` module: the database layer of a PostgreSQL store ([tokio-postgres](https://docs.rs/tokio-postgres), pooled, no TLS) meant to let several instances share job statuses and cancellation: schema, id blocks, version-guarded batched writes, leases, cancel requests, notifications, retention. **Not yet attachable to a registry.** Off: no tokio-postgres. |
+//! | `postgres` | off | the `postgres` module: a PostgreSQL store ([tokio-postgres](https://docs.rs/tokio-postgres), pooled, no TLS) that lets several instances of a service share job statuses and cancellation; attach it with [`JobRegistryBuilder::store`]. Off: no tokio-postgres. |
 //!
 //! serde and serde_json are not optional: JSON is the wire format.
 #![forbid(unsafe_code)]
@@ -174,10 +174,11 @@ mod watch;
 // 3. Engine
 mod engine;
 
-// 4. The job and its seam
+// 4. The job and its seams (status events; the shared store)
 mod job;
 mod observer;
 mod seam;
+mod store;
 mod trace;
 
 // 5. Leaves
@@ -210,6 +211,7 @@ pub use observer::{JobEvent, JobEventKind, StatusObserver};
 pub use registry::JobRegistry;
 pub use request::JobRequest;
 pub use status::{AsynchJobState, AsynchronousJobStatus};
+pub use store::SharedStore;
 pub use user_view::UserView;
 pub use watch::JobWatch;
 

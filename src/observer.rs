@@ -87,6 +87,7 @@ pub struct JobEvent<'a> {
     pub(crate) user: Option<u64>,
     pub(crate) version: u64,
     pub(crate) state: AsynchJobState,
+    pub(crate) canceling: bool,
     pub(crate) source: &'a dyn StatusSource,
 }
 
@@ -127,6 +128,11 @@ impl JobEvent<'_> {
         self.state
     }
 
+    /// Whether the job has been asked to cancel (`jobCanceling`) as of this event.
+    pub fn job_canceling(&self) -> bool {
+        self.canceling
+    }
+
     /// A snapshot of the job's whole status as of this event: while an observer runs, the job
     /// does not change further (except by changes the observer itself makes). This copies the
     /// status; bodies are shared, not copied.
@@ -143,6 +149,7 @@ impl std::fmt::Debug for JobEvent<'_> {
             .field("user", &self.user)
             .field("version", &self.version)
             .field("state", &self.state)
+            .field("canceling", &self.canceling)
             .finish_non_exhaustive()
     }
 }

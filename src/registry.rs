@@ -62,7 +62,7 @@ impl JobRegistry {
 
     fn from_builder(builder: JobRegistryBuilder) -> Self {
         JobRegistry {
-            engine: Arc::new(Engine::new(builder.into_config())),
+            engine: Engine::new(builder.into_config()),
         }
     }
 
@@ -125,7 +125,7 @@ impl JobRegistry {
     ///
     /// Cancel safe: dropping the future only stops waiting.
     pub async fn wait(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
-        self.engine.wait(id, Scope::All).await
+        self.engine.wait_anywhere(id, Scope::All).await
     }
 
     /// Waits until the job's etag differs from `etag` and returns the status; at once if it
@@ -166,7 +166,76 @@ impl JobRegistry {
         id: &JobId,
         etag: &Etag,
     ) -> Result<AsynchronousJobStatus, Error> {
-        self.engine.wait_for_change(id, etag, Scope::All).await
+        self.engine
+            .wait_for_change_anywhere(id, etag, Scope::All)
+            .await
+    }
+
+    /// The status of a job of any instance sharing this registry's
+    /// [store](JobRegistryBuilder::store): from memory for a job held here (as
+    /// [`status`](JobRegistry::status)), from the store for another instance's, as it last wrote
+    /// it (at most a flush interval old). Without a store, the same as `status`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownJob`] if no instance knows the job; [`Error::StoreUnavailable`] if it is
+    /// not held here and the store cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn status_anywhere(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
+        self.engine.status_anywhere(id, Scope::All).await
+    }
+
+    /// Cancels a job of any instance sharing this registry's store: a job held here at once,
+    /// as [`cancel`](JobRegistry::cancel); another instance's by that instance, which gets the
+    /// request within about a second and cancels the job as its own (flag, token, grace). For
+    /// another instance's job, `Requested` means the request was recorded; the status shows
+    /// `jobCanceling` once its instance has applied it. Without a store, the same as `cancel`.
+    ///
+    /// # Errors
+    ///
+    /// As [`status_anywhere`](JobRegistry::status_anywhere).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: once the store has the request, dropping the future does not withdraw it.
+    pub async fn cancel_anywhere(&self, id: &JobId) -> Result<CancelOutcome, Error> {
+        self.engine.cancel_anywhere(id, Scope::All).await
+    }
+
+    /// The jobs of every instance sharing this registry's store that `filter` selects, newest
+    /// first (by id); this instance's from memory, the others' as last written. Without a store,
+    /// this instance's [`list`](JobRegistry::list), newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`] if the store cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn list_anywhere(
+        &self,
+        filter: &JobFilter,
+    ) -> Result<Vec<AsynchronousJobStatus>, Error> {
+        self.engine.list_anywhere(filter, Scope::All).await
+    }
+
+    /// How many jobs of every instance sharing this registry's store are in each state, as the
+    /// store counts them (an instance's changes reach it within a flush interval). Without a
+    /// store, [`counts`](JobRegistry::counts).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`] if the store cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn counts_anywhere(&self) -> Result<JobCounts, Error> {
+        self.engine.counts_anywhere().await
     }
 
     /// Follows one job's status as it changes; see [`JobWatch`].

@@ -94,6 +94,7 @@ pub(crate) struct Event {
     pub(crate) user: Option<u64>,
     pub(crate) version: u64,
     pub(crate) state: AsynchJobState,
+    pub(crate) canceling: bool,
 }
 
 impl Seam {
@@ -204,6 +205,7 @@ impl Seam {
             user: event.user,
             version: event.version,
             state: event.state,
+            canceling: event.canceling,
             source,
         };
         for observer in self.observers.iter() {
@@ -301,6 +303,7 @@ mod tests {
             user,
             version: 2,
             state,
+            canceling: false,
         }
     }
 

@@ -99,7 +99,7 @@ impl UserView {
     ///
     /// Cancel safe: dropping the future only stops waiting.
     pub async fn wait(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
-        self.engine.wait(id, self.scope()).await
+        self.engine.wait_anywhere(id, self.scope()).await
     }
 
     /// Waits until one of this user's jobs changes from `etag`, as
@@ -118,7 +118,55 @@ impl UserView {
         id: &JobId,
         etag: &Etag,
     ) -> Result<AsynchronousJobStatus, Error> {
-        self.engine.wait_for_change(id, etag, self.scope()).await
+        self.engine
+            .wait_for_change_anywhere(id, etag, self.scope())
+            .await
+    }
+
+    /// The status of one of this user's jobs on any instance, as
+    /// [`JobRegistry::status_anywhere`](crate::JobRegistry::status_anywhere).
+    ///
+    /// # Errors
+    ///
+    /// As [`JobRegistry::status_anywhere`](crate::JobRegistry::status_anywhere), and
+    /// [`Error::NotYourJob`] if another user (or no user) started it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn status_anywhere(&self, id: &JobId) -> Result<AsynchronousJobStatus, Error> {
+        self.engine.status_anywhere(id, self.scope()).await
+    }
+
+    /// Cancels one of this user's jobs on any instance, as
+    /// [`JobRegistry::cancel_anywhere`](crate::JobRegistry::cancel_anywhere).
+    ///
+    /// # Errors
+    ///
+    /// As [`status_anywhere`](UserView::status_anywhere).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: once the store has the request, dropping the future does not withdraw it.
+    pub async fn cancel_anywhere(&self, id: &JobId) -> Result<CancelOutcome, Error> {
+        self.engine.cancel_anywhere(id, self.scope()).await
+    }
+
+    /// This user's jobs on every instance, newest first, as
+    /// [`JobRegistry::list_anywhere`](crate::JobRegistry::list_anywhere).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`] if the store cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn list_anywhere(
+        &self,
+        filter: &JobFilter,
+    ) -> Result<Vec<AsynchronousJobStatus>, Error> {
+        self.engine.list_anywhere(filter, self.scope()).await
     }
 
     /// Follows one of this user's jobs, as [`JobRegistry::watch`](crate::JobRegistry::watch).

@@ -346,8 +346,9 @@ async fn the_store_registers_its_instance() {
     let raw = pg::connect(&test.url).await.unwrap();
     let row = raw
         .query_one(
-            "SELECT host, lease_until > now() + interval '20 seconds' FROM asyncjobs_instances
-             WHERE id = $1",
+            "SELECT host, lease_until > now() + interval '5 seconds',
+                    lease_until <= now() + interval '10 seconds'
+             FROM asyncjobs_instances WHERE id = $1",
             &[&(a.instance_id() as i64)],
         )
         .await
@@ -357,7 +358,11 @@ async fn the_store_registers_its_instance() {
         host.ends_with(&format!(" (pid {})", std::process::id())),
         "{host}"
     );
-    assert!(row.get::<_, bool>(1), "a 30-second lease");
+    assert!(
+        row.get::<_, bool>(1) && row.get::<_, bool>(2),
+        "the default 10-second lease"
+    );
+    assert_eq!(asyncjobs::postgres::DEFAULT_LEASE, Duration::from_secs(10));
 }
 
 // ---------------------------------------------------------------------------------------------

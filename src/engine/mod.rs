@@ -14,6 +14,7 @@
 //! or while user code runs, except that a job's turn is held while its events are delivered.
 
 pub(crate) mod cancel;
+mod cluster;
 mod dedup;
 mod limiter;
 mod retention;
@@ -25,7 +26,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use serde::Serialize;
 use tokio::runtime::Handle;
@@ -38,6 +39,7 @@ use crate::change::Change;
 use crate::failure::Failure;
 use crate::job::{Applied, Job};
 use crate::seam::Seam;
+use crate::store::Store;
 use crate::{
     exception, AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobHandle,
     JobId, JobRequest, JobWatch,
@@ -64,6 +66,9 @@ pub(crate) struct Engine {
     kill: CancellationToken,
     tracker: TaskTracker,
     shut_down: AtomicBool,
+    /// The store several instances share, if any: ids come from it, and reads of jobs not held
+    /// here go to it.
+    store: Option<Arc<dyn Store>>,
 }
 
 /// Whose jobs a caller may see: the registry sees every job, a [`UserView`](crate::UserView)
@@ -82,7 +87,7 @@ impl Scope {
         }
     }
 
-    fn user(self) -> Option<u64> {
+    pub(crate) fn user(self) -> Option<u64> {
         match self {
             Scope::All => None,
             Scope::User(user) => Some(user),
@@ -91,21 +96,47 @@ impl Scope {
 }
 
 impl Engine {
-    pub(crate) fn new(config: Config) -> Self {
-        // Enough shards that threads rarely meet on one, as in sharded caches: 4 per core.
-        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
-        Engine {
-            table: Table::new(cores * 4),
-            retention: Retention::new(config.keep_finished_for, config.keep_finished_at_most),
-            seam: Arc::new(Seam::new(config.observers.clone())),
-            limiter: config.max_running.map(|max| Limiter::new(max.max(1))),
-            dedup: Dedup::default(),
-            next_id: AtomicU64::new(config.first_job_id),
-            root: CancellationToken::new(),
-            kill: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            shut_down: AtomicBool::new(false),
-            config,
+    pub(crate) fn new(config: Config) -> Arc<Self> {
+        Arc::new_cyclic(|weak: &Weak<Engine>| {
+            // Enough shards that threads rarely meet on one, as in sharded caches: 4 per core.
+            let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+            let store = config.store.as_ref().map(|store| store.0.clone());
+            let mut observers = config.observers.clone();
+            if let Some(store) = &store {
+                // The store hears every event of every job, as any observer does.
+                observers.push(store.attach(Arc::new(cluster::Local(weak.clone()))));
+            }
+            Engine {
+                table: Table::new(cores * 4),
+                retention: Retention::new(config.keep_finished_for, config.keep_finished_at_most),
+                seam: Arc::new(Seam::new(observers)),
+                limiter: config.max_running.map(|max| Limiter::new(max.max(1))),
+                dedup: Dedup::default(),
+                next_id: AtomicU64::new(config.first_job_id),
+                root: CancellationToken::new(),
+                kill: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                shut_down: AtomicBool::new(false),
+                store,
+                config,
+            }
+        })
+    }
+
+    /// The next job id: from the shared store, if there is one, so that no two instances give
+    /// the same; otherwise from this registry's counter.
+    fn next_id(&self) -> Result<JobId, Error> {
+        match &self.store {
+            Some(store) => store.next_id().map(JobId::from_u64).ok_or_else(|| {
+                Error::StoreUnavailable(
+                    "no job ids are reserved, and the store cannot be reached to reserve more"
+                        .into(),
+                )
+            }),
+            // Ids never wrap: the builder keeps the first one at most `u64::MAX / 2`.
+            None => Ok(JobId::from_u64(
+                self.next_id.fetch_add(1, Ordering::Relaxed),
+            )),
         }
     }
 
@@ -143,14 +174,13 @@ impl Engine {
             None
         };
 
+        let id = self.next_id()?;
         let (time_limit, stall_limit) = (request.time_limit, request.stall_limit);
         let admitted = self.limiter.as_ref().is_none_or(Limiter::try_acquire);
         let queued_message = match &self.limiter {
             Some(limiter) if !admitted => Some(limiter.queued_message()),
             _ => None,
         };
-        // Ids never wrap: the builder keeps the first one at most `u64::MAX / 2`.
-        let id = JobId::from_u64(self.next_id.fetch_add(1, Ordering::Relaxed));
         let token = self.root.child_token();
         let entry = Arc::new(Job::new(id, request, token.clone(), queued_message));
         entry.created(&self.seam, !admitted, || {

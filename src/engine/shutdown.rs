@@ -79,6 +79,7 @@ impl Engine {
             self.finish(&job, Change::Fail(failure));
         }
         self.seam.wake_feeds();
+        self.close_store().await;
         ShutdownSummary {
             running: running.len(),
             finished_within_grace,

@@ -70,7 +70,7 @@ impl From<Error> for Rejection {
             Error::UnknownJob(_) => StatusCode::NOT_FOUND,
             Error::MalformedId => StatusCode::BAD_REQUEST,
             Error::NotYourJob(_) => StatusCode::FORBIDDEN,
-            Error::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ShutDown | Error::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Rejection::new(status, error.to_string())
@@ -104,5 +104,9 @@ mod tests {
         assert_eq!(status(Error::NotYourJob(id)), StatusCode::FORBIDDEN);
         assert_eq!(status(Error::ShutDown), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status(Error::NoRuntime), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            status(Error::StoreUnavailable("connection refused".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -37,16 +37,32 @@
 //!   time, whatever the number of instances.
 //! - **Bounded.** Finished statuses are deleted after a time and beyond a count, as in memory.
 //!
-//! # Not yet
+//! # Attached to a registry
 //!
-//! The registry does not use the store yet: plugging it into [`JobRegistry`](crate::JobRegistry)
-//! (writing statuses, renewing the lease, applying cancels) comes next.
+//! [`JobRegistryBuilder::store`](crate::JobRegistryBuilder::store) attaches a store to a
+//! registry. The store then:
+//! - hands out job ids from blocks it reserves ahead;
+//! - hears every event of the registry's jobs through the observer hook and writes them
+//!   (progress at most every flush interval, in one statement for all jobs; starts, cancel flags
+//!   and final statuses at once), keeping what is due while the database is unreachable;
+//! - renews its lease every third of it, cancels its own jobs if it cannot renew in time, and
+//!   reaps other instances whose lease ran out;
+//! - listens for cancels of its jobs (and polls for them every second, as notifications are lost
+//!   while it reconnects) and applies them as a local cancel;
+//! - wakes waits for other instances' jobs when it hears they changed;
+//! - trims the table by the registry's retention rules;
+//! - at the registry's shutdown, writes what is pending and leaves the cluster.
+//!
+//! Work does not survive its instance: a job whose instance dies ends FAILED
+//! ([`NODE_LOST`](crate::exception::NODE_LOST)) and is not run again, as in Synapse. Request
+//! caching ([`JobRequest::cacheable`](crate::JobRequest::cacheable)) is still per instance.
 
 mod cancel;
 mod db;
 mod error;
 mod ids;
 mod instances;
+mod mirror;
 mod notify;
 mod reads;
 mod retention;
@@ -55,7 +71,7 @@ mod store;
 mod writes;
 
 pub use error::{StoreError, StoreErrorKind};
-pub use store::PostgresStore;
+pub use store::{PostgresStore, PostgresStoreBuilder, DEFAULT_FLUSH_INTERVAL, DEFAULT_LEASE};
 
 // The engine uses the database layer through these paths.
 #[allow(unused_imports)]

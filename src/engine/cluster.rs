@@ -1,0 +1,197 @@
+//! Jobs of the whole cluster: reads, waits and cancels that reach jobs held by other instances
+//! through the shared store, and what the store may do to this instance's jobs ([`Local`]).
+//!
+//! A job held here is always answered from memory (it is the freshest copy); the store is asked
+//! only about ids this instance does not hold. Without a store, every call here is the local one.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use crate::store::{self, Store};
+use crate::{AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobId};
+
+use super::{Engine, Scope};
+
+/// How long a wait for another instance's job goes without re-reading it, however quiet the
+/// store's notifications are (they are lost while the store reconnects).
+const REREAD_AFTER: Duration = Duration::from_secs(1);
+
+/// The registry as its store sees it: held weakly, so a store does not keep a dropped registry
+/// alive, and every call on a registry that is gone does nothing.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) struct Local(pub(crate) Weak<Engine>);
+
+impl store::Local for Local {
+    fn cancel(&self, id: JobId) -> Option<CancelOutcome> {
+        let engine = self.0.upgrade()?;
+        let job = engine.table.get(id)?;
+        Some(engine.cancel(&job))
+    }
+
+    fn cancel_all(&self) {
+        if let Some(engine) = self.0.upgrade() {
+            for job in engine.table.jobs(|job| !job.is_finished()) {
+                engine.cancel(&job);
+            }
+        }
+    }
+
+    fn status(&self, id: JobId) -> Option<AsynchronousJobStatus> {
+        let engine = self.0.upgrade()?;
+        engine.table.with(id, |job| job.snapshot())
+    }
+
+    fn retention(&self) -> (Duration, usize) {
+        match self.0.upgrade() {
+            Some(engine) => (
+                engine.config.keep_finished_for,
+                engine.config.keep_finished_at_most,
+            ),
+            None => (Duration::ZERO, 0),
+        }
+    }
+}
+
+impl Engine {
+    fn store(&self) -> Option<&dyn Store> {
+        self.store.as_deref()
+    }
+
+    /// Whether the job is held by this instance (running here, or finished and retained).
+    fn holds(&self, id: &JobId) -> bool {
+        self.table.with(*id, |_| ()).is_some()
+    }
+
+    /// The status of a job of any instance, for a caller in `scope`.
+    pub(crate) async fn status_anywhere(
+        &self,
+        id: &JobId,
+        scope: Scope,
+    ) -> Result<AsynchronousJobStatus, Error> {
+        match self.status(id, scope) {
+            Err(Error::UnknownJob(_)) if !self.holds(id) => self.read_remote(id, scope).await,
+            local => local,
+        }
+    }
+
+    /// Another instance's job, as the store last heard of it.
+    async fn read_remote(&self, id: &JobId, scope: Scope) -> Result<AsynchronousJobStatus, Error> {
+        let Some(store) = self.store() else {
+            return Err(Error::UnknownJob(*id));
+        };
+        let status = store.read(*id).await?.ok_or(Error::UnknownJob(*id))?;
+        match scope {
+            Scope::User(user) if status.started_by_user_id != Some(user) => {
+                Err(Error::NotYourJob(*id))
+            }
+            _ => Ok(status),
+        }
+    }
+
+    /// Cancels a job of any instance; another instance's job is canceled by that instance, as
+    /// it would cancel its own, within about a second.
+    pub(crate) async fn cancel_anywhere(
+        &self,
+        id: &JobId,
+        scope: Scope,
+    ) -> Result<CancelOutcome, Error> {
+        match self.cancel_id(id, scope) {
+            Err(Error::UnknownJob(_)) if !self.holds(id) => match self.store() {
+                Some(store) => store.cancel(*id, scope.user()).await,
+                None => Err(Error::UnknownJob(*id)),
+            },
+            local => local,
+        }
+    }
+
+    /// Waits until `done` holds of a job of any instance.
+    async fn wait_remote(
+        &self,
+        id: &JobId,
+        scope: Scope,
+        done: impl Fn(&AsynchronousJobStatus) -> bool,
+    ) -> Result<AsynchronousJobStatus, Error> {
+        let Some(store) = self.store() else {
+            return Err(Error::UnknownJob(*id));
+        };
+        loop {
+            // Listening before reading: a change between the two still wakes the wait.
+            let changed = store.changed(*id, REREAD_AFTER);
+            let status = self.read_remote(id, scope).await?;
+            if done(&status) {
+                return Ok(status);
+            }
+            changed.await;
+        }
+    }
+
+    /// [`Engine::wait`] for a job of any instance.
+    pub(crate) async fn wait_anywhere(
+        &self,
+        id: &JobId,
+        scope: Scope,
+    ) -> Result<AsynchronousJobStatus, Error> {
+        match self.wait(id, scope).await {
+            Err(Error::UnknownJob(_)) if !self.holds(id) => {
+                self.wait_remote(id, scope, AsynchronousJobStatus::is_terminal)
+                    .await
+            }
+            local => local,
+        }
+    }
+
+    /// [`Engine::wait_for_change`] for a job of any instance.
+    pub(crate) async fn wait_for_change_anywhere(
+        &self,
+        id: &JobId,
+        etag: &Etag,
+        scope: Scope,
+    ) -> Result<AsynchronousJobStatus, Error> {
+        match self.wait_for_change(id, etag, scope).await {
+            Err(Error::UnknownJob(_)) if !self.holds(id) => {
+                self.wait_remote(id, scope, |s| &s.etag != etag || s.is_terminal())
+                    .await
+            }
+            local => local,
+        }
+    }
+
+    /// The jobs of every instance that `filter` selects within `scope`, newest first. Jobs held
+    /// here are listed as they are in memory (fresher than the store's copy).
+    pub(crate) async fn list_anywhere(
+        &self,
+        filter: &JobFilter,
+        scope: Scope,
+    ) -> Result<Vec<AsynchronousJobStatus>, Error> {
+        let mut local = self.list(filter, scope);
+        let Some(store) = self.store() else {
+            local.reverse();
+            return Ok(local);
+        };
+        let user = scope.user().or(filter.user);
+        let stored = store.list(user, filter.state).await?;
+        let mut by_id: std::collections::BTreeMap<JobId, AsynchronousJobStatus> = stored
+            .into_iter()
+            .filter(|s| !self.holds(&s.job_id))
+            .map(|s| (s.job_id, s))
+            .collect();
+        by_id.extend(local.drain(..).map(|s| (s.job_id, s)));
+        Ok(by_id.into_values().rev().collect())
+    }
+
+    /// Jobs per state across every instance, as the store counts them (this instance's changes
+    /// reach it within a flush interval).
+    pub(crate) async fn counts_anywhere(&self) -> Result<JobCounts, Error> {
+        match self.store() {
+            Some(store) => store.counts().await,
+            None => Ok(self.counts()),
+        }
+    }
+
+    /// Leaves the cluster at shutdown: the store writes what is pending.
+    pub(crate) async fn close_store(&self) {
+        if let Some(store) = self.store() {
+            store.close().await;
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Writing this instance's jobs to the database: an observer that notes which jobs changed
+//! (coalescing: a job is written once per flush however often it changed), and a flush loop that
+//! writes them, the latest status of each, in one statement.
+//!
+//! Progress is written at most once per flush interval. A start, a new cancel flag and a final
+//! status wake the loop at once (it still writes whatever else is due in the same statement, and
+//! waits a little between flushes, so a burst of starts is a few statements, not one each).
+//! Final statuses are kept as values until written: retention may drop a finished job from
+//! memory before the database is back, and its final status must not be lost. While the database
+//! is unreachable, what is due stays due (the latest per job) and is written when it returns.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::store::Inner;
+use super::StatusRow;
+use crate::{AsynchronousJobStatus, JobEvent, JobEventKind, JobId, StatusObserver};
+
+/// The least time between two flushes, so that urgent writes in a burst share statements.
+const MIN_GAP: Duration = Duration::from_millis(20);
+
+/// How long a failed flush waits before the next try, at most.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub(super) struct Mirror {
+    due: Mutex<Due>,
+    urgent: Notify,
+}
+
+#[derive(Default)]
+struct Due {
+    /// Running jobs whose status changed since it was last written: read again when written.
+    changed: HashSet<JobId>,
+    /// Final statuses not yet written.
+    finished: HashMap<JobId, AsynchronousJobStatus>,
+    /// Jobs whose cancel flag was already seen (only the first sighting is urgent).
+    canceling: HashSet<JobId>,
+}
+
+/// The observer the registry calls for every event of its jobs.
+pub(super) struct Observer(pub(super) Arc<Inner>);
+
+impl StatusObserver for Observer {
+    fn on_event(&self, event: &JobEvent<'_>) {
+        let id = event.job_id();
+        let mirror = &self.0.mirror;
+        let urgent = match event.kind() {
+            JobEventKind::Created => {
+                mirror.due.lock().changed.insert(id);
+                true
+            }
+            JobEventKind::Changed => {
+                let mut due = mirror.due.lock();
+                due.changed.insert(id);
+                event.job_canceling() && due.canceling.insert(id)
+            }
+            JobEventKind::Finished => {
+                // Taken now: the job may be dropped from memory before it is written.
+                let status = event.status();
+                let mut due = mirror.due.lock();
+                due.changed.remove(&id);
+                due.canceling.remove(&id);
+                due.finished.insert(id, status);
+                true
+            }
+            // The database has its own retention.
+            _ => false,
+        };
+        if urgent {
+            mirror.urgent.notify_one();
+        }
+    }
+}
+
+/// Writes what is due every flush interval, or at once when something urgent is due.
+pub(super) async fn flush_loop(inner: Weak<Inner>) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        // Held across the wait (at most a flush interval): once the registry and every handle
+        // of the store are gone, this is the last reference, and dropping it stops the task.
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let interval = strong.flush_interval;
+        if backoff.is_zero() {
+            tokio::select! {
+                () = strong.mirror.urgent.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+        } else {
+            tokio::time::sleep(backoff).await;
+        }
+        backoff = if flush(&strong).await {
+            Duration::ZERO
+        } else {
+            (backoff * 2).clamp(interval, MAX_BACKOFF)
+        };
+        drop(strong);
+        tokio::time::sleep(MIN_GAP).await;
+    }
+}
+
+/// Writes every status that is due in one statement. Returns whether it worked; if not, what
+/// was due stays due (unless something newer replaced it meanwhile).
+pub(super) async fn flush(inner: &Inner) -> bool {
+    let (changed, finished) = {
+        let mut due = inner.mirror.due.lock();
+        (
+            std::mem::take(&mut due.changed),
+            std::mem::take(&mut due.finished),
+        )
+    };
+    if changed.is_empty() && finished.is_empty() {
+        return true;
+    }
+    let owner = inner.instance();
+    let mut rows: Vec<StatusRow> = finished
+        .values()
+        .map(|status| StatusRow::new(status, owner, None))
+        .collect();
+    if let Some(local) = inner.local.get() {
+        rows.extend(
+            changed
+                .iter()
+                .filter_map(|&id| local.status(id))
+                .map(|status| StatusRow::new(&status, owner, None)),
+        );
+    }
+    match inner.db.write_batch(&rows).await {
+        Ok(_) => true,
+        Err(_) => {
+            let mut due = inner.mirror.due.lock();
+            for (id, status) in finished {
+                due.finished.entry(id).or_insert(status);
+            }
+            for id in changed {
+                if !due.finished.contains_key(&id) {
+                    due.changed.insert(id);
+                }
+            }
+            false
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The store seam: what a registry asks of a store that several instances share (the PostgreSQL
+//! store is the one there is), and what a store may ask of the registry back.
+//!
+//! The engine knows nothing of SQL: it hands the store every event of its jobs through the
+//! observer hook ([`Store::attach`] returns the observer), takes job ids from it, and forwards
+//! reads, waits and cancels of jobs it does not hold. The store acts on local jobs only through
+//! [`Local`] (cancel one, cancel all when its lease is lost, read a status to write it).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{
+    AsynchJobState, AsynchronousJobStatus, CancelOutcome, Error, JobCounts, JobId, StatusObserver,
+};
+
+/// A boxed future, as the store's methods return (no `async fn` in object-safe traits).
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A store shared by several instances of a service, given to
+/// [`JobRegistryBuilder::store`](crate::JobRegistryBuilder::store): with one, the registry's
+/// `*_anywhere` calls, [`wait`](crate::JobRegistry::wait) and
+/// [`wait_for_change`](crate::JobRegistry::wait_for_change) answer for every job of every
+/// instance. Made from a store with `into()`, e.g. from a
+#[cfg_attr(
+    feature = "postgres",
+    doc = "[`PostgresStore`](crate::postgres::PostgresStore)."
+)]
+#[cfg_attr(
+    not(feature = "postgres"),
+    doc = "`PostgresStore` (feature `postgres`)."
+)]
+#[derive(Clone)]
+pub struct SharedStore(pub(crate) Arc<dyn Store>);
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedStore(")?;
+        self.0.describe(f)?;
+        f.write_str(")")
+    }
+}
+
+/// What a registry asks of a shared store. Errors are [`Error::StoreUnavailable`].
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Called once, when the registry is built: the store starts following the registry's jobs
+    /// (the returned observer is told of every event) and may act on them through `local`.
+    fn attach(&self, local: Arc<dyn Local>) -> Arc<dyn StatusObserver>;
+
+    /// The next job id, unique across every instance of the store; `None` when the store has
+    /// none to hand out (it reserves them ahead, so only a long outage gets there).
+    fn next_id(&self) -> Option<u64>;
+
+    /// A job's status as last written, if the store has the job.
+    fn read(&self, id: JobId) -> BoxFuture<'_, Result<Option<AsynchronousJobStatus>, Error>>;
+
+    /// Jobs, newest first, of `user` (every user's for `None`), in `state` if given.
+    fn list(
+        &self,
+        user: Option<u64>,
+        state: Option<AsynchJobState>,
+    ) -> BoxFuture<'_, Result<Vec<AsynchronousJobStatus>, Error>>;
+
+    /// Jobs per state, across every instance.
+    fn counts(&self) -> BoxFuture<'_, Result<JobCounts, Error>>;
+
+    /// Asks the instance that runs job `id` to cancel it, for `user` (any user for `None`).
+    fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<CancelOutcome, Error>>;
+
+    /// Resolves when the store hears that job `id` changed (or at the latest after
+    /// `at_most`): the caller then reads it again.
+    fn changed(&self, id: JobId, at_most: Duration) -> BoxFuture<'_, ()>;
+
+    /// The registry shuts down: write what is pending, and leave the cluster.
+    fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// For `Debug`.
+    fn describe(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result;
+}
+
+/// What a store may do to the registry it is attached to. Held weakly: once the registry is
+/// gone, each call does nothing.
+// Only a store calls these, and the one store there is needs feature `postgres`.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) trait Local: Send + Sync + 'static {
+    /// Cancels the local job `id` as [`JobRegistry::cancel`](crate::JobRegistry::cancel) does;
+    /// `None` if it is not a job of this instance (any more).
+    fn cancel(&self, id: JobId) -> Option<CancelOutcome>;
+
+    /// Cancels every running local job: the store can no longer vouch for this instance.
+    fn cancel_all(&self);
+
+    /// The local job's status now, for writing it out; `None` if it is not held here.
+    fn status(&self, id: JobId) -> Option<AsynchronousJobStatus>;
+
+    /// The registry's retention rules: keep finished statuses this long, and at most this many.
+    fn retention(&self) -> (Duration, usize);
+}
