@@ -1,6 +1,7 @@
 //! The four endpoints, each an axum handler over the shared [`Api`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{QueryRejection, RawPathParamsRejection};
@@ -16,7 +17,9 @@ use super::poll::{not_modified, read, Poll, PollQuery, Read};
 use super::rejection::Rejection;
 use super::response::{json, no_store, status_response, tag, Reason};
 use super::state::Api;
-use crate::{AsynchJobState, JobId, UserView};
+use tokio::time::Instant;
+
+use crate::{AsynchJobState, CancelOutcome, JobId, UserView};
 
 /// The calling user's view of the registry.
 pub(super) struct Caller(UserView);
@@ -151,14 +154,27 @@ pub(super) async fn status(
     })
 }
 
+/// How long a cancel of another instance's job waits for that instance to show it canceling.
+const REMOTE_CANCEL_WAIT: Duration = Duration::from_secs(2);
+
 /// `POST` or `GET /asynchronous/job/{jobId}/cancel` (Synapse's is a `GET`).
 pub(super) async fn cancel(
     Caller(user): Caller,
     params: Result<RawPathParams, RawPathParamsRejection>,
 ) -> Result<Response, Rejection> {
     let id = job_id(params, "jobId")?;
-    user.cancel(&id)?;
-    let status = user.status(&id)?;
+    let outcome = user.cancel_anywhere(&id).await?;
+    let mut status = user.status_anywhere(&id).await?;
+    // Another instance's job shows the flag once its instance applied the cancel, within about
+    // a second: answer with that status rather than one that looks as if nothing happened.
+    let deadline = Instant::now() + REMOTE_CANCEL_WAIT;
+    while outcome == CancelOutcome::Requested && !status.job_canceling && !status.is_terminal() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, user.wait_for_change(&id, &status.etag)).await {
+            Ok(changed) => status = changed?,
+            Err(_elapsed) => break,
+        }
+    }
     let code = if status.is_terminal() {
         StatusCode::OK
     } else {

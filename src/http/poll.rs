@@ -104,7 +104,7 @@ pub(super) async fn read(
     poll: &Poll,
     max_wait: Duration,
 ) -> Result<Read, Rejection> {
-    let mut status = user.status(id)?;
+    let mut status = user.status_anywhere(id).await?;
     if !poll.has_seen(&status.etag) {
         return Ok(Read::Fresh(status));
     }
