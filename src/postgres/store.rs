@@ -41,6 +41,10 @@ const RETENTION_SWEEP: Duration = Duration::from_secs(10);
 /// Rows deleted per statement by a retention sweep.
 const RETENTION_BATCH: usize = 1_000;
 
+/// How often a closing store tries to write what is pending, and how long it waits between.
+const CLOSE_TRIES: u32 = 5;
+const CLOSE_RETRY: Duration = Duration::from_millis(500);
+
 /// The most jobs a cluster-wide list returns.
 const LIST_LIMIT: usize = 10_000;
 
@@ -492,7 +496,15 @@ impl Store for PostgresStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let inner = &self.inner;
-            super::mirror::flush(inner).await;
+            // The final statuses matter most: a database that is briefly away gets a few tries.
+            for attempt in 0..CLOSE_TRIES {
+                if super::mirror::flush(inner).await {
+                    break;
+                }
+                if attempt + 1 < CLOSE_TRIES {
+                    tokio::time::sleep(CLOSE_RETRY).await;
+                }
+            }
             let _ = inner.db.release_instance(inner.instance()).await;
             inner.stop.cancel();
         })
