@@ -201,6 +201,7 @@ pub use builder::{
 pub use counts::JobCounts;
 pub use engine::cancel::CancelOutcome;
 pub use engine::shutdown::ShutdownSummary;
+pub use engine::spawn::Spawned;
 pub use error::Error;
 pub use etag::Etag;
 pub use feed::StatusFeed;
