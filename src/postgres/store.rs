@@ -17,10 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::mirror::Mirror;
 use super::{CancelRequest, Db, Listener, Notice, StoreError};
-use crate::store::{BoxFuture, Local, Store};
+use crate::store::{BoxFuture, Local, RemoteCancel, Store};
 use crate::{
-    AsynchJobState, AsynchronousJobStatus, CancelOutcome, Error, JobCounts, JobId, SharedStore,
-    StatusObserver,
+    AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, SharedStore, StatusObserver,
 };
 
 /// Default of [`PostgresStoreBuilder::lease`]: 10 seconds. Renewed every third of it, so a
@@ -461,7 +460,7 @@ impl Store for PostgresStore {
         Box::pin(async move { self.inner.db.counts().await.map_err(unavailable) })
     }
 
-    fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<CancelOutcome, Error>> {
+    fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<RemoteCancel, Error>> {
         Box::pin(async move {
             let request = self
                 .inner
@@ -469,13 +468,13 @@ impl Store for PostgresStore {
                 .request_cancel(id.as_u64(), user)
                 .await
                 .map_err(unavailable)?;
-            match request {
-                CancelRequest::UnknownJob => Err(Error::UnknownJob(id)),
-                CancelRequest::NotYourJob => Err(Error::NotYourJob(id)),
-                CancelRequest::AlreadyFinished => Ok(CancelOutcome::AlreadyFinished),
-                CancelRequest::AlreadyRequested => Ok(CancelOutcome::AlreadyRequested),
-                CancelRequest::Requested { .. } => Ok(CancelOutcome::Requested),
-            }
+            Ok(match request {
+                CancelRequest::UnknownJob => RemoteCancel::UnknownJob,
+                CancelRequest::NotYourJob => RemoteCancel::NotYourJob,
+                CancelRequest::AlreadyFinished => RemoteCancel::AlreadyFinished,
+                CancelRequest::AlreadyRequested => RemoteCancel::AlreadyRequested,
+                CancelRequest::Requested { .. } => RemoteCancel::Requested,
+            })
         })
     }
 
