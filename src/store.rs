@@ -35,6 +35,7 @@ impl std::fmt::Debug for SharedStore {
 
 /// What a cancel request for another instance's job found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) enum RemoteCancel {
     UnknownJob,
     NotYourJob,

@@ -209,10 +209,11 @@ impl Engine {
     /// The job, for a caller in `scope`, if known and not past its retention time.
     pub(crate) fn find(&self, id: &JobId, scope: Scope) -> Result<Arc<Job>, Error> {
         let job = self.table.get(*id).ok_or(Error::UnknownJob(*id))?;
-        scope.admits(&job)?;
+        // A status past its retention is unknown to everyone, whoever started it.
         if job.finished_at().is_some_and(|at| self.expired(at)) {
             return Err(Error::UnknownJob(*id));
         }
+        scope.admits(&job)?;
         Ok(job)
     }
 
@@ -253,7 +254,11 @@ impl Engine {
         self.sweep();
         let user = scope.user().or(filter.user);
         let now = Instant::now();
-        let mut jobs = self.table.jobs(|job| user.is_none() || job.user == user);
+        let mut jobs = match user {
+            // O(that user's jobs), through the table's per-user index.
+            Some(user) => self.table.jobs_of(user),
+            None => self.table.jobs(|_| true),
+        };
         jobs.sort_unstable_by_key(|job| job.id);
         jobs.iter()
             .filter_map(|job| job.snapshot_unless(|at| self.retention.expired(at, now)))
