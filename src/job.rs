@@ -71,6 +71,16 @@ struct State {
     token: Option<CancellationToken>,
 }
 
+impl State {
+    /// Whether the status already shows exactly this progress.
+    fn is_progress(&self, current: u64, total: u64, message: &str) -> bool {
+        self.reported
+            && self.current == current
+            && self.total == total
+            && self.message.as_deref() == Some(message)
+    }
+}
+
 /// How a finished job ended.
 pub(crate) struct Ended {
     pub(crate) state: AsynchJobState,
@@ -174,13 +184,33 @@ impl Job {
     /// change time, hands the change to the seam and wakes waiters, or does nothing when nothing
     /// observable would change.
     pub(crate) fn apply(&self, seam: &Seam, change: Change<'_>) -> Applied {
-        // Progress nobody hears needs no turn; see the seam's docs.
-        let ordered = change.is_rare() || seam.hears_progress();
-        let turn = if ordered { seam.turn(&self.turn) } else { None };
+        // Rare changes always take the job's turn, which comes before the status lock.
+        let mut ordered = change.is_rare();
+        let mut turn = if ordered { seam.turn(&self.turn) } else { None };
         let note = trace::Note::of(&change);
         let mut st = self.state.lock();
         if st.phase.is_terminal() {
             return Applied::AlreadyFinished;
+        }
+        if let Change::Progress {
+            current,
+            total,
+            message,
+        } = &change
+        {
+            // A report that changes nothing costs one lock; one nobody hears needs no turn.
+            if st.is_progress(*current, *total, message) {
+                return Applied::Unchanged;
+            }
+            if seam.hears_progress(self.user) {
+                ordered = true;
+                drop(st);
+                turn = seam.turn(&self.turn);
+                st = self.state.lock();
+                if st.phase.is_terminal() {
+                    return Applied::AlreadyFinished;
+                }
+            }
         }
         let mut fire = None;
         let mut release = None;
@@ -190,10 +220,10 @@ impl Job {
                 total,
                 message,
             } => {
-                let same_message = st.message.as_deref() == Some(message);
-                if same_message && st.reported && st.current == current && st.total == total {
+                if st.is_progress(current, total, message) {
                     return Applied::Unchanged;
                 }
+                let same_message = st.message.as_deref() == Some(message);
                 st.reported = true;
                 st.current = current;
                 st.total = total;

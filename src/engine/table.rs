@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::id::IdHasher;
 use crate::job::Job;
 use crate::JobId;
 
@@ -125,28 +126,6 @@ impl Table {
 
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
-    }
-}
-
-/// Mixes a `u64` key with one multiply-fold: job ids are ours, not an attacker's, so no keyed hash
-/// is needed, and all bits of the result depend on all bits of the id.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(self.0 ^ u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        let product = u128::from(n ^ self.0) * 0x9E37_79B9_7F4A_7C15;
-        self.0 = (product as u64) ^ ((product >> 64) as u64);
     }
 }
 
