@@ -204,11 +204,18 @@ impl Job {
             }
             if seam.hears_progress(self.user) {
                 ordered = true;
-                drop(st);
-                turn = seam.turn(&self.turn);
-                st = self.state.lock();
-                if st.phase.is_terminal() {
-                    return Applied::AlreadyFinished;
+                // The turn comes before the status lock: try it, and only if another thread
+                // is delivering this job's event, let go and wait for it in order.
+                match seam.try_turn(&self.turn) {
+                    Ok(taken) => turn = taken,
+                    Err(()) => {
+                        drop(st);
+                        turn = seam.turn(&self.turn);
+                        st = self.state.lock();
+                        if st.phase.is_terminal() {
+                            return Applied::AlreadyFinished;
+                        }
+                    }
                 }
             }
         }

@@ -138,6 +138,19 @@ impl Seam {
         }
     }
 
+    /// [`Seam::turn`] without waiting, for a caller that holds the job's status lock (taken after
+    /// the turn in the lock order, so it may only try): `Err` if another thread has the turn.
+    pub(crate) fn try_turn<'a>(
+        &self,
+        turn: &'a Mutex<()>,
+    ) -> Result<Option<MutexGuard<'a, ()>>, ()> {
+        if DELIVERING.with(Cell::get) > 0 {
+            Ok(None)
+        } else {
+            turn.try_lock().map(Some).ok_or(())
+        }
+    }
+
     /// A job was created: counted PROCESSING, then delivered.
     pub(crate) fn created(
         &self,
