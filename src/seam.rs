@@ -98,6 +98,8 @@ pub(crate) struct Event {
     pub(crate) version: u64,
     pub(crate) state: AsynchJobState,
     pub(crate) canceling: bool,
+    /// What asked the job to cancel, if anything did.
+    pub(crate) cause: Option<crate::CancelCause>,
 }
 
 impl Seam {
@@ -179,7 +181,7 @@ impl Seam {
             return;
         }
         self.deliver(event, source, || {
-            note.emit(event.id, event.user, event.version, runtime_ms);
+            note.emit(event.id, event.user, event.version, event.cause, runtime_ms);
         });
         if event.kind == JobEventKind::Finished {
             self.counter(event.state).fetch_add(1, Ordering::Relaxed);
@@ -334,6 +336,7 @@ mod tests {
             version: 2,
             state,
             canceling: false,
+            cause: None,
         }
     }
 

@@ -8,7 +8,9 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use crate::store::{self, RemoteCancel, Store};
-use crate::{AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobId};
+use crate::{
+    AsynchronousJobStatus, CancelCause, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobId,
+};
 
 use super::{Engine, Scope};
 
@@ -36,7 +38,7 @@ impl store::Local for Local {
     fn cancel_all(&self) {
         if let Some(engine) = self.0.upgrade() {
             for job in engine.table.jobs(|job| !job.is_finished()) {
-                engine.cancel(&job);
+                engine.cancel_for(&job, CancelCause::LeaseLost);
             }
         }
     }

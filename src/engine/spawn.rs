@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::change::Change;
 use crate::failure::Failure;
 use crate::job::Job;
-use crate::{exception, Error, JobHandle, JobId, JobRequest};
+use crate::{exception, CancelCause, Error, JobHandle, JobId, JobRequest};
 
 use super::dedup::Lookup;
 use super::limiter::Limiter;
@@ -104,10 +104,11 @@ impl Engine {
         // A shutdown that began after the check above may have listed the running jobs before
         // this one was added: then it ends here, never runs, and its id still tells the caller so.
         if self.shut_down.load(Ordering::SeqCst) {
-            self.cancel(&entry);
-            let failure = Failure::registry(
+            self.cancel_for(&entry, CancelCause::Shutdown);
+            let failure = Failure::canceled(
                 "job registry was shut down before the job could start",
                 exception::CANCELED,
+                CancelCause::Shutdown,
             );
             self.finish(&entry, Change::Fail(failure));
             return Ok(Spawned::Started(id));
