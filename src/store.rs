@@ -75,6 +75,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// `at_most`): the caller then reads it again.
     fn changed(&self, id: JobId, at_most: Duration) -> BoxFuture<'_, ()>;
 
+    /// Resolves once the store holds job `id`'s latest change (so that other instances find the
+    /// job), or after a short bound if it cannot be written now.
+    fn announced(&self, id: JobId) -> BoxFuture<'_, ()>;
+
     /// The registry shuts down: write what is pending, and leave the cluster.
     fn close(&self) -> BoxFuture<'_, ()>;
 

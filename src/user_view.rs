@@ -186,6 +186,19 @@ impl UserView {
         self.engine.cancel_anywhere(id, self.scope()).await
     }
 
+    /// Waits until other instances sharing the registry's [store](crate::JobRegistryBuilder::store)
+    /// can find job `id`: its start is written to the store within about 20 ms of `spawn`, and a
+    /// service that hands the id to a client (who may ask another instance next) should wait
+    /// for this first; the HTTP front does. Resolves at once without a store, and after about a
+    /// second at most if the store cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn announced(&self, id: &JobId) {
+        self.engine.announced(id).await;
+    }
+
     /// This user's jobs on every instance, newest first, as
     /// [`JobRegistry::list_anywhere`](crate::JobRegistry::list_anywhere).
     ///

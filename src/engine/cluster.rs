@@ -203,6 +203,14 @@ impl Engine {
         }
     }
 
+    /// Waits until other instances can find job `id` (its start is written to the store); at
+    /// once without a store.
+    pub(crate) async fn announced(&self, id: &JobId) {
+        if let Some(store) = self.store() {
+            store.announced(*id).await;
+        }
+    }
+
     /// Leaves the cluster at shutdown: the store writes what is pending.
     pub(crate) async fn close_store(&self) {
         if let Some(store) = self.store() {

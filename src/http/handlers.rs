@@ -56,6 +56,8 @@ pub(super) async fn start(
         ))
     })?;
     let id = start(&user, body)?;
+    // With a shared store, the client may poll another instance next: answer once it can.
+    user.announced(&id).await;
     let mut response = json(
         StatusCode::CREATED,
         &Token {

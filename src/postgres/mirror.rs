@@ -30,6 +30,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) struct Mirror {
     due: Mutex<Due>,
     urgent: Notify,
+    /// Held through a whole flush: a second flusher (the store's close) waits for a write under
+    /// way instead of finding nothing due and going on as if it were written.
+    writing: tokio::sync::Mutex<()>,
+    /// Counts finished flushes, so that a caller can wait until a job's row is written.
+    flushed: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -40,6 +45,33 @@ struct Due {
     finished: HashMap<JobId, AsynchronousJobStatus>,
     /// Jobs whose cancel flag was already seen (only the first sighting is urgent).
     canceling: HashSet<JobId>,
+    /// Jobs taken by the flush under way.
+    in_flight: HashSet<JobId>,
+}
+
+impl Mirror {
+    /// Resolves once job `id` has nothing left to write (its latest change is in the database),
+    /// or after `at_most`.
+    pub(super) async fn written(&self, id: JobId, at_most: Duration) {
+        let mut flushed = self.flushed.subscribe();
+        let _ = tokio::time::timeout(at_most, async {
+            loop {
+                {
+                    let due = self.due.lock();
+                    let pending = due.changed.contains(&id)
+                        || due.finished.contains_key(&id)
+                        || due.in_flight.contains(&id);
+                    if !pending {
+                        return;
+                    }
+                }
+                if flushed.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// The observer the registry calls for every event of its jobs.
@@ -108,12 +140,14 @@ pub(super) async fn flush_loop(inner: Weak<Inner>) {
 /// Writes every status that is due in one statement. Returns whether it worked; if not, what
 /// was due stays due (unless something newer replaced it meanwhile).
 pub(super) async fn flush(inner: &Inner) -> bool {
+    let _writing = inner.mirror.writing.lock().await;
     let (changed, finished) = {
         let mut due = inner.mirror.due.lock();
-        (
-            std::mem::take(&mut due.changed),
-            std::mem::take(&mut due.finished),
-        )
+        let changed = std::mem::take(&mut due.changed);
+        let finished = std::mem::take(&mut due.finished);
+        due.in_flight
+            .extend(changed.iter().chain(finished.keys()).copied());
+        (changed, finished)
     };
     if changed.is_empty() && finished.is_empty() {
         return true;
@@ -131,10 +165,12 @@ pub(super) async fn flush(inner: &Inner) -> bool {
                 .map(|status| StatusRow::new(&status, owner, None)),
         );
     }
-    match inner.db.write_batch(&rows).await {
+    let written = inner.db.write_batch(&rows).await;
+    let mut due = inner.mirror.due.lock();
+    due.in_flight.clear();
+    let ok = match written {
         Ok(_) => true,
         Err(_) => {
-            let mut due = inner.mirror.due.lock();
             for (id, status) in finished {
                 due.finished.entry(id).or_insert(status);
             }
@@ -145,5 +181,8 @@ pub(super) async fn flush(inner: &Inner) -> bool {
             }
             false
         }
-    }
+    };
+    drop(due);
+    inner.mirror.flushed.send_modify(|n| *n += 1);
+    ok
 }

@@ -83,7 +83,7 @@ pub struct PostgresStore {
 }
 
 /// Options of a [`PostgresStore`], from [`PostgresStore::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use = "a builder does nothing until `connect` is called"]
 pub struct PostgresStoreBuilder {
     url: String,
@@ -489,6 +489,21 @@ impl Store for PostgresStore {
             .subscribe();
         Box::pin(async move {
             let _ = tokio::time::timeout(at_most, receiver.changed()).await;
+            drop(receiver);
+            // The last waiter out removes the entry: a finished job gets no more notices, and
+            // its entry would otherwise stay for good.
+            let mut waiters = self.inner.waiters.lock();
+            if waiters.get(&id).is_some_and(|s| s.receiver_count() == 0) {
+                waiters.remove(&id);
+            }
+        })
+    }
+
+    fn announced(&self, id: JobId) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Bounded: a database that is away must not hold an answer up for long.
+            let at_most = (self.inner.flush_interval * 4).max(Duration::from_secs(1));
+            self.inner.mirror.written(id, at_most).await;
         })
     }
 
@@ -517,6 +532,17 @@ impl Store for PostgresStore {
 impl From<PostgresStore> for SharedStore {
     fn from(store: PostgresStore) -> Self {
         SharedStore(Arc::new(store))
+    }
+}
+
+impl fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password: only whether one is given is shown.
+        f.debug_struct("PostgresStoreBuilder")
+            .field("url", &"…")
+            .field("lease", &self.lease)
+            .field("flush_interval", &self.flush_interval)
+            .finish()
     }
 }
 
