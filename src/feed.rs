@@ -48,7 +48,15 @@ pub struct StatusFeed {
     engine: Arc<Engine>,
     user: Option<u64>,
     queue: Arc<FeedQueue>,
+    /// The `Stream`'s item under way.
+    #[cfg(feature = "stream")]
+    next: Option<NextChange>,
 }
+
+#[cfg(feature = "stream")]
+type NextChange = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Option<AsynchronousJobStatus>> + Send + Sync>,
+>;
 
 impl StatusFeed {
     pub(crate) fn new(engine: Arc<Engine>, scope: Scope) -> Self {
@@ -62,6 +70,8 @@ impl StatusFeed {
             engine,
             user,
             queue,
+            #[cfg(feature = "stream")]
+            next: None,
         }
     }
 
@@ -73,41 +83,74 @@ impl StatusFeed {
     ///
     /// Cancel safe: if dropped before it resolves, no change is lost.
     pub async fn next(&mut self) -> Option<AsynchronousJobStatus> {
-        loop {
-            let notified = self.queue.notify.notified();
-            if let Some(status) = self.pop() {
-                return Some(status);
-            }
-            if self.engine.is_shut_down() && self.engine.counts().processing == 0 {
-                // Every job published its final status before it stopped counting as
-                // PROCESSING: read what arrived since the queue was last seen empty.
-                return self.pop();
-            }
-            notified.await;
-        }
-    }
-
-    fn pop(&self) -> Option<AsynchronousJobStatus> {
-        while let Some(id) = self.queue.pop() {
-            let Some(status) = self.engine.feed_status(id) else {
-                continue;
-            };
-            if let Some(version) = status.etag.version() {
-                self.queue.delivered(id, version);
-                // Dropped by retention meanwhile: its removal may have cleaned up before the
-                // line above, so clean up again.
-                if self.engine.feed_status(id).is_none() {
-                    self.queue.forget(id);
-                }
-            }
-            return Some(status);
-        }
-        None
+        next_change(&self.engine, &self.queue).await
     }
 
     /// How many jobs have changes not read yet.
     pub fn pending(&self) -> usize {
         self.queue.len()
+    }
+}
+
+/// The next change a feed has not read; see [`StatusFeed::next`]. A free function over shared
+/// parts, so that a `Stream` can own the future.
+async fn next_change(engine: &Engine, queue: &FeedQueue) -> Option<AsynchronousJobStatus> {
+    loop {
+        let notified = queue.notify.notified();
+        if let Some(status) = pop(engine, queue) {
+            return Some(status);
+        }
+        if engine.is_shut_down() && engine.counts().processing == 0 {
+            // Every job published its final status before it stopped counting as
+            // PROCESSING: read what arrived since the queue was last seen empty.
+            return pop(engine, queue);
+        }
+        notified.await;
+    }
+}
+
+fn pop(engine: &Engine, queue: &FeedQueue) -> Option<AsynchronousJobStatus> {
+    while let Some(id) = queue.pop() {
+        let Some(status) = engine.feed_status(id) else {
+            continue;
+        };
+        if let Some(version) = status.etag.version() {
+            queue.delivered(id, version);
+            // Dropped by retention meanwhile: its removal may have cleaned up before the line
+            // above, so clean up again.
+            if engine.feed_status(id).is_none() {
+                queue.forget(id);
+            }
+        }
+        return Some(status);
+    }
+    None
+}
+
+#[cfg(feature = "stream")]
+mod stream {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::{next_change, StatusFeed};
+    use crate::AsynchronousJobStatus;
+
+    /// A [`StatusFeed`] is a `Stream` of statuses (feature `stream`): each item is what
+    /// [`next`](StatusFeed::next) would return, and the stream ends when `next` would return
+    /// `None`. Dropping it between items loses no change.
+    impl futures_core::Stream for StatusFeed {
+        type Item = AsynchronousJobStatus;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            let this = &mut *self;
+            let next = this.next.get_or_insert_with(|| {
+                let (engine, queue) = (this.engine.clone(), this.queue.clone());
+                Box::pin(async move { next_change(&engine, &queue).await })
+            });
+            let item = std::task::ready!(next.as_mut().poll(cx));
+            this.next = None;
+            Poll::Ready(item)
+        }
     }
 }
 

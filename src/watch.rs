@@ -32,11 +32,27 @@ use crate::AsynchronousJobStatus;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct JobWatch {
     job: Arc<Job>,
     seen: Option<u64>,
     done: bool,
+    /// The `Stream`'s item under way.
+    #[cfg(feature = "stream")]
+    next: Option<NextStatus>,
+}
+
+#[cfg(feature = "stream")]
+type NextStatus =
+    std::pin::Pin<Box<dyn std::future::Future<Output = AsynchronousJobStatus> + Send + Sync>>;
+
+impl std::fmt::Debug for JobWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobWatch")
+            .field("job", &self.job.id)
+            .field("seen", &self.seen)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JobWatch {
@@ -45,6 +61,8 @@ impl JobWatch {
             job,
             seen: None,
             done: false,
+            #[cfg(feature = "stream")]
+            next: None,
         }
     }
 
@@ -59,13 +77,43 @@ impl JobWatch {
             return None;
         }
         let status = self.job.changed_from(self.seen).await;
+        self.returned(&status);
+        Some(status)
+    }
+
+    /// Records what [`next`](JobWatch::next) returned.
+    fn returned(&mut self, status: &AsynchronousJobStatus) {
         self.seen = status.etag.version();
         self.done = status.is_terminal();
-        Some(status)
     }
 
     /// A snapshot of the job's status now, whether or not it changed.
     pub fn latest(&self) -> AsynchronousJobStatus {
         self.job.snapshot()
+    }
+}
+
+/// A [`JobWatch`] is a `Stream` of the job's statuses (feature `stream`): the current one, then
+/// the latest after each change, ending after the final one, as [`next`](JobWatch::next).
+#[cfg(feature = "stream")]
+impl futures_core::Stream for JobWatch {
+    type Item = AsynchronousJobStatus;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return std::task::Poll::Ready(None);
+        }
+        let next = this.next.get_or_insert_with(|| {
+            let (job, seen) = (this.job.clone(), this.seen);
+            Box::pin(async move { job.changed_from(seen).await })
+        });
+        let status = std::task::ready!(next.as_mut().poll(cx));
+        this.next = None;
+        this.returned(&status);
+        std::task::Poll::Ready(Some(status))
     }
 }

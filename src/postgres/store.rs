@@ -302,10 +302,10 @@ async fn keep_lease(inner: Weak<Inner>) {
                 inner.lease_lost.store(false, Ordering::Release);
             }
             Ok(false) => {
-                lose_lease(
-                    &inner,
-                    "its registration was taken over by another instance",
-                );
+                // The cluster has marked every job of this registration lost, also those started
+                // after an earlier failed renewal: cancel them all, whatever was canceled before.
+                inner.lease_lost.store(false, Ordering::Release);
+                lose_lease(&inner, "another instance found its lease run out");
                 if let Ok(instance) = inner.db.register_instance(&this_host(), lease).await {
                     inner.instance.store(instance, Ordering::Release);
                     renewed_at = Instant::now();
