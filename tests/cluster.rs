@@ -972,6 +972,135 @@ async fn an_instance_that_cannot_renew_its_lease_cancels_its_jobs() {
     );
 }
 
+/// `shutdown` writes every final status before this instance leaves the cluster, even when a
+/// write of the store is under way as it begins: none is left PROCESSING, or marked lost, in the
+/// database.
+///
+/// To make "a write under way" certain rather than likely, a trigger makes the first write of
+/// the final statuses take 2 s (as a slow network or a lock wait might).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_every_final_status_before_leaving() {
+    const JOBS: u64 = 200;
+    let test = pg::fresh_db().await;
+    let raw = pg::connect(&test.url).await.unwrap();
+    let registry = registry(store(&test.url).await);
+    let (go, gate) = watch::channel(false);
+    let ids: Vec<JobId> = (0..JOBS)
+        .map(|n| {
+            let mut gate = gate.clone();
+            registry
+                .spawn(
+                    JobRequest::new(json!({"n": n})),
+                    move |job: JobHandle| async move {
+                        job.set_progress(1, 2, "waiting");
+                        gate.wait_for(|open| *open).await.ok();
+                        Ok::<_, std::io::Error>(json!({"n": n}))
+                    },
+                )
+                .unwrap()
+        })
+        .collect();
+    let first = i64::try_from(ids[0].as_u64()).unwrap();
+    let last = i64::try_from(ids[ids.len() - 1].as_u64()).unwrap();
+    let processing = format!(
+        "SELECT count(*) FROM asyncjobs_jobs \
+         WHERE id BETWEEN {first} AND {last} AND state = 'PROCESSING'"
+    );
+    eventually("every start is written", async || {
+        match rows(&raw, &processing).await {
+            n if n == JOBS as i64 => Ok(()),
+            n => Err(format!("{n} PROCESSING rows")),
+        }
+    })
+    .await;
+    // Nothing is due now, so the next write is the first of the final statuses.
+    raw.batch_execute(
+        "CREATE SEQUENCE writes_seen;
+         CREATE FUNCTION slow_first_write() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN
+                 IF nextval('writes_seen') = 1 THEN PERFORM pg_sleep(2); END IF;
+                 RETURN NULL;
+             END $$;
+         CREATE TRIGGER slow_first_write BEFORE INSERT ON asyncjobs_jobs
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_first_write();",
+    )
+    .await
+    .unwrap();
+
+    // The jobs finish, and the registry shuts down while the first write of their ends is
+    // under way.
+    go.send(true).unwrap();
+    for id in &ids {
+        within("a job completes", registry.wait(id)).await.unwrap();
+    }
+    eventually(
+        "the first write of the final statuses is under way",
+        async || match rows(
+            &raw,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event = 'PgSleep'",
+        )
+        .await
+        {
+            1 => Ok(()),
+            n => Err(format!("{n} writes under way")),
+        },
+    )
+    .await;
+    registry.shutdown(Duration::from_secs(5)).await;
+    // Whatever the store left running in the database has ended before the rows are read.
+    eventually("the store's statements end", async || {
+        match rows(
+            &raw,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'active' \
+             AND pid <> pg_backend_pid()",
+        )
+        .await
+        {
+            0 => Ok(()),
+            n => Err(format!("{n} statements running")),
+        }
+    })
+    .await;
+
+    let stored: BTreeMap<u64, AsynchronousJobStatus> = raw
+        .query(
+            "SELECT id, status FROM asyncjobs_jobs WHERE id BETWEEN $1 AND $2",
+            &[&first, &last],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            let id: i64 = row.get(0);
+            let status: serde_json::Value = row.get(1);
+            (id as u64, serde_json::from_value(status).unwrap())
+        })
+        .collect();
+    let wrong: Vec<String> = ids
+        .iter()
+        .filter_map(|id| {
+            let local = registry.status(id).unwrap();
+            let stored = stored.get(&id.as_u64());
+            (stored != Some(&local)).then(|| {
+                format!(
+                    "{id}: local {} {:?}, stored {:?}",
+                    local.job_state,
+                    local.exception,
+                    stored.map(|s| (s.job_state, s.exception.clone()))
+                )
+            })
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {JOBS} final statuses differ in the database after shutdown, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cost and bounds
 
