@@ -972,6 +972,110 @@ async fn an_instance_that_cannot_renew_its_lease_cancels_its_jobs() {
     );
 }
 
+/// A job started after its instance lost its lease, while the instance's registration still
+/// stands, is failed as lost once another instance reaps that registration; its owner must
+/// then cancel it, as it canceled the jobs it had when the lease ran out, rather than run it on
+/// unseen (the cluster reads it FAILED, its owner runs it and will report another end).
+///
+/// The database is up throughout; a trigger refuses A's lease renewals (as an outage would,
+/// but deterministically), and refuses the reaping of A until the new job's row is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_started_while_the_lease_is_lost_is_not_left_running_unseen() {
+    const LEASE: Duration = Duration::from_secs(2);
+    let test = pg::fresh_db().await;
+    let raw = pg::connect(&test.url).await.unwrap();
+    let a_store = store_with_lease(&test.url, LEASE).await;
+    let first_instance = a_store.instance_id();
+    let a = registry(a_store.clone());
+    let b = registry(store_with_lease(&test.url, LEASE).await);
+
+    let (token_fired, fired) = oneshot::channel::<Instant>();
+    let old = a
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.cancelled().await;
+            let _ = token_fired.send(Instant::now());
+            Err::<(), _>(std::io::Error::other("canceled"))
+        })
+        .unwrap();
+    eventually("B reads A's first job", async || {
+        b.status_anywhere(&old).await.map_err(|e| format!("{e:?}"))
+    })
+    .await;
+
+    raw.batch_execute(&format!(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+         CREATE TRIGGER refuse_renewal BEFORE UPDATE ON asyncjobs_instances
+             FOR EACH ROW WHEN (OLD.id = {first_instance}) EXECUTE FUNCTION refuse();
+         CREATE TRIGGER refuse_reaping BEFORE DELETE ON asyncjobs_instances
+             FOR EACH ROW WHEN (OLD.id = {first_instance}) EXECUTE FUNCTION refuse();"
+    ))
+    .await
+    .unwrap();
+    let refused = Instant::now();
+    let fired = within("A cancels its job once its lease is lost", fired)
+        .await
+        .unwrap();
+    println!(
+        "A canceled its jobs {:?} after its renewals were refused (lease {LEASE:?})",
+        fired - refused
+    );
+
+    // Started after A gave up its jobs; written under A's registration, which still stands.
+    let (finish, finished) = oneshot::channel::<()>();
+    let next = a
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            tokio::select! {
+                () = job.cancelled() => Err(std::io::Error::other("canceled")),
+                _ = finished => Ok(json!("done")),
+            }
+        })
+        .unwrap();
+    let owner_of_next = format!("SELECT owner FROM asyncjobs_jobs WHERE id = {next}");
+    eventually("A writes its new job", async || {
+        match raw.query_opt(&owner_of_next, &[]).await {
+            Ok(Some(row)) => Ok(row.get::<_, i64>(0)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Now A's registration may be reaped.
+    raw.batch_execute("DROP TRIGGER refuse_reaping ON asyncjobs_instances")
+        .await
+        .unwrap();
+    let lost = eventually("B reads A's new job as lost", async || {
+        final_status_on(&b, next).await
+    })
+    .await;
+    assert_eq!(lost.exception.as_deref(), Some(exception::NODE_LOST));
+    let read_lost = Instant::now();
+    eventually("A registers anew", async || match a_store.instance_id() {
+        id if id != first_instance => Ok(()),
+        id => Err(format!("still instance {id}")),
+    })
+    .await;
+
+    // The cluster has declared the job lost: its owner must not run it on.
+    let canceled = eventually_within(
+        Duration::from_secs(5),
+        "A cancels the job the cluster declared lost",
+        async || match a.status(&next) {
+            Ok(status) if status.job_canceling || status.is_terminal() => Ok(status),
+            other => Err(format!(
+                "{other:?} (read as lost {:?} ago)",
+                read_lost.elapsed()
+            )),
+        },
+    )
+    .await;
+    let _ = finish.send(());
+    assert!(
+        canceled.job_canceling,
+        "A ended the job without canceling it: {canceled:?}"
+    );
+}
+
 /// `shutdown` writes every final status before this instance leaves the cluster, even when a
 /// write of the store is under way as it begins: none is left PROCESSING, or marked lost, in the
 /// database.
