@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::failure::{Failure, Timeout};
+use crate::CancelCause;
 
 /// Every kind of change a job's status can undergo. A progress message is already cut to
 /// [`MAX_MESSAGE_CHARS`](crate::MAX_MESSAGE_CHARS).
@@ -15,7 +16,7 @@ pub(crate) enum Change<'a> {
         total: u64,
         message: &'a str,
     },
-    Canceling,
+    Canceling(CancelCause),
     /// A time limit was broken: like `Canceling`, and the reason is kept for the final status.
     // The limit is read only by the trace event.
     TimedOut(#[cfg_attr(not(feature = "tracing"), allow(dead_code))] Timeout),

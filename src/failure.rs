@@ -26,6 +26,16 @@ pub(crate) struct Failure {
     pub(crate) exception: Arc<str>,
 }
 
+impl Timeout {
+    /// The cause a broken limit gives.
+    pub(crate) fn cause(self) -> crate::CancelCause {
+        match self {
+            Timeout::Total(_) => crate::CancelCause::TimeLimit,
+            Timeout::Stall(_) => crate::CancelCause::StallLimit,
+        }
+    }
+}
+
 impl Failure {
     /// A failure the registry reports itself, with one of the names in [`exception`].
     pub(crate) fn registry(message: impl Into<String>, exception: &'static str) -> Self {
@@ -33,6 +43,19 @@ impl Failure {
             message: Arc::from(message.into()),
             details: None,
             exception: Arc::from(exception),
+        }
+    }
+
+    /// The same, with what asked the job to cancel in `errorDetails` (the message stays as it
+    /// is, for clients that match on it).
+    pub(crate) fn canceled(
+        message: impl Into<String>,
+        exception: &'static str,
+        cause: crate::CancelCause,
+    ) -> Self {
+        Failure {
+            details: Some(Arc::from(format!("canceled {cause}"))),
+            ..Failure::registry(message, exception)
         }
     }
 
@@ -104,7 +127,13 @@ impl Failure {
             Timeout::Total(limit) => format!("job exceeded its time limit of {limit:?}"),
             Timeout::Stall(limit) => format!("job made no progress for {limit:?}, its stall limit"),
         };
-        let own_text = self.details.unwrap_or(self.message);
+        // A failure the registry made (stopped after the grace) is told by its message; its
+        // details only name the cause, which the new message now gives.
+        let own_text = if self.exception.as_ref() == exception::CANCELED {
+            self.message
+        } else {
+            self.details.unwrap_or(self.message)
+        };
         let details = format!("{message}; then: {own_text}");
         Failure {
             message: Arc::from(message),

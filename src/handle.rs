@@ -8,7 +8,7 @@ use crate::change::Change;
 use crate::job::{Applied, Job};
 use crate::seam::Seam;
 use crate::text::truncate_chars;
-use crate::{AsynchronousJobStatus, JobId, MAX_MESSAGE_CHARS};
+use crate::{AsynchronousJobStatus, CancelCause, JobId, MAX_MESSAGE_CHARS};
 
 /// A job's own handle, given to the closure passed to [`JobRegistry::spawn`]: the job reports
 /// progress and sees cancellation through it.
@@ -87,6 +87,13 @@ impl JobHandle {
     /// [`JobRegistry::cancel`]: crate::JobRegistry::cancel
     pub fn is_canceling(&self) -> bool {
         self.token.is_cancelled()
+    }
+
+    /// What asked the job to cancel (a request, the shutdown, a time limit, …), once its
+    /// cancellation has been recorded; `None` while nothing has asked. A job can use it to say
+    /// why it stopped, or to save its work before a shutdown but not before a user's cancel.
+    pub fn cancel_cause(&self) -> Option<CancelCause> {
+        self.job.cancel_cause()
     }
 
     /// Resolves when the job is asked to cancel; at once if it already was.

@@ -1,6 +1,7 @@
 //! Job ids.
 
 use std::fmt;
+use std::hash::Hasher;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -86,5 +87,28 @@ impl<'de> Deserialize<'de> for JobId {
             }
         }
         deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Mixes a `u64` key with one multiply-fold: job ids are ours and user ids the application's,
+/// not an attacker's, so no keyed hash is needed, and all bits of the result depend on all bits
+/// of the key.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let product = u128::from(n ^ self.0) * 0x9E37_79B9_7F4A_7C15;
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
     }
 }

@@ -26,7 +26,9 @@ use crate::failure::Failure;
 use crate::observer::StatusSource;
 use crate::seam::{Event, Seam};
 use crate::trace;
-use crate::{AsynchJobState, AsynchronousJobStatus, Etag, JobEventKind, JobId, JobRequest};
+use crate::{
+    AsynchJobState, AsynchronousJobStatus, CancelCause, Etag, JobEventKind, JobId, JobRequest,
+};
 
 pub(crate) struct Job {
     pub(crate) id: JobId,
@@ -47,6 +49,8 @@ pub(crate) struct Job {
 struct State {
     phase: AsynchJobState,
     canceling: bool,
+    /// What asked the job to cancel, once `canceling` is set.
+    cause: Option<CancelCause>,
     /// Waiting for a slot under the registry's concurrency limit. Stays set if the job ends
     /// while queued, which tells the limiter that the job never held a slot.
     queued: bool,
@@ -69,6 +73,16 @@ struct State {
     /// finished job then holds no place in the registry's token tree. The job's handle and its
     /// supervisor hold their own clones.
     token: Option<CancellationToken>,
+}
+
+impl State {
+    /// Whether the status already shows exactly this progress.
+    fn is_progress(&self, current: u64, total: u64, message: &str) -> bool {
+        self.reported
+            && self.current == current
+            && self.total == total
+            && self.message.as_deref() == Some(message)
+    }
 }
 
 /// How a finished job ended.
@@ -113,6 +127,7 @@ impl Job {
             state: Mutex::new(State {
                 phase: AsynchJobState::Processing,
                 canceling: false,
+                cause: None,
                 queued: queued.is_some(),
                 waiters: 0,
                 changed: None,
@@ -135,7 +150,7 @@ impl Job {
     pub(crate) fn created(&self, seam: &Seam, queued: bool, publish: impl FnOnce()) {
         let _turn = seam.turn(&self.turn);
         publish();
-        let event = self.event(JobEventKind::Created, 1, AsynchJobState::Processing, false);
+        let event = self.event(JobEventKind::Created, 1, AsynchJobState::Processing, None);
         seam.created(&event, self, queued);
     }
 
@@ -143,12 +158,12 @@ impl Job {
     /// job still under way, so nothing about the job reaches the seam after this.
     pub(crate) fn removed(&self, seam: &Seam) {
         let _turn = seam.turn(&self.turn);
-        let (version, phase, canceling) = {
+        let (version, phase, cause) = {
             let st = self.state.lock();
-            (st.version, st.phase, st.canceling)
+            (st.version, st.phase, st.cause)
         };
         seam.removed(
-            &self.event(JobEventKind::Removed, version, phase, canceling),
+            &self.event(JobEventKind::Removed, version, phase, cause),
             self,
         );
     }
@@ -158,7 +173,7 @@ impl Job {
         kind: JobEventKind,
         version: u64,
         state: AsynchJobState,
-        canceling: bool,
+        cause: Option<CancelCause>,
     ) -> Event {
         Event {
             kind,
@@ -166,7 +181,8 @@ impl Job {
             user: self.user,
             version,
             state,
-            canceling,
+            canceling: cause.is_some(),
+            cause,
         }
     }
 
@@ -174,13 +190,40 @@ impl Job {
     /// change time, hands the change to the seam and wakes waiters, or does nothing when nothing
     /// observable would change.
     pub(crate) fn apply(&self, seam: &Seam, change: Change<'_>) -> Applied {
-        // Progress nobody hears needs no turn; see the seam's docs.
-        let ordered = change.is_rare() || seam.hears_progress();
-        let turn = if ordered { seam.turn(&self.turn) } else { None };
+        // Rare changes always take the job's turn, which comes before the status lock.
+        let mut ordered = change.is_rare();
+        let mut turn = if ordered { seam.turn(&self.turn) } else { None };
         let note = trace::Note::of(&change);
         let mut st = self.state.lock();
         if st.phase.is_terminal() {
             return Applied::AlreadyFinished;
+        }
+        if let Change::Progress {
+            current,
+            total,
+            message,
+        } = &change
+        {
+            // A report that changes nothing costs one lock; one nobody hears needs no turn.
+            if st.is_progress(*current, *total, message) {
+                return Applied::Unchanged;
+            }
+            if seam.hears_progress(self.user) {
+                ordered = true;
+                // The turn comes before the status lock: try it, and only if another thread
+                // is delivering this job's event, let go and wait for it in order.
+                match seam.try_turn(&self.turn) {
+                    Ok(taken) => turn = taken,
+                    Err(()) => {
+                        drop(st);
+                        turn = seam.turn(&self.turn);
+                        st = self.state.lock();
+                        if st.phase.is_terminal() {
+                            return Applied::AlreadyFinished;
+                        }
+                    }
+                }
+            }
         }
         let mut fire = None;
         let mut release = None;
@@ -190,10 +233,10 @@ impl Job {
                 total,
                 message,
             } => {
-                let same_message = st.message.as_deref() == Some(message);
-                if same_message && st.reported && st.current == current && st.total == total {
+                if st.is_progress(current, total, message) {
                     return Applied::Unchanged;
                 }
+                let same_message = st.message.as_deref() == Some(message);
                 st.reported = true;
                 st.current = current;
                 st.total = total;
@@ -201,11 +244,20 @@ impl Job {
                     st.message = Some(Arc::from(message));
                 }
             }
-            Change::Canceling | Change::TimedOut(_) => {
+            Change::Canceling(cause) => {
                 if st.canceling {
                     return Applied::Unchanged;
                 }
                 st.canceling = true;
+                st.cause = Some(cause);
+                fire = st.token.take();
+            }
+            Change::TimedOut(timeout) => {
+                if st.canceling {
+                    return Applied::Unchanged;
+                }
+                st.canceling = true;
+                st.cause = Some(timeout.cause());
                 fire = st.token.take();
             }
             Change::Dequeued => {
@@ -235,7 +287,7 @@ impl Job {
         st.version += 1;
         st.changed_at = st.changed_at.max(Instant::now());
         let phase = st.phase;
-        let canceling = st.canceling;
+        let cause = st.cause;
         let version = st.version;
         let changed_at = st.changed_at;
         let wake = if st.waiters > 0 {
@@ -260,7 +312,7 @@ impl Job {
             u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX)
         };
         seam.changed(
-            &self.event(kind, version, phase, canceling),
+            &self.event(kind, version, phase, cause),
             self,
             note,
             ordered,
@@ -281,6 +333,11 @@ impl Job {
 
     pub(crate) fn is_finished(&self) -> bool {
         self.phase().is_terminal()
+    }
+
+    /// What asked the job to cancel, if anything did.
+    pub(crate) fn cancel_cause(&self) -> Option<CancelCause> {
+        self.state.lock().cause
     }
 
     pub(crate) fn is_queued(&self) -> bool {
@@ -502,8 +559,14 @@ mod tests {
         assert_eq!(job.apply(&seam, progress(1, "a")), Applied::Changed);
         assert_eq!(job.apply(&seam, progress(1, "a")), Applied::Unchanged);
         assert_eq!(job.apply(&seam, progress(1, "b")), Applied::Changed);
-        assert_eq!(job.apply(&seam, Change::Canceling), Applied::Changed);
-        assert_eq!(job.apply(&seam, Change::Canceling), Applied::Unchanged);
+        assert_eq!(
+            job.apply(&seam, Change::Canceling(CancelCause::Requested)),
+            Applied::Changed
+        );
+        assert_eq!(
+            job.apply(&seam, Change::Canceling(CancelCause::Requested)),
+            Applied::Unchanged
+        );
         assert_eq!(
             job.apply(&seam, Change::Dequeued),
             Applied::Unchanged,
@@ -521,7 +584,7 @@ mod tests {
         let finished = job.snapshot();
         for change in [
             progress(5, "late"),
-            Change::Canceling,
+            Change::Canceling(CancelCause::Requested),
             Change::Complete(None),
             Change::Fail(Failure::registry("again", exception::PANICKED)),
         ] {
@@ -564,7 +627,7 @@ mod tests {
             None,
         );
         assert!(!token.is_cancelled());
-        job.apply(&seam, Change::Canceling);
+        job.apply(&seam, Change::Canceling(CancelCause::Requested));
         assert!(token.is_cancelled());
         assert!(job.snapshot().job_canceling);
     }

@@ -51,7 +51,9 @@
 //!
 //! A finished status never changes again. There is no CANCELED state, as in Synapse: a canceled
 //! job ends FAILED (or COMPLETE, if it finished its work anyway) with `jobCanceling` set. Failures
-//! the registry itself reports have the `exception` names in [`exception`].
+//! the registry itself reports have the `exception` names in [`exception`], and name what asked
+//! the job to stop (a [`CancelCause`]) in `errorDetails`; a running job reads it from
+//! [`JobHandle::cancel_cause`].
 //!
 //! # Etags and polling
 //!
@@ -96,6 +98,31 @@
 //! [`keep_finished_at_most`](JobRegistryBuilder::keep_finished_at_most); one hour and 10,000 by
 //! default), then are dropped, so a long-running service's memory stays bounded by the limits,
 //! not by the number of jobs it ever ran. Running jobs are never dropped.
+//!
+//! # Tracing
+//!
+//! With the `tracing` feature (on by default) each job runs in a `job` span (`job_id`, `user`),
+//! so the job's own events carry them, and every change of a job's status is an event with target
+//! `asyncjobs`. The registry's events name the job themselves (`job_id`, `user`, `etag`) and are
+//! root events, outside the job's span, so a log line shows those fields once whichever thread
+//! made the change; one job's events come out in etag order.
+//!
+//! | change | level | message | fields besides `job_id`, `user`, `etag` |
+//! |---|---|---|---|
+//! | started (at `spawn`) | DEBUG | `job started` | `queued` |
+//! | progress | TRACE | `job progress` | `current`, `total`, `progress_message` |
+//! | left the queue | DEBUG | `job dequeued` | |
+//! | cancel requested (any cause) | INFO | `job cancel requested` | `cause` |
+//! | a time limit broken | WARN | `job timed out` | `limit` |
+//! | complete | DEBUG | `job complete` | `runtime_ms` |
+//! | failed after a cancel on request or a shutdown | INFO | `job canceled` | `runtime_ms`, `cause`, `exception`, `error` |
+//! | failed (an error, a time limit, a lost lease) | WARN | `job failed` | `runtime_ms`, `exception`, `error` |
+//! | failed (a panic) | ERROR | `job failed` | `runtime_ms`, `exception`, `error` |
+//! | an observer panicked | ERROR | `a status observer panicked; …` | |
+//!
+//! Progress is at TRACE, so a service logging at DEBUG or above is never flooded, and progress
+//! costs nothing extra unless a subscriber enables TRACE for `asyncjobs`. `cause` is a
+//! [`CancelCause`]'s text (`on request`, `by the registry's shutdown`, …).
 //!
 //! # Observing every job
 //!
@@ -182,6 +209,7 @@ mod store;
 mod trace;
 
 // 5. Leaves
+mod cause;
 mod change;
 mod counts;
 mod error;
@@ -198,9 +226,11 @@ pub use builder::{
     JobRegistryBuilder, DEFAULT_CANCEL_GRACE, DEFAULT_KEEP_FINISHED_AT_MOST,
     DEFAULT_KEEP_FINISHED_FOR,
 };
+pub use cause::CancelCause;
 pub use counts::JobCounts;
 pub use engine::cancel::CancelOutcome;
 pub use engine::shutdown::ShutdownSummary;
+pub use engine::spawn::Spawned;
 pub use error::Error;
 pub use etag::Etag;
 pub use feed::StatusFeed;

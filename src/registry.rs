@@ -11,7 +11,7 @@ use crate::builder::JobRegistryBuilder;
 use crate::engine::{Engine, Scope};
 use crate::{
     AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobHandle, JobId,
-    JobRequest, JobWatch, ShutdownSummary, StatusFeed, UserView,
+    JobRequest, JobWatch, ShutdownSummary, Spawned, StatusFeed, UserView,
 };
 
 /// Starts jobs on tokio and keeps their statuses: the trusted, administrator view of every job.
@@ -82,6 +82,38 @@ impl JobRegistry {
     /// [`Error::ShutDown`] after [`shutdown`](JobRegistry::shutdown) began; [`Error::NoRuntime`]
     /// when called outside a tokio runtime and the registry has none of its own.
     pub fn spawn<F, Fut, R, E>(&self, request: JobRequest, job: F) -> Result<JobId, Error>
+    where
+        F: FnOnce(JobHandle) -> Fut,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        self.engine.spawn(request, job).map(Spawned::id)
+    }
+
+    /// Starts a job as [`spawn`](JobRegistry::spawn) does, and says whether it started one or answered a
+    /// [cacheable](JobRequest::cacheable) request with an earlier equal one's job (so that an
+    /// application can tell its user "already running" or "already done").
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncjobs::Error> {
+    /// use asyncjobs::{JobRegistry, JobRequest, Spawned};
+    ///
+    /// let registry = JobRegistry::new();
+    /// let query = || JobRequest::new(serde_json::json!({"sql": "select 1"})).started_by(7).cacheable();
+    /// let first = registry.submit(query(), |_job| async { Ok::<_, std::io::Error>(1) })?;
+    /// let again = registry.submit(query(), |_job| async { Ok::<_, std::io::Error>(1) })?;
+    /// assert!(matches!(first, Spawned::Started(_)));
+    /// assert_eq!(again, Spawned::Reused(first.id()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](JobRegistry::spawn).
+    pub fn submit<F, Fut, R, E>(&self, request: JobRequest, job: F) -> Result<Spawned, Error>
     where
         F: FnOnce(JobHandle) -> Fut,
         Fut: Future<Output = Result<R, E>> + Send + 'static,

@@ -24,6 +24,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::failure::drop_quietly;
+use crate::id::IdHasher;
 use crate::trace::Note;
 use crate::{AsynchJobState, JobCounts, JobEvent, JobEventKind, JobId, StatusObserver};
 
@@ -49,8 +51,9 @@ pub(crate) struct Seam {
     complete: AtomicUsize,
     failed: AtomicUsize,
     /// Read on every change of every job, written only when a feed opens or closes: kept off
-    /// the cache line of the counts, which every spawn and finish writes.
-    feeds_open: Padded<AtomicUsize>,
+    /// the cache line of the counts, which every spawn and finish writes. All open feeds, and
+    /// those of every job (the administrator's).
+    feeds_open: Padded<[AtomicUsize; 2]>,
     feeds: RwLock<FeedIndex>,
     observers: Box<[Arc<dyn StatusObserver>]>,
 }
@@ -61,7 +64,7 @@ pub(crate) struct Seam {
 struct FeedIndex {
     /// Feeds of every job (the administrator's).
     all: Vec<Arc<dyn Subscriber>>,
-    by_user: HashMap<u64, Vec<Arc<dyn Subscriber>>>,
+    by_user: HashMap<u64, Vec<Arc<dyn Subscriber>>, BuildHasherDefault<IdHasher>>,
 }
 
 impl FeedIndex {
@@ -95,6 +98,8 @@ pub(crate) struct Event {
     pub(crate) version: u64,
     pub(crate) state: AsynchJobState,
     pub(crate) canceling: bool,
+    /// What asked the job to cancel, if anything did.
+    pub(crate) cause: Option<crate::CancelCause>,
 }
 
 impl Seam {
@@ -103,18 +108,26 @@ impl Seam {
             processing: AtomicUsize::new(0),
             complete: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
-            feeds_open: Padded(AtomicUsize::new(0)),
+            feeds_open: Padded([AtomicUsize::new(0), AtomicUsize::new(0)]),
             feeds: RwLock::default(),
             observers: observers.into_boxed_slice(),
         }
     }
 
-    /// Whether a progress report must be delivered (and so take the job's turn): an observer is
-    /// set, a feed is open, or `tracing` wants progress events.
-    pub(crate) fn hears_progress(&self) -> bool {
-        !self.observers.is_empty()
-            || self.feeds_open.load(Ordering::Acquire) > 0
-            || crate::trace::progress_enabled()
+    /// Whether a progress report of `user`'s job must be delivered (and so take the job's turn):
+    /// an observer is set, a feed of that job is open, or `tracing` wants progress events.
+    pub(crate) fn hears_progress(&self, user: Option<u64>) -> bool {
+        !self.observers.is_empty() || self.feed_hears(user) || crate::trace::progress_enabled()
+    }
+
+    /// Whether an open feed follows `user`'s jobs: one atomic load while no feed is open.
+    fn feed_hears(&self, user: Option<u64>) -> bool {
+        let [open, admin] = &*self.feeds_open;
+        if open.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        admin.load(Ordering::Acquire) > 0
+            || user.is_some_and(|user| self.feeds.read().by_user.contains_key(&user))
     }
 
     /// Takes a job's turn to deliver its next event: `None` if this thread is already delivering
@@ -124,6 +137,19 @@ impl Seam {
             None
         } else {
             Some(turn.lock())
+        }
+    }
+
+    /// [`Seam::turn`] without waiting, for a caller that holds the job's status lock (taken after
+    /// the turn in the lock order, so it may only try): `Err` if another thread has the turn.
+    pub(crate) fn try_turn<'a>(
+        &self,
+        turn: &'a Mutex<()>,
+    ) -> Result<Option<MutexGuard<'a, ()>>, ()> {
+        if DELIVERING.with(Cell::get) > 0 {
+            Ok(None)
+        } else {
+            turn.try_lock().map(Some).ok_or(())
         }
     }
 
@@ -155,7 +181,7 @@ impl Seam {
             return;
         }
         self.deliver(event, source, || {
-            note.emit(event.id, event.user, event.version, runtime_ms);
+            note.emit(event.id, event.user, event.version, event.cause, runtime_ms);
         });
         if event.kind == JobEventKind::Finished {
             self.counter(event.state).fetch_add(1, Ordering::Relaxed);
@@ -175,7 +201,7 @@ impl Seam {
         source: &dyn crate::observer::StatusSource,
         trace: impl FnOnce(),
     ) {
-        if self.feeds_open.load(Ordering::Acquire) > 0 {
+        if self.feeds_open[0].load(Ordering::Acquire) > 0 {
             for feed in self.feeds.read().interested(event.user) {
                 match event.kind {
                     JobEventKind::Removed => feed.removed(event.id),
@@ -236,10 +262,13 @@ impl Seam {
     pub(crate) fn subscribe(&self, user: Option<u64>, feed: Arc<dyn Subscriber>) {
         let mut feeds = self.feeds.write();
         match user {
-            None => feeds.all.push(feed),
+            None => {
+                feeds.all.push(feed);
+                self.feeds_open[1].fetch_add(1, Ordering::Release);
+            }
             Some(user) => feeds.by_user.entry(user).or_default().push(feed),
         }
-        self.feeds_open.fetch_add(1, Ordering::Release);
+        self.feeds_open[0].fetch_add(1, Ordering::Release);
     }
 
     pub(crate) fn unsubscribe(&self, user: Option<u64>, feed: &Arc<dyn Subscriber>) {
@@ -259,7 +288,10 @@ impl Seam {
                 feeds.by_user.remove(&user);
             }
         }
-        self.feeds_open.fetch_sub(removed, Ordering::Release);
+        if user.is_none() {
+            self.feeds_open[1].fetch_sub(removed, Ordering::Release);
+        }
+        self.feeds_open[0].fetch_sub(removed, Ordering::Release);
     }
 
     /// Wakes every feed, e.g. so they notice the registry shut down.
@@ -304,6 +336,7 @@ mod tests {
             version: 2,
             state,
             canceling: false,
+            cause: None,
         }
     }
 
@@ -314,7 +347,10 @@ mod tests {
         let admin = Arc::new(Recorder::default());
         seam.subscribe(Some(7), mine.clone());
         seam.subscribe(None, admin.clone());
-        assert!(seam.hears_progress());
+        assert!(
+            seam.hears_progress(Some(9)),
+            "the admin feed hears every job"
+        );
         for (id, user) in [(1, Some(7)), (2, Some(8)), (3, None)] {
             let e = event(JobEventKind::Created, id, user, AsynchJobState::Processing);
             seam.created(&e, &NoStatus, false);
@@ -336,7 +372,27 @@ mod tests {
             1,
             "an unsubscribed feed hears nothing more"
         );
-        assert_eq!(seam.feeds_open.load(Ordering::Relaxed), 1);
+        assert_eq!(seam.feeds_open[0].load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn only_a_feed_of_the_jobs_user_makes_its_progress_heard() {
+        let seam = Seam::new(Vec::new());
+        assert!(!seam.feed_hears(Some(7)) && !seam.feed_hears(None));
+        let mine: Arc<dyn Subscriber> = Arc::new(Recorder::default());
+        seam.subscribe(Some(7), mine.clone());
+        assert!(seam.feed_hears(Some(7)));
+        assert!(
+            !seam.feed_hears(Some(8)),
+            "another user's feed does not listen"
+        );
+        assert!(!seam.feed_hears(None));
+        let admin: Arc<dyn Subscriber> = Arc::new(Recorder::default());
+        seam.subscribe(None, admin.clone());
+        assert!(seam.feed_hears(Some(8)) && seam.feed_hears(None));
+        seam.unsubscribe(None, &admin);
+        seam.unsubscribe(Some(7), &mine);
+        assert!(!seam.feed_hears(Some(7)));
     }
 
     #[test]

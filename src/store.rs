@@ -11,9 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{
-    AsynchJobState, AsynchronousJobStatus, CancelOutcome, Error, JobCounts, JobId, StatusObserver,
-};
+use crate::{AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, StatusObserver};
 
 /// A boxed future, as the store's methods return (no `async fn` in object-safe traits).
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -22,15 +20,8 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// [`JobRegistryBuilder::store`](crate::JobRegistryBuilder::store): with one, the registry's
 /// `*_anywhere` calls, [`wait`](crate::JobRegistry::wait) and
 /// [`wait_for_change`](crate::JobRegistry::wait_for_change) answer for every job of every
-/// instance. Made from a store with `into()`, e.g. from a
-#[cfg_attr(
-    feature = "postgres",
-    doc = "[`PostgresStore`](crate::postgres::PostgresStore)."
-)]
-#[cfg_attr(
-    not(feature = "postgres"),
-    doc = "`PostgresStore` (feature `postgres`)."
-)]
+/// instance. Made from a store with `into()`, e.g. from a `PostgresStore` (feature
+/// `postgres`).
 #[derive(Clone)]
 pub struct SharedStore(pub(crate) Arc<dyn Store>);
 
@@ -40,6 +31,18 @@ impl std::fmt::Debug for SharedStore {
         self.0.describe(f)?;
         f.write_str(")")
     }
+}
+
+/// What a cancel request for another instance's job found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) enum RemoteCancel {
+    UnknownJob,
+    NotYourJob,
+    AlreadyFinished,
+    AlreadyRequested,
+    /// Recorded; the job's instance applies it.
+    Requested,
 }
 
 /// What a registry asks of a shared store. Errors are [`Error::StoreUnavailable`].
@@ -66,7 +69,7 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn counts(&self) -> BoxFuture<'_, Result<JobCounts, Error>>;
 
     /// Asks the instance that runs job `id` to cancel it, for `user` (any user for `None`).
-    fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<CancelOutcome, Error>>;
+    fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<RemoteCancel, Error>>;
 
     /// Resolves when the store hears that job `id` changed (or at the latest after
     /// `at_most`): the caller then reads it again.
@@ -85,8 +88,8 @@ pub(crate) trait Store: Send + Sync + 'static {
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) trait Local: Send + Sync + 'static {
     /// Cancels the local job `id` as [`JobRegistry::cancel`](crate::JobRegistry::cancel) does;
-    /// `None` if it is not a job of this instance (any more).
-    fn cancel(&self, id: JobId) -> Option<CancelOutcome>;
+    /// `false` if it is not a job of this instance (any more).
+    fn cancel(&self, id: JobId) -> bool;
 
     /// Cancels every running local job: the store can no longer vouch for this instance.
     fn cancel_all(&self);

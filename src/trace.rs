@@ -1,20 +1,8 @@
-//! What the registry tells `tracing` (feature `tracing`, on by default): each job runs in a
-//! `job` span with its id and user, and every change of a job's status is an event, emitted by
-//! [`Job::apply`](crate::job::Job::apply) after the job's lock is released:
-//!
-//! | change | level | message |
-//! |---|---|---|
-//! | started (at `spawn`) | DEBUG | `job started` (`queued` says whether it waits for a slot) |
-//! | progress | TRACE | `job progress` |
-//! | left the queue | DEBUG | `job dequeued` |
-//! | cancel requested | INFO | `job cancel requested` |
-//! | a time limit broken | WARN | `job timed out` |
-//! | complete | DEBUG | `job complete` |
-//! | failed (error, stopped after the grace, shutdown) | WARN | `job failed` |
-//! | failed (panic) | ERROR | `job failed` |
-//!
-//! Progress is at TRACE, the most verbose level, so a busy service logging at DEBUG or above never
-//! floods. Without the feature, everything here compiles to nothing.
+//! What the registry tells `tracing` (feature `tracing`, on by default); the table of events is
+//! in the crate docs ("Tracing"). Events are emitted by the seam, in each job's etag order, as
+//! root events (`parent: None`): they carry `job_id` and `user` themselves, so they do not repeat
+//! them from the `job` span the job runs in, and look the same whichever thread made the change.
+//! Without the feature, everything here compiles to nothing.
 
 #[cfg(feature = "tracing")]
 mod enabled {
@@ -23,9 +11,8 @@ mod enabled {
     use tracing::{debug, error, info, trace, warn, Span};
 
     use crate::change::Change;
-    use crate::exception;
     use crate::failure::Timeout;
-    use crate::JobId;
+    use crate::{exception, CancelCause, JobId};
 
     /// What one change was, kept to emit once the job's lock is released.
     pub(crate) enum Note<'a> {
@@ -34,7 +21,7 @@ mod enabled {
             total: u64,
             message: &'a str,
         },
-        Canceling,
+        Canceling(CancelCause),
         TimedOut(Timeout),
         Dequeued,
         Complete,
@@ -64,7 +51,7 @@ mod enabled {
                     total: *total,
                     message,
                 },
-                Change::Canceling => Note::Canceling,
+                Change::Canceling(cause) => Note::Canceling(*cause),
                 Change::TimedOut(timeout) => Note::TimedOut(*timeout),
                 Change::Dequeued => Note::Dequeued,
                 Change::Complete(_) => Note::Complete,
@@ -75,11 +62,13 @@ mod enabled {
             }
         }
 
+        /// Emits the event; `cause` is what asked the job to cancel, if anything did.
         pub(crate) fn emit(
             self,
             id: JobId,
             user: Option<u64>,
             etag: u64,
+            cause: Option<CancelCause>,
             runtime_ms: impl FnOnce() -> u64,
         ) {
             let id = id.as_u64();
@@ -89,29 +78,35 @@ mod enabled {
                     total,
                     message,
                 } => {
-                    trace!(target: "asyncjobs", job_id = id, user, etag, current, total, progress_message = message, "job progress")
+                    trace!(target: "asyncjobs", parent: None, job_id = id, user, etag, current, total, progress_message = message, "job progress")
                 }
-                Note::Canceling => {
-                    info!(target: "asyncjobs", job_id = id, user, etag, "job cancel requested")
+                Note::Canceling(cause) => {
+                    info!(target: "asyncjobs", parent: None, job_id = id, user, etag, cause = %cause, "job cancel requested")
                 }
                 Note::TimedOut(timeout) => {
                     let limit = match timeout {
                         Timeout::Total(limit) => format!("time limit {limit:?}"),
                         Timeout::Stall(limit) => format!("stall limit {limit:?}"),
                     };
-                    warn!(target: "asyncjobs", job_id = id, user, etag, limit, "job timed out")
+                    warn!(target: "asyncjobs", parent: None, job_id = id, user, etag, limit, "job timed out")
                 }
                 Note::Dequeued => {
-                    debug!(target: "asyncjobs", job_id = id, user, etag, "job dequeued")
+                    debug!(target: "asyncjobs", parent: None, job_id = id, user, etag, "job dequeued")
                 }
                 Note::Complete => {
-                    debug!(target: "asyncjobs", job_id = id, user, etag, runtime_ms = runtime_ms(), "job complete")
+                    debug!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms = runtime_ms(), "job complete")
                 }
                 Note::Fail { message, exception } if &*exception == exception::PANICKED => {
-                    error!(target: "asyncjobs", job_id = id, user, etag, runtime_ms = runtime_ms(), %exception, error = %message, "job failed")
+                    error!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms = runtime_ms(), %exception, error = %message, "job failed")
+                }
+                // Stopping on request (or at a shutdown) is what was asked for, not a fault.
+                Note::Fail { message, exception }
+                    if matches!(cause, Some(CancelCause::Requested | CancelCause::Shutdown)) =>
+                {
+                    info!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms = runtime_ms(), cause = %cause.unwrap_or(CancelCause::Requested), %exception, error = %message, "job canceled")
                 }
                 Note::Fail { message, exception } => {
-                    warn!(target: "asyncjobs", job_id = id, user, etag, runtime_ms = runtime_ms(), %exception, error = %message, "job failed")
+                    warn!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms = runtime_ms(), %exception, error = %message, "job failed")
                 }
                 #[cfg(test)]
                 Note::Silent => {}
@@ -120,7 +115,7 @@ mod enabled {
     }
 
     pub(crate) fn started(id: JobId, user: Option<u64>, queued: bool) {
-        debug!(target: "asyncjobs", job_id = id.as_u64(), user, queued, "job started");
+        debug!(target: "asyncjobs", parent: None, job_id = id.as_u64(), user, queued, "job started");
     }
 
     /// Whether a subscriber wants progress events (TRACE): then progress reports are delivered
@@ -131,7 +126,7 @@ mod enabled {
 
     /// An observer panicked; the panic was caught.
     pub(crate) fn observer_panicked(id: JobId, etag: u64) {
-        error!(target: "asyncjobs", job_id = id.as_u64(), etag, "a status observer panicked; the panic was caught");
+        error!(target: "asyncjobs", parent: None, job_id = id.as_u64(), etag, "a status observer panicked; the panic was caught");
     }
 
     /// The span a job runs in, and its closure is called in.
@@ -160,7 +155,15 @@ mod disabled {
             Note(std::marker::PhantomData)
         }
 
-        pub(crate) fn emit(self, _: JobId, _: Option<u64>, _: u64, _: impl FnOnce() -> u64) {}
+        pub(crate) fn emit(
+            self,
+            _: JobId,
+            _: Option<u64>,
+            _: u64,
+            _: Option<crate::CancelCause>,
+            _: impl FnOnce() -> u64,
+        ) {
+        }
     }
 
     pub(crate) fn started(_: JobId, _: Option<u64>, _: bool) {}

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::engine::{Engine, Scope};
 use crate::{
     AsynchronousJobStatus, CancelOutcome, Error, Etag, JobFilter, JobHandle, JobId, JobRequest,
-    JobWatch, StatusFeed,
+    JobWatch, Spawned, StatusFeed,
 };
 
 /// A view of a [`JobRegistry`](crate::JobRegistry) scoped to one user, from [`JobRegistry::as_user`](crate::JobRegistry::as_user): what an API
@@ -59,6 +59,40 @@ impl UserView {
     ///
     /// As [`JobRegistry::spawn`](crate::JobRegistry::spawn).
     pub fn spawn<F, Fut, R, E>(&self, request: JobRequest, job: F) -> Result<JobId, Error>
+    where
+        F: FnOnce(JobHandle) -> Fut,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        self.engine
+            .spawn(request.started_by(self.user), job)
+            .map(Spawned::id)
+    }
+
+    /// Starts a job as [`spawn`](UserView::spawn) does, and says whether it started one or answered a
+    /// [cacheable](JobRequest::cacheable) request with an earlier equal one's job (so that an
+    /// application can tell its user "already running" or "already done").
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncjobs::Error> {
+    /// use asyncjobs::{JobRegistry, JobRequest, Spawned};
+    ///
+    /// let alice = JobRegistry::new().as_user(7);
+    /// let query = || JobRequest::new(serde_json::json!({"sql": "select 1"})).cacheable();
+    /// let first = alice.submit(query(), |_job| async { Ok::<_, std::io::Error>(1) })?;
+    /// let again = alice.submit(query(), |_job| async { Ok::<_, std::io::Error>(1) })?;
+    /// assert!(matches!(first, Spawned::Started(_)));
+    /// assert_eq!(again, Spawned::Reused(first.id()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](UserView::spawn).
+    pub fn submit<F, Fut, R, E>(&self, request: JobRequest, job: F) -> Result<Spawned, Error>
     where
         F: FnOnce(JobHandle) -> Fut,
         Fut: Future<Output = Result<R, E>> + Send + 'static,

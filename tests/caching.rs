@@ -161,3 +161,43 @@ async fn bodies_equal_as_json_start_one_job_even_when_their_numbers_are_written_
     let float = counting(&registry, query(1, json!({"x": 1.0})), &runs, false);
     assert_ne!(int, float);
 }
+
+/// `submit` says whether a job was started or an earlier one reused; `spawn` gives the same id.
+#[tokio::test(start_paused = true)]
+async fn submit_tells_a_started_job_from_a_reused_one() {
+    use asyncjobs::Spawned;
+    let registry = JobRegistry::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let body = json!({"concreteType": "q.Query", "sql": "select 2"});
+    let job = |runs: Arc<AtomicUsize>| {
+        move |_| async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, std::io::Error>(json!({"rows": 1}))
+        }
+    };
+    let first = registry
+        .submit(query(1, body.clone()), job(runs.clone()))
+        .unwrap();
+    let Spawned::Started(id) = first else {
+        panic!("the first request starts a job: {first:?}")
+    };
+    let alice = registry.as_user(1);
+    let again = alice
+        .submit(JobRequest::new(body.clone()).cacheable(), job(runs.clone()))
+        .unwrap();
+    assert_eq!(again, Spawned::Reused(id));
+    assert!(again.is_reused() && again.id() == id);
+    // Another user's equal request is never reused.
+    let other = registry
+        .submit(query(2, body.clone()), job(runs.clone()))
+        .unwrap();
+    assert!(matches!(other, Spawned::Started(other_id) if other_id != id));
+    registry.wait(&id).await.unwrap();
+    // COMPLETE and retained: still reused, and `spawn` returns the same id.
+    assert_eq!(
+        registry.spawn(query(1, body), job(runs.clone())).unwrap(),
+        id
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}

@@ -235,3 +235,103 @@ async fn cancel_racing_completion_ends_each_job_exactly_once() {
         assert_eq!(registry.status(id).unwrap(), s);
     }
 }
+
+/// A job, and the final status of a failure the registry makes, can tell what asked the job to
+/// stop: a request, the shutdown, or a time limit.
+#[tokio::test(start_paused = true)]
+async fn the_cause_of_a_cancel_is_visible_to_the_job_and_in_the_final_status() {
+    use asyncjobs::CancelCause;
+    use std::sync::{Arc, Mutex};
+
+    let registry = JobRegistry::builder()
+        .cancel_grace(Duration::from_secs(1))
+        .build();
+    // What each job saw as the cause once canceled; each then ignores the cancel.
+    type Seen = Vec<(u8, Option<CancelCause>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let stubborn = |n: u8| {
+        let seen = seen.clone();
+        move |job: JobHandle| async move {
+            assert_eq!(job.cancel_cause(), None, "nothing asked yet");
+            job.cancelled().await;
+            seen.lock().unwrap().push((n, job.cancel_cause()));
+            std::future::pending::<Result<(), std::io::Error>>().await
+        }
+    };
+    let requested = registry.spawn(JobRequest::default(), stubborn(1)).unwrap();
+    let timed = registry
+        .spawn(
+            JobRequest::default().time_limit(Duration::from_secs(5)),
+            stubborn(2),
+        )
+        .unwrap();
+    let at_shutdown = registry.spawn(JobRequest::default(), stubborn(3)).unwrap();
+    tokio::task::yield_now().await;
+    registry.cancel(&requested).unwrap();
+    let ended = registry.wait(&requested).await.unwrap();
+    assert_eq!(
+        ended.error_message.as_deref(),
+        Some("job was canceled and did not stop within its 1s grace period, so it was stopped")
+    );
+    // The message stays Synapse-plain; the cause is in the details.
+    assert_eq!(ended.error_details.as_deref(), Some("canceled on request"));
+    let ended = registry.wait(&timed).await.unwrap();
+    assert_eq!(ended.exception.as_deref(), Some(exception::TIMED_OUT));
+    registry.shutdown(Duration::from_secs(10)).await;
+    let ended = registry.status(&at_shutdown).unwrap();
+    assert_eq!(ended.exception.as_deref(), Some(exception::CANCELED));
+    assert_eq!(
+        ended.error_details.as_deref(),
+        Some("canceled by the registry's shutdown")
+    );
+    assert!(ended.job_canceling);
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by_key(|(n, _)| *n);
+    assert_eq!(
+        seen,
+        [
+            (1, Some(CancelCause::Requested)),
+            (2, Some(CancelCause::TimeLimit)),
+            (3, Some(CancelCause::Shutdown)),
+        ]
+    );
+}
+
+/// A queued job canceled by a shutdown says so.
+#[tokio::test(start_paused = true)]
+async fn a_queued_job_canceled_says_by_what() {
+    let registry = JobRegistry::builder().max_running(1).build();
+    let first = registry
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.cancelled().await;
+            Err::<(), _>(std::io::Error::other("stopped"))
+        })
+        .unwrap();
+    let queued = registry
+        .spawn(JobRequest::default(), |_| async {
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    let second_queued = registry
+        .spawn(JobRequest::default(), |_| async {
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    registry.cancel(&queued).unwrap();
+    let canceled = registry.status(&queued).unwrap();
+    assert_eq!(
+        canceled.error_message.as_deref(),
+        Some("job was canceled while queued, before it started")
+    );
+    assert_eq!(
+        canceled.error_details.as_deref(),
+        Some("canceled on request")
+    );
+    registry.shutdown(Duration::from_secs(1)).await;
+    let canceled = registry.status(&second_queued).unwrap();
+    assert_eq!(
+        canceled.error_details.as_deref(),
+        Some("canceled by the registry's shutdown")
+    );
+    assert!(registry.status(&first).unwrap().job_canceling);
+}

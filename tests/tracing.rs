@@ -154,6 +154,10 @@ fn jobs_run_in_spans_and_changes_are_events() {
         );
         assert_eq!(seen[2].fields["progress_message"].as_str(), "half");
         assert_eq!(seen[2].fields["current"], "1");
+        // The registry's events name the job themselves and sit outside its span, so a log line
+        // shows `job_id` and `user` once, wherever the change was made.
+        assert_eq!(seen[2].span_job, None, "a registry event is a root event");
+        assert_eq!(seen[2].fields["job_id"], ok.to_string());
 
         let seen = collect.of_job(stubborn);
         assert_eq!(
@@ -161,11 +165,19 @@ fn jobs_run_in_spans_and_changes_are_events() {
             [
                 (Level::DEBUG, "job started"),
                 (Level::INFO, "job cancel requested"),
-                (Level::WARN, "job failed")
+                // A cancel that was asked for is no fault: INFO, not WARN.
+                (Level::INFO, "job canceled")
             ]
         );
+        assert_eq!(seen[1].fields["cause"], "on request");
+        assert_eq!(seen[2].fields["cause"], "on request");
         assert_eq!(seen[2].fields["exception"], exception::CANCELED);
         assert_eq!(seen[2].fields["runtime_ms"], "1000");
+        let stopped = registry.status(&stubborn).unwrap();
+        assert_eq!(
+            stopped.error_details.as_deref(),
+            Some("canceled on request")
+        );
 
         let seen = collect.of_job(failing);
         assert_eq!(

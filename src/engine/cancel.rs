@@ -3,7 +3,7 @@
 use crate::change::Change;
 use crate::failure::Failure;
 use crate::job::{Applied, Job};
-use crate::{exception, Error, JobId};
+use crate::{exception, CancelCause, Error, JobId};
 
 use super::{Engine, Scope};
 
@@ -26,16 +26,32 @@ impl Engine {
         Ok(self.cancel(&*self.find(id, scope)?))
     }
 
-    /// Asks a job to cancel: sets its flag and fires its token (its supervisor then gives it the
-    /// cancel grace); a queued job ends at once, without ever running.
+    /// Asks a job to cancel on request; see [`Engine::cancel_for`].
     pub(crate) fn cancel(&self, job: &Job) -> CancelOutcome {
-        match job.apply(&self.seam, Change::Canceling) {
+        self.cancel_for(job, CancelCause::Requested)
+    }
+
+    /// What a job whose token fired without a cancel setting its flag was stopped by: the
+    /// shutdown, which fires every token at once, or else a request.
+    pub(crate) fn token_cause(&self) -> CancelCause {
+        if self.root.is_cancelled() {
+            CancelCause::Shutdown
+        } else {
+            CancelCause::Requested
+        }
+    }
+
+    /// Asks a job to cancel for `cause`: sets its flag and fires its token (its supervisor then
+    /// gives it the cancel grace); a queued job ends at once, without ever running.
+    pub(crate) fn cancel_for(&self, job: &Job, cause: CancelCause) -> CancelOutcome {
+        match job.apply(&self.seam, Change::Canceling(cause)) {
             Applied::Changed => {
                 // Once canceling, a queued job is never handed a slot, so it cannot start now.
                 if job.is_queued() {
-                    let failure = Failure::registry(
+                    let failure = Failure::canceled(
                         "job was canceled while queued, before it started",
                         exception::CANCELED,
+                        cause,
                     );
                     self.finish(job, Change::Fail(failure));
                 }

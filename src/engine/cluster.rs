@@ -7,8 +7,10 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use crate::store::{self, Store};
-use crate::{AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobId};
+use crate::store::{self, RemoteCancel, Store};
+use crate::{
+    AsynchronousJobStatus, CancelCause, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobId,
+};
 
 use super::{Engine, Scope};
 
@@ -22,16 +24,21 @@ const REREAD_AFTER: Duration = Duration::from_secs(1);
 pub(crate) struct Local(pub(crate) Weak<Engine>);
 
 impl store::Local for Local {
-    fn cancel(&self, id: JobId) -> Option<CancelOutcome> {
-        let engine = self.0.upgrade()?;
-        let job = engine.table.get(id)?;
-        Some(engine.cancel(&job))
+    fn cancel(&self, id: JobId) -> bool {
+        let Some(engine) = self.0.upgrade() else {
+            return false;
+        };
+        let Some(job) = engine.table.get(id) else {
+            return false;
+        };
+        engine.cancel(&job);
+        true
     }
 
     fn cancel_all(&self) {
         if let Some(engine) = self.0.upgrade() {
             for job in engine.table.jobs(|job| !job.is_finished()) {
-                engine.cancel(&job);
+                engine.cancel_for(&job, CancelCause::LeaseLost);
             }
         }
     }
@@ -96,10 +103,18 @@ impl Engine {
         scope: Scope,
     ) -> Result<CancelOutcome, Error> {
         match self.cancel_id(id, scope) {
-            Err(Error::UnknownJob(_)) if !self.holds(id) => match self.store() {
-                Some(store) => store.cancel(*id, scope.user()).await,
-                None => Err(Error::UnknownJob(*id)),
-            },
+            Err(Error::UnknownJob(_)) if !self.holds(id) => {
+                let Some(store) = self.store() else {
+                    return Err(Error::UnknownJob(*id));
+                };
+                match store.cancel(*id, scope.user()).await? {
+                    RemoteCancel::UnknownJob => Err(Error::UnknownJob(*id)),
+                    RemoteCancel::NotYourJob => Err(Error::NotYourJob(*id)),
+                    RemoteCancel::AlreadyFinished => Ok(CancelOutcome::AlreadyFinished),
+                    RemoteCancel::AlreadyRequested => Ok(CancelOutcome::AlreadyRequested),
+                    RemoteCancel::Requested => Ok(CancelOutcome::Requested),
+                }
+            }
             local => local,
         }
     }

@@ -19,36 +19,29 @@ mod dedup;
 mod limiter;
 mod retention;
 pub(crate) mod shutdown;
+pub(crate) mod spawn;
 mod supervisor;
 mod table;
 
-use std::error::Error as StdError;
-use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use serde::Serialize;
-use tokio::runtime::Handle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::builder::Config;
 use crate::change::Change;
-use crate::failure::Failure;
 use crate::job::{Applied, Job};
 use crate::seam::Seam;
 use crate::store::Store;
 use crate::{
-    exception, AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobHandle,
-    JobId, JobRequest, JobWatch,
+    AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobId, JobWatch,
 };
 
-use self::dedup::{Dedup, Lookup};
+use self::dedup::Dedup;
 use self::limiter::Limiter;
 use self::retention::Retention;
-use self::supervisor::Supervisor;
 use self::table::Table;
 
 /// What every clone of a registry, every view and feed, and every job's task share.
@@ -140,100 +133,6 @@ impl Engine {
         }
     }
 
-    /// Starts a job as `request` says; see [`JobRegistry::spawn`](crate::JobRegistry::spawn).
-    pub(crate) fn spawn<F, Fut, R, E>(
-        self: &Arc<Self>,
-        request: JobRequest,
-        job: F,
-    ) -> Result<JobId, Error>
-    where
-        F: FnOnce(JobHandle) -> Fut,
-        Fut: Future<Output = Result<R, E>> + Send + 'static,
-        R: Serialize + Send + 'static,
-        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
-    {
-        if self.is_shut_down() {
-            return Err(Error::ShutDown);
-        }
-        let runtime = match &self.config.runtime {
-            Some(runtime) => runtime.clone(),
-            None => Handle::try_current().map_err(|_| Error::NoRuntime)?,
-        };
-        // Trim before adding, so a busy registry never holds more than its limits.
-        self.sweep();
-
-        let reservation = if request.cacheable {
-            let now = Instant::now();
-            match self.dedup.lookup(&request, |finished_at| {
-                self.retention.expired(finished_at, now)
-            }) {
-                Lookup::Reuse(earlier) => return Ok(earlier),
-                Lookup::Fresh(reservation) => Some(reservation),
-            }
-        } else {
-            None
-        };
-
-        let id = self.next_id()?;
-        let (time_limit, stall_limit) = (request.time_limit, request.stall_limit);
-        let admitted = self.limiter.as_ref().is_none_or(Limiter::try_acquire);
-        let queued_message = match &self.limiter {
-            Some(limiter) if !admitted => Some(limiter.queued_message()),
-            _ => None,
-        };
-        let token = self.root.child_token();
-        let entry = Arc::new(Job::new(id, request, token.clone(), queued_message));
-        entry.created(&self.seam, !admitted, || {
-            self.table.insert(entry.clone());
-            if let Some(reservation) = reservation {
-                reservation.insert(entry.clone());
-            }
-        });
-        if !admitted {
-            if let Some(limiter) = &self.limiter {
-                limiter.enqueue(&self.seam, &entry);
-            }
-        }
-        // A shutdown that began after the check above may have listed the running jobs before
-        // this one was added: then it ends here, never runs, and its id still tells the caller so.
-        if self.shut_down.load(Ordering::SeqCst) {
-            self.cancel(&entry);
-            let failure = Failure::registry(
-                "job registry was shut down before the job could start",
-                exception::CANCELED,
-            );
-            self.finish(&entry, Change::Fail(failure));
-            return Ok(id);
-        }
-
-        let handle = JobHandle::new(entry.clone(), self.seam.clone(), token.clone());
-        #[cfg(feature = "tracing")]
-        let span = crate::trace::span(id, entry.user);
-        #[cfg(feature = "tracing")]
-        let called = span.in_scope(|| catch_unwind(AssertUnwindSafe(move || job(handle))));
-        #[cfg(not(feature = "tracing"))]
-        let called = catch_unwind(AssertUnwindSafe(move || job(handle)));
-        match called {
-            Ok(future) => {
-                let supervisor = Supervisor {
-                    engine: self.clone(),
-                    job: entry,
-                    token,
-                    time_limit,
-                    stall_limit,
-                };
-                // If the runtime is shutting down the task is dropped unpolled, and the
-                // supervisor's `Drop` ends the job.
-                let task = self.tracker.track_future(supervisor.run(future));
-                #[cfg(feature = "tracing")]
-                let task = tracing::Instrument::instrument(task, span);
-                drop(runtime.spawn(task));
-            }
-            Err(panic) => self.finish(&entry, Change::Fail(Failure::of_panic(panic))),
-        }
-        Ok(id)
-    }
-
     /// Ends a job with `change`; whoever ends it also retires it, so that happens once.
     pub(crate) fn finish(&self, job: &Job, change: Change<'_>) {
         if job.apply(&self.seam, change) == Applied::Changed {
@@ -310,10 +209,11 @@ impl Engine {
     /// The job, for a caller in `scope`, if known and not past its retention time.
     pub(crate) fn find(&self, id: &JobId, scope: Scope) -> Result<Arc<Job>, Error> {
         let job = self.table.get(*id).ok_or(Error::UnknownJob(*id))?;
-        scope.admits(&job)?;
+        // A status past its retention is unknown to everyone, whoever started it.
         if job.finished_at().is_some_and(|at| self.expired(at)) {
             return Err(Error::UnknownJob(*id));
         }
+        scope.admits(&job)?;
         Ok(job)
     }
 
@@ -354,7 +254,11 @@ impl Engine {
         self.sweep();
         let user = scope.user().or(filter.user);
         let now = Instant::now();
-        let mut jobs = self.table.jobs(|job| user.is_none() || job.user == user);
+        let mut jobs = match user {
+            // O(that user's jobs), through the table's per-user index.
+            Some(user) => self.table.jobs_of(user),
+            None => self.table.jobs(|_| true),
+        };
         jobs.sort_unstable_by_key(|job| job.id);
         jobs.iter()
             .filter_map(|job| job.snapshot_unless(|at| self.retention.expired(at, now)))

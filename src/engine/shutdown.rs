@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::change::Change;
-use crate::exception;
 use crate::failure::Failure;
+use crate::{exception, CancelCause};
 
 use super::Engine;
 
@@ -60,7 +60,7 @@ impl Engine {
         // frees can no longer start a queued job, whose supervisor sees its token first.
         self.root.cancel();
         for job in &running {
-            self.cancel(job);
+            self.cancel_for(job, CancelCause::Shutdown);
         }
         self.tracker.close();
         let all_ended = within(grace, self.tracker.wait()).await;
@@ -71,10 +71,11 @@ impl Engine {
         }
         for job in self.table.jobs(|job| !job.is_finished()) {
             // Canceled first, as every job a shutdown ends: its final status says so.
-            self.cancel(&job);
-            let failure = Failure::registry(
+            self.cancel_for(&job, CancelCause::Shutdown);
+            let failure = Failure::canceled(
                 "job was stopped by the registry's shutdown",
                 exception::CANCELED,
+                CancelCause::Shutdown,
             );
             self.finish(&job, Change::Fail(failure));
         }

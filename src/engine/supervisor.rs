@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::change::Change;
-use crate::exception;
 use crate::failure::{drop_quietly, Failure, Timeout};
 use crate::job::{Applied, Job};
+use crate::{exception, CancelCause};
 
 use super::Engine;
 
@@ -35,7 +35,7 @@ pub(crate) struct Supervisor {
 
 /// How a job that was asked to stop was ended by the registry.
 enum Stopped {
-    AfterGrace(Duration),
+    AfterGrace(Duration, CancelCause),
     ByShutdown,
     NoTimer,
 }
@@ -63,12 +63,17 @@ impl Supervisor {
         if self.job.is_queued() && !Box::pin(self.admitted()).await {
             // Its token fired (a cancel, or a shutdown firing every token): the status says so
             // before anything else can end it (dropping the future runs the job's `Drop`).
-            self.job.apply(&self.engine.seam, Change::Canceling);
+            self.job.apply(
+                &self.engine.seam,
+                Change::Canceling(self.engine.token_cause()),
+            );
             // Dropped unpolled: a queued job never runs.
             drop(job_future);
-            let failure = Failure::registry(
+            let cause = self.job.cancel_cause().unwrap_or(CancelCause::Requested);
+            let failure = Failure::canceled(
                 "job was canceled while queued, before it started",
                 exception::CANCELED,
+                cause,
             );
             self.engine.finish(&self.job, Change::Fail(failure));
             return;
@@ -99,7 +104,10 @@ impl Supervisor {
                     // by `cancel`: the status shows the request either way.
                     let asked = self.job.apply(
                         &self.engine.seam,
-                        timed_out.map_or(Change::Canceling, Change::TimedOut),
+                        timed_out.map_or_else(
+                            || Change::Canceling(self.engine.token_cause()),
+                            Change::TimedOut,
+                        ),
                     );
                     if asked == Applied::Changed {
                         broke = timed_out;
@@ -123,7 +131,10 @@ impl Supervisor {
         // Its token may have fired without a cancel setting the flag first (a shutdown fires
         // every token before it flags each job): the final status says the job was asked to stop.
         if self.token.is_cancelled() {
-            self.job.apply(&self.engine.seam, Change::Canceling);
+            self.job.apply(
+                &self.engine.seam,
+                Change::Canceling(self.engine.token_cause()),
+            );
         }
         self.engine.finish(&self.job, outcome);
     }
@@ -159,7 +170,10 @@ impl Supervisor {
         tokio::select! {
             biased;
             result = run => Ok(result),
-            () = tokio::time::sleep(grace) => Err(Stopped::AfterGrace(grace)),
+            () = tokio::time::sleep(grace) => Err(Stopped::AfterGrace(
+                grace,
+                self.job.cancel_cause().unwrap_or(CancelCause::Requested),
+            )),
             () = self.engine.kill.cancelled() => Err(Stopped::ByShutdown),
         }
     }
@@ -198,17 +212,19 @@ fn outcome_of<R: Serialize + 'static, E: Into<Box<dyn StdError + Send + Sync>>>(
 impl Stopped {
     fn failure(self) -> Failure {
         match self {
-            Stopped::AfterGrace(grace) => Failure::registry(
+            Stopped::AfterGrace(grace, cause) => Failure::canceled(
                 format!("job was canceled and did not stop within its {grace:?} grace period, so it was stopped"),
                 exception::CANCELED,
+                cause,
             ),
             Stopped::NoTimer => Failure::registry(
                 "job was stopped: its runtime has no timer, which the cancel grace and time limits need (build the runtime with enable_time or enable_all)",
                 exception::ABORTED,
             ),
-            Stopped::ByShutdown => Failure::registry(
+            Stopped::ByShutdown => Failure::canceled(
                 "job was stopped by the registry's shutdown",
                 exception::CANCELED,
+                CancelCause::Shutdown,
             ),
         }
     }
@@ -221,7 +237,10 @@ impl Drop for Supervisor {
         }
         // A job asked to stop says so in its final status, however it ends.
         if self.token.is_cancelled() {
-            self.job.apply(&self.engine.seam, Change::Canceling);
+            self.job.apply(
+                &self.engine.seam,
+                Change::Canceling(self.engine.token_cause()),
+            );
         }
         let failure = if std::thread::panicking() {
             Failure::registry(

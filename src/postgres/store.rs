@@ -17,10 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::mirror::Mirror;
 use super::{CancelRequest, Db, Listener, Notice, StoreError};
-use crate::store::{BoxFuture, Local, Store};
+use crate::store::{BoxFuture, Local, RemoteCancel, Store};
 use crate::{
-    AsynchJobState, AsynchronousJobStatus, CancelOutcome, Error, JobCounts, JobId, SharedStore,
-    StatusObserver,
+    AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, SharedStore, StatusObserver,
 };
 
 /// Default of [`PostgresStoreBuilder::lease`]: 10 seconds. Renewed every third of it, so a
@@ -40,6 +39,10 @@ const RETENTION_SWEEP: Duration = Duration::from_secs(10);
 
 /// Rows deleted per statement by a retention sweep.
 const RETENTION_BATCH: usize = 1_000;
+
+/// How often a closing store tries to write what is pending, and how long it waits between.
+const CLOSE_TRIES: u32 = 5;
+const CLOSE_RETRY: Duration = Duration::from_millis(500);
 
 /// The most jobs a cluster-wide list returns.
 const LIST_LIMIT: usize = 10_000;
@@ -457,7 +460,7 @@ impl Store for PostgresStore {
         Box::pin(async move { self.inner.db.counts().await.map_err(unavailable) })
     }
 
-    fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<CancelOutcome, Error>> {
+    fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<RemoteCancel, Error>> {
         Box::pin(async move {
             let request = self
                 .inner
@@ -465,13 +468,13 @@ impl Store for PostgresStore {
                 .request_cancel(id.as_u64(), user)
                 .await
                 .map_err(unavailable)?;
-            match request {
-                CancelRequest::UnknownJob => Err(Error::UnknownJob(id)),
-                CancelRequest::NotYourJob => Err(Error::NotYourJob(id)),
-                CancelRequest::AlreadyFinished => Ok(CancelOutcome::AlreadyFinished),
-                CancelRequest::AlreadyRequested => Ok(CancelOutcome::AlreadyRequested),
-                CancelRequest::Requested { .. } => Ok(CancelOutcome::Requested),
-            }
+            Ok(match request {
+                CancelRequest::UnknownJob => RemoteCancel::UnknownJob,
+                CancelRequest::NotYourJob => RemoteCancel::NotYourJob,
+                CancelRequest::AlreadyFinished => RemoteCancel::AlreadyFinished,
+                CancelRequest::AlreadyRequested => RemoteCancel::AlreadyRequested,
+                CancelRequest::Requested { .. } => RemoteCancel::Requested,
+            })
         })
     }
 
@@ -492,7 +495,15 @@ impl Store for PostgresStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let inner = &self.inner;
-            super::mirror::flush(inner).await;
+            // The final statuses matter most: a database that is briefly away gets a few tries.
+            for attempt in 0..CLOSE_TRIES {
+                if super::mirror::flush(inner).await {
+                    break;
+                }
+                if attempt + 1 < CLOSE_TRIES {
+                    tokio::time::sleep(CLOSE_RETRY).await;
+                }
+            }
             let _ = inner.db.release_instance(inner.instance()).await;
             inner.stop.cancel();
         })

@@ -44,6 +44,12 @@ pub struct Failure {
     pub exception: String,
 }
 
+/// `CancelCause`'s texts.
+const REQUESTED: &str = "on request";
+const SHUTDOWN: &str = "by the registry's shutdown";
+const TIME_LIMIT: &str = "by its time limit";
+const STALL_LIMIT: &str = "by its stall limit";
+
 impl Failure {
     /// A job's own `Err(String)`: the message is its first line, the details all of it.
     fn own(text: String) -> Self {
@@ -61,6 +67,14 @@ impl Failure {
             exception: exception.to_owned(),
         }
     }
+
+    /// A failure the registry makes of a canceled job: the cause is in the details.
+    fn canceled(message: &str, cause: &str) -> Self {
+        Failure {
+            details: Some(format!("canceled {cause}")),
+            ..Failure::registry(message, exception::CANCELED)
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +90,8 @@ pub struct MJob {
     pub canceling: bool,
     queued: bool,
     timed_out: Option<Limit>,
+    /// What asked the job to cancel, as `CancelCause`'s text.
+    cause: Option<&'static str>,
     pub version: u64,
     pub changed_at: u64,
     pub current: Option<u64>,
@@ -155,13 +171,13 @@ impl Model {
         }
     }
 
-    fn grace_failure(&self) -> Failure {
-        Failure::registry(
+    fn grace_failure(&self, j: usize) -> Failure {
+        Failure::canceled(
             &format!(
                 "job was canceled and did not stop within its {:?} grace period, so it was stopped",
                 Duration::from_millis(self.cfg.grace_ms)
             ),
-            exception::CANCELED,
+            self.jobs[j].cause.unwrap_or(REQUESTED),
         )
     }
 
@@ -201,6 +217,7 @@ impl Model {
             canceling: false,
             queued: !admitted,
             timed_out: None,
+            cause: None,
             version: 1,
             changed_at: self.now,
             current: None,
@@ -281,7 +298,12 @@ impl Model {
         match self.jobs[j].timed_out {
             Some(limit) if own.exception != exception::PANICKED => {
                 let message = limit.message();
-                let then = own.details.unwrap_or(own.message);
+                // A failure the registry made is told by its message; its details name the cause.
+                let then = if own.exception == exception::CANCELED {
+                    own.message
+                } else {
+                    own.details.unwrap_or(own.message)
+                };
                 Failure {
                     details: Some(format!("{message}; then: {then}")),
                     message,
@@ -344,6 +366,11 @@ impl Model {
 
     /// `cancel` as the registry does it: the flag, and a queued job ends at once.
     fn request_cancel(&mut self, j: usize) -> CancelOutcome {
+        self.cancel_for(j, REQUESTED)
+    }
+
+    /// A cancel for `cause` (a request, or the shutdown).
+    fn cancel_for(&mut self, j: usize, cause: &'static str) -> CancelOutcome {
         if self.jobs[j].terminal() {
             return CancelOutcome::AlreadyFinished;
         }
@@ -351,12 +378,11 @@ impl Model {
             return CancelOutcome::AlreadyRequested;
         }
         self.jobs[j].canceling = true;
+        self.jobs[j].cause = Some(cause);
         self.changed(j);
         if self.jobs[j].queued {
-            let failure = Failure::registry(
-                "job was canceled while queued, before it started",
-                exception::CANCELED,
-            );
+            let failure =
+                Failure::canceled("job was canceled while queued, before it started", cause);
             self.fail(j, failure);
         }
         CancelOutcome::Requested
@@ -389,6 +415,10 @@ impl Model {
     fn time_out(&mut self, j: usize, limit: Limit) {
         let job = &mut self.jobs[j];
         job.canceling = true;
+        job.cause = Some(match limit {
+            Limit::Total(_) => TIME_LIMIT,
+            Limit::Stall(_) => STALL_LIMIT,
+        });
         job.timed_out = Some(limit);
         self.changed(j);
         self.token_seen(j);
@@ -416,7 +446,7 @@ impl Model {
             match limit {
                 Some(limit) => self.time_out(j, limit),
                 None => {
-                    let failure = self.rewrite(j, self.grace_failure());
+                    let failure = self.rewrite(j, self.grace_failure(j));
                     self.fail(j, failure);
                 }
             }
@@ -432,7 +462,7 @@ impl Model {
             .collect();
         // The registry flags every job (queued ones end at once) before any job's task runs.
         for &j in &running {
-            self.request_cancel(j);
+            self.cancel_for(j, SHUTDOWN);
         }
         for &j in &running {
             self.token_seen(j);
@@ -452,7 +482,7 @@ impl Model {
                     self.end_step();
                     self.now = deadline;
                 }
-                let failure = self.rewrite(j, self.grace_failure());
+                let failure = self.rewrite(j, self.grace_failure(j));
                 self.fail(j, failure);
             }
         }
@@ -465,10 +495,7 @@ impl Model {
         if !left.is_empty() {
             self.now = kill_at;
             for &j in &left {
-                let own = Failure::registry(
-                    "job was stopped by the registry's shutdown",
-                    exception::CANCELED,
-                );
+                let own = Failure::canceled("job was stopped by the registry's shutdown", SHUTDOWN);
                 let failure = self.rewrite(j, own);
                 self.fail(j, failure);
             }
