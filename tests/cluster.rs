@@ -1,0 +1,1447 @@
+//! Several instances sharing one PostgreSQL store (feature `postgres`): reading, long-polling,
+//! waiting for and canceling another instance's job; ids that never collide; user scoping across
+//! instances; an instance killed with SIGKILL; a database restart and an outage mid-run; an
+//! instance that cannot renew its lease; shutdown; how many statements progress costs; retention
+//! in the shared table.
+//!
+//! A real database means real time: intervals are short (a flush every 250 ms, 2 s leases where
+//! a lease must run out), every wait is bounded (`within`, `eventually`) and says what it waited
+//! for, and the latencies the store promises are measured, printed and asserted against a bound.
+//! Run with `--nocapture` to see the figures.
+//!
+//! The server comes from `tests/pg` (`ASYNCJOBS_PG_URL`, else a throwaway one); each test has a
+//! database of its own, and the fault tests a server of their own.
+
+mod pg;
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use asyncjobs::postgres::PostgresStore;
+use asyncjobs::{
+    exception, AsynchJobState, AsynchronousJobStatus, CancelOutcome, Error, JobFilter, JobHandle,
+    JobId, JobRegistry, JobRequest,
+};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use AsynchJobState::{Complete, Failed, Processing};
+
+/// How long any single wait may take before the test fails: far beyond every latency the store
+/// promises, so that only a real fault trips it.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The flush interval of every store here: progress reaches the database at most this late.
+const FLUSH: Duration = Duration::from_millis(250);
+
+/// The bound asserted on a change crossing instances (progress seen by a reader, a long-poll
+/// woken, a cancel reaching the owner): the store promises about one flush interval, or about
+/// 1 s for a cancel; the rest is slack for a loaded 2-core machine.
+const CROSSING: Duration = Duration::from_secs(2);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A store on `url` that flushes every [`FLUSH`], with the default lease.
+async fn store(url: &str) -> PostgresStore {
+    PostgresStore::builder(url)
+        .flush_interval(FLUSH)
+        .connect()
+        .await
+        .expect("connect a store to the test database")
+}
+
+/// A store on `url` that flushes every [`FLUSH`] and holds a lease of `lease`.
+async fn store_with_lease(url: &str, lease: Duration) -> PostgresStore {
+    PostgresStore::builder(url)
+        .lease(lease)
+        .flush_interval(FLUSH)
+        .connect()
+        .await
+        .expect("connect a store to the test database")
+}
+
+/// A registry over `store`, with a short cancel grace so that no test waits 30 s for a job.
+fn registry(store: PostgresStore) -> JobRegistry {
+    JobRegistry::builder()
+        .store(store)
+        .cancel_grace(Duration::from_secs(5))
+        .build()
+}
+
+/// `fut`'s output, or a panic naming `what` once [`PATIENCE`] has passed.
+async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {PATIENCE:?}"))
+}
+
+/// Calls `probe` every 20 ms until it returns `Ok`, for at most [`PATIENCE`]; the panic names
+/// `what` and the last `Err` (what was seen instead).
+async fn eventually<T>(what: &str, probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    eventually_within(PATIENCE, what, probe).await
+}
+
+/// [`eventually`] with a bound of its own.
+async fn eventually_within<T>(
+    bound: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + bound;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("{what}: not within {bound:?}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// A status as another instance reads it, once the job has finished and every field is final.
+async fn final_status_on(reader: &JobRegistry, id: JobId) -> Result<AsynchronousJobStatus, String> {
+    match reader.status_anywhere(&id).await {
+        Ok(status) if status.is_terminal() => Ok(status),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// A PROCESSING job's `runtimeMS` runs on with the clock, so a copy read from the database
+/// differs from the owner's in that field alone; this zeroes it to compare the rest exactly.
+fn without_runtime(mut status: AsynchronousJobStatus) -> AsynchronousJobStatus {
+    status.runtime_ms = 0;
+    status
+}
+
+/// The one number `sql` returns, read through a raw connection: counts the crate does not
+/// expose.
+async fn rows(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// The database name in a URL or `key=value` string.
+fn dbname_of(url: &str) -> String {
+    let config: tokio_postgres::Config = url.parse().expect("the harness gives valid URLs");
+    config
+        .get_dbname()
+        .expect("the URL names a database")
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Types
+
+/// The store crosses threads, and so does every cluster-wide future (checked at compile time:
+/// the function is never called).
+#[test]
+fn the_store_and_the_cluster_futures_are_send() {
+    fn handle<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    handle::<PostgresStore>();
+
+    #[allow(dead_code)]
+    fn futures(registry: &JobRegistry, id: &JobId, etag: &asyncjobs::Etag, filter: &JobFilter) {
+        fn send<T: Send>(_: T) {}
+        send(PostgresStore::connect(""));
+        send(PostgresStore::builder("").connect());
+        send(registry.status_anywhere(id));
+        send(registry.cancel_anywhere(id));
+        send(registry.list_anywhere(filter));
+        send(registry.counts_anywhere());
+        send(registry.wait(id));
+        send(registry.wait_for_change(id, etag));
+        let user = registry.as_user(1);
+        send(user.status_anywhere(id));
+        send(user.cancel_anywhere(id));
+        send(user.list_anywhere(filter));
+        send(user.wait(id));
+        send(user.wait_for_change(id, etag));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two instances in one process
+
+/// B reads, long-polls, cancels and waits for a job that runs on A, and both end up with the
+/// same final status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instance_reads_follows_cancels_and_waits_for_a_job() {
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+
+    // The job reports step 1, then each step the test sends, until its token fires.
+    let (steps, mut next_step) = mpsc::unbounded_channel::<u64>();
+    let (cancel_seen, saw_cancel) = oneshot::channel::<(Instant, bool)>();
+    let request = JobRequest::new(json!({"concreteType": "org.example.Steps"})).started_by(7);
+    let spawned = Instant::now();
+    let id = a
+        .spawn(request, move |job: JobHandle| async move {
+            job.set_progress(1, 10, "step 1");
+            loop {
+                tokio::select! {
+                    () = job.cancelled() => {
+                        let _ = cancel_seen.send((Instant::now(), job.is_canceling()));
+                        return Err::<(), _>(std::io::Error::other("stopped at a safe point"));
+                    }
+                    Some(step) = next_step.recv() => {
+                        job.set_progress(step, 10, format!("step {step}"));
+                    }
+                }
+            }
+        })
+        .unwrap();
+
+    // B reads it from the database, progress included, within about one flush.
+    let first = eventually("B reads the job at step 1", async || {
+        match b.status_anywhere(&id).await {
+            Ok(status) if status.progress_current == Some(1) => Ok(status),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let progress_latency = spawned.elapsed();
+    let on_a = a.status(&id).unwrap();
+    assert_eq!(without_runtime(first.clone()), without_runtime(on_a));
+    assert_eq!(first.job_state, Processing);
+    assert!(!first.job_canceling);
+    assert_eq!(first.started_by_user_id, Some(7));
+    assert_eq!(
+        (first.progress_current, first.progress_total),
+        (Some(1), Some(10))
+    );
+    assert_eq!(first.progress_message.as_deref(), Some("step 1"));
+    assert_eq!(
+        first.request_body.as_deref(),
+        Some(&json!({"concreteType": "org.example.Steps"}))
+    );
+    assert!(
+        progress_latency <= CROSSING,
+        "B saw the first progress {progress_latency:?} after the spawn"
+    );
+
+    // B long-polls with the etag it has: nothing new yet, so it must wait...
+    let poll = tokio::spawn({
+        let b = b.clone();
+        let etag = first.etag.clone();
+        async move {
+            let changed = b.wait_for_change(&id, &etag).await;
+            (changed, Instant::now())
+        }
+    });
+    // A negative check needs some time: longer than a flush, in which nothing may wake it.
+    tokio::time::sleep(2 * FLUSH).await;
+    assert!(!poll.is_finished(), "the long-poll returned with no change");
+    // ...and wakes soon after A's next progress.
+    let stepped = Instant::now();
+    steps.send(2).unwrap();
+    let (changed, woke) = within("B's long-poll wakes", poll).await.unwrap();
+    let long_poll_latency = woke - stepped;
+    let changed = changed.expect("the long-poll returns the new status");
+    assert_eq!(changed.progress_current, Some(2));
+    assert_eq!(changed.progress_message.as_deref(), Some("step 2"));
+    assert_ne!(changed.etag, first.etag);
+    assert_eq!(
+        without_runtime(changed),
+        without_runtime(a.status(&id).unwrap())
+    );
+    assert!(
+        long_poll_latency <= CROSSING,
+        "B's long-poll woke {long_poll_latency:?} after A's progress"
+    );
+
+    // B waits for the end, and cancels; the cancel reaches the job on A through the database.
+    let b_waits = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let done = b.wait(&id).await;
+            (done, Instant::now())
+        }
+    });
+    let requested = Instant::now();
+    assert_eq!(b.cancel_anywhere(&id).await, Ok(CancelOutcome::Requested));
+    let (seen_at, canceling) = within("A's job sees the cancel", saw_cancel)
+        .await
+        .expect("the job tells when its token fires");
+    let cancel_latency = seen_at - requested;
+    assert!(canceling, "is_canceling() once the token fired");
+    assert!(
+        cancel_latency <= CROSSING,
+        "A's job saw B's cancel {cancel_latency:?} after it was requested"
+    );
+
+    let on_a = within("the job ends on A", a.wait(&id)).await.unwrap();
+    let ended = Instant::now();
+    assert_eq!(on_a.job_state, Failed);
+    assert!(on_a.job_canceling);
+    assert_eq!(
+        on_a.error_message.as_deref(),
+        Some("stopped at a safe point")
+    );
+    assert_eq!(on_a.exception.as_deref(), Some("std::io::error::Error"));
+    assert_eq!(
+        (on_a.progress_current, on_a.progress_total),
+        (Some(2), Some(10))
+    );
+    let (on_b, b_woke) = within("B's wait returns", b_waits).await.unwrap();
+    assert_eq!(on_b, Ok(on_a.clone()), "B's wait returns A's final status");
+    assert_eq!(b.status_anywhere(&id).await, Ok(on_a.clone()));
+    assert_eq!(a.status_anywhere(&id).await, Ok(on_a.clone()));
+    assert_eq!(
+        b.cancel_anywhere(&id).await,
+        Ok(CancelOutcome::AlreadyFinished)
+    );
+    println!(
+        "cross-instance latencies: first progress read {progress_latency:?} after spawn; \
+         long-poll woke {long_poll_latency:?} after the progress; cancel seen by the job \
+         {cancel_latency:?} after the request; B's wait returned {:?} after the job ended on A",
+        b_woke.saturating_duration_since(ended)
+    );
+}
+
+/// Ids never collide across instances, even when both start thousands of jobs at once, and
+/// each instance reads and lists the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_never_collide_across_instances() {
+    const PER_INSTANCE: usize = 5_000;
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+
+    // A's jobs are user 1's and B's user 2's, so that a list can pick either instance's.
+    let spawn_all = |registry: JobRegistry, user: u64| {
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(PER_INSTANCE);
+            for n in 0..PER_INSTANCE {
+                let request = JobRequest::new(json!({"n": n})).started_by(user);
+                let id = registry
+                    .spawn(request, move |_job| async move {
+                        Ok::<_, std::io::Error>(json!({"n": n}))
+                    })
+                    .unwrap();
+                ids.push(id);
+                if n % 100 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            ids
+        })
+    };
+    let (on_a, on_b) = (spawn_all(a.clone(), 1), spawn_all(b.clone(), 2));
+    let on_a = within("A starts its jobs", on_a).await.unwrap();
+    let on_b = within("B starts its jobs", on_b).await.unwrap();
+
+    let distinct: HashSet<JobId> = on_a.iter().chain(&on_b).copied().collect();
+    assert_eq!(distinct.len(), 2 * PER_INSTANCE, "every id is distinct");
+
+    let mut finals_of_a = BTreeMap::new();
+    for (registry, ids) in [(&a, &on_a), (&b, &on_b)] {
+        for (n, id) in ids.iter().enumerate() {
+            let done = within("a job completes", registry.wait(id)).await.unwrap();
+            assert_eq!(done.job_state, Complete);
+            assert_eq!(done.response_body.as_deref(), Some(&json!({"n": n})));
+            finals_of_a.insert(*id, done);
+        }
+    }
+    finals_of_a.retain(|id, _| on_a.contains(id));
+
+    // B reads some of A's jobs from the database, exactly as A has them.
+    for id in on_a.iter().step_by(250) {
+        let read = eventually("B reads A's final status", async || {
+            final_status_on(&b, *id).await
+        })
+        .await;
+        assert_eq!(read, finals_of_a[id]);
+    }
+    // B lists all of A's, and counts every job of both.
+    let listed = eventually("B lists all of A's jobs", async || {
+        match b.list_anywhere(&JobFilter::new().started_by(1)).await {
+            Ok(list) if list.len() == PER_INSTANCE => Ok(list),
+            Ok(list) => Err(format!("{} listed", list.len())),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    })
+    .await;
+    for status in &listed {
+        assert_eq!(Some(status), finals_of_a.get(&status.job_id));
+    }
+    let counts = eventually("B counts every job of both", async || {
+        match b.counts_anywhere().await {
+            Ok(counts) if counts.total() == 2 * PER_INSTANCE => Ok(counts),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        (counts.processing, counts.complete, counts.failed),
+        (0, 2 * PER_INSTANCE, 0)
+    );
+}
+
+/// A user view on one instance sees that user's jobs on another, and refuses other users'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_views_scope_jobs_across_instances() {
+    let test = pg::fresh_db().await;
+    let raw = pg::connect(&test.url).await.unwrap();
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+
+    let id = a
+        .as_user(1)
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.set_progress(1, 2, "waiting");
+            job.cancelled().await;
+            Err::<(), _>(std::io::Error::other("canceled"))
+        })
+        .unwrap();
+    let seen = eventually("B reads user 1's job", async || {
+        match b.status_anywhere(&id).await {
+            Ok(status) if status.progress_current == Some(1) => Ok(status),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let intruder = b.as_user(2);
+    assert_eq!(
+        intruder.status_anywhere(&id).await,
+        Err(Error::NotYourJob(id))
+    );
+    assert_eq!(
+        intruder.cancel_anywhere(&id).await,
+        Err(Error::NotYourJob(id))
+    );
+    assert_eq!(
+        within(
+            "a refused long-poll returns at once",
+            intruder.wait_for_change(&id, &seen.etag)
+        )
+        .await,
+        Err(Error::NotYourJob(id))
+    );
+    assert_eq!(
+        within("a refused wait returns at once", intruder.wait(&id)).await,
+        Err(Error::NotYourJob(id))
+    );
+    let intruder_list = intruder.list_anywhere(&JobFilter::new()).await.unwrap();
+    assert_eq!(intruder_list, Vec::new(), "user 2 lists none of user 1's");
+    // The refused cancel left no request behind.
+    let requested: bool = raw
+        .query_one(
+            "SELECT cancel_requested FROM asyncjobs_jobs WHERE id = $1",
+            &[&i64::try_from(id.as_u64()).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!requested, "a refused cancel requests nothing");
+    assert!(!a.status(&id).unwrap().job_canceling);
+
+    let owner = b.as_user(1);
+    let read = owner.status_anywhere(&id).await.unwrap();
+    assert_eq!(without_runtime(read.clone()), without_runtime(seen.clone()));
+    assert_eq!(read.started_by_user_id, Some(1));
+    let listed = owner.list_anywhere(&JobFilter::new()).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.job_id).collect::<Vec<_>>(),
+        vec![id]
+    );
+
+    // An id no instance ever gave is unknown to everyone, and not "someone else's".
+    let unknown = JobId::from_u64(id.as_u64() + 1_000_000_000);
+    assert_eq!(
+        b.status_anywhere(&unknown).await,
+        Err(Error::UnknownJob(unknown))
+    );
+    assert_eq!(
+        owner.status_anywhere(&unknown).await,
+        Err(Error::UnknownJob(unknown))
+    );
+    assert_eq!(
+        intruder.cancel_anywhere(&unknown).await,
+        Err(Error::UnknownJob(unknown))
+    );
+    assert_eq!(
+        within(
+            "a long-poll of an unknown job returns at once",
+            owner.wait_for_change(&unknown, &seen.etag)
+        )
+        .await,
+        Err(Error::UnknownJob(unknown))
+    );
+
+    // The owner's view may cancel it from B.
+    assert_eq!(
+        owner.cancel_anywhere(&id).await,
+        Ok(CancelOutcome::Requested)
+    );
+    let done = within("user 1 waits for the end from B", owner.wait(&id))
+        .await
+        .unwrap();
+    assert_eq!(done.job_state, Failed);
+    assert!(done.job_canceling);
+    assert_eq!(done, a.status(&id).unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// An instance killed with SIGKILL, in a process of its own
+
+/// Carries the database URL to [`child_instance`]; without it, that test does nothing.
+const CHILD_URL_VAR: &str = "ASYNCJOBS_CLUSTER_CHILD_URL";
+/// Marks the child's line with its instance id.
+const CHILD_INSTANCE: &str = "asyncjobs-child-instance: ";
+/// Marks each of the child's lines with a job id.
+const CHILD_JOB: &str = "asyncjobs-child-job: ";
+
+/// The instance that [`a_killed_instance_s_jobs_fail_with_node_lost`] starts in a process of its
+/// own and kills: a 2 s lease, 3 jobs that never end, their ids on stdout, then it waits forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the other process of a_killed_instance_s_jobs_fail_with_node_lost, which runs it"]
+async fn child_instance() {
+    use std::io::Write;
+    let Ok(url) = std::env::var(CHILD_URL_VAR) else {
+        return;
+    };
+    let store = store_with_lease(&url, Duration::from_secs(2)).await;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{CHILD_INSTANCE}{}", store.instance_id()).unwrap();
+    let registry = registry(store);
+    for n in 0..3 {
+        let request = JobRequest::new(json!({"n": n}));
+        let id = registry
+            .spawn(request, |_job| {
+                std::future::pending::<Result<(), std::io::Error>>()
+            })
+            .unwrap();
+        writeln!(out, "{CHILD_JOB}{id}").unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    std::future::pending::<()>().await;
+}
+
+/// Another process's instance, killed with SIGKILL while running jobs: once its lease runs
+/// out, this instance marks its PROCESSING jobs FAILED with exception NodeLost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_s_jobs_fail_with_node_lost() {
+    let test = pg::fresh_db().await;
+    let here = registry(store_with_lease(&test.url, Duration::from_secs(2)).await);
+
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_instance", "--ignored", "--nocapture"])
+        .env(CHILD_URL_VAR, &test.url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the test binary again as the child instance");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut instance = None;
+    let mut ids = Vec::new();
+    within("the child prints its instance and its 3 job ids", async {
+        while ids.len() < 3 {
+            let line = lines
+                .next_line()
+                .await
+                .expect("read the child's stdout")
+                .expect("the child ended before printing its 3 job ids");
+            if let Some(number) = line.strip_prefix(CHILD_INSTANCE) {
+                instance = Some(number.trim().parse::<u64>().unwrap());
+            } else if let Some(number) = line.strip_prefix(CHILD_JOB) {
+                ids.push(number.trim().parse::<JobId>().unwrap());
+            }
+        }
+    })
+    .await;
+    let instance = instance.expect("the child prints its instance first");
+
+    let mut running = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let status = eventually("this instance reads the child's job", async || {
+            match here.status_anywhere(id).await {
+                Ok(status) => Ok(status),
+                Err(e) => Err(format!("{e:?}")),
+            }
+        })
+        .await;
+        assert_eq!(status.job_state, Processing);
+        assert_eq!(status.request_body.as_deref(), Some(&json!({"n": n})));
+        running.push(status);
+    }
+    let waits_for_first = tokio::spawn({
+        let here = here.clone();
+        let id = ids[0];
+        async move { here.wait(&id).await }
+    });
+
+    child.start_kill().expect("SIGKILL the child"); // `kill` on Unix is SIGKILL
+    let killed = Instant::now();
+    let exit = within("the child dies", child.wait()).await.unwrap();
+    assert_eq!(
+        exit.signal(),
+        Some(9),
+        "the child died of SIGKILL: {exit:?}"
+    );
+
+    let bound = Duration::from_secs(30);
+    let mut lost = Vec::new();
+    for id in &ids {
+        lost.push(
+            eventually_within(bound, "the killed instance's job is failed", async || {
+                final_status_on(&here, *id).await
+            })
+            .await,
+        );
+    }
+    let detection = killed.elapsed();
+    for (status, before) in lost.iter().zip(&running) {
+        assert_eq!(status.job_state, Failed);
+        assert_eq!(status.exception.as_deref(), Some(exception::NODE_LOST));
+        assert_eq!(
+            status.error_message.as_deref(),
+            Some(
+                format!(
+                    "job's instance {instance} stopped renewing its lease, so the job was lost"
+                )
+                .as_str()
+            )
+        );
+        assert!(!status.job_canceling);
+        assert_ne!(status.etag, before.etag);
+        assert_eq!(status.request_body, before.request_body);
+        assert_eq!(status.started_on, before.started_on);
+        assert!(status.changed_on >= before.changed_on);
+    }
+    let waited = within("a wait for the lost job returns", waits_for_first)
+        .await
+        .unwrap();
+    assert_eq!(waited, Ok(lost[0].clone()));
+    assert!(detection <= bound);
+    println!(
+        "NodeLost: all 3 jobs of the killed instance (lease 2 s) were FAILED {detection:?} \
+         after SIGKILL"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults: each on a server of its own, which it stops.
+
+/// The server restarts while 20 jobs on A report progress; every final status still reaches
+/// the database, where B reads exactly what A has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_run_loses_no_final_status() {
+    const STEPS: u64 = 30;
+    let server = pg::private_server();
+    let test = server.fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+
+    // 30 steps 100 ms apart: about 3 s each.
+    let ids: Vec<JobId> = (0..20u64)
+        .map(|n| {
+            a.spawn(
+                JobRequest::new(json!({"n": n})),
+                move |job: JobHandle| async move {
+                    for step in 1..=STEPS {
+                        job.set_progress(step, STEPS, format!("step {step}"));
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Ok::<_, std::io::Error>(json!({"job": n}))
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    for id in &ids {
+        eventually("B reads A's running job", async || {
+            match b.status_anywhere(id).await {
+                Ok(status) if status.job_state == Processing => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+
+    let restart = Instant::now();
+    tokio::task::block_in_place(|| server.restart());
+    let restart_took = restart.elapsed();
+    let running_after = ids
+        .iter()
+        .filter(|id| !a.status(id).unwrap().is_terminal())
+        .count();
+
+    for (n, id) in ids.iter().enumerate() {
+        let done = within("A's job completes", a.wait(id)).await.unwrap();
+        assert_eq!(done.job_state, Complete);
+        assert_eq!(done.response_body.as_deref(), Some(&json!({"job": n})));
+        assert_eq!(
+            (done.progress_current, done.progress_total),
+            (Some(STEPS), Some(STEPS))
+        );
+        assert_eq!(done.progress_message.as_deref(), Some("Complete"));
+    }
+    let written = Instant::now();
+    for id in &ids {
+        let read = eventually("B reads A's final status after the restart", async || {
+            final_status_on(&b, *id).await
+        })
+        .await;
+        assert_eq!(read, a.status(id).unwrap());
+    }
+    println!(
+        "restart took {restart_took:?}; {running_after} of 20 jobs were still running after \
+         it; B read all final statuses {:?} after the last job ended",
+        written.elapsed()
+    );
+}
+
+/// While the database is down, A's jobs run on and A answers for them; B cannot read, wait for,
+/// cancel, list or count them and says so; once the database is back, the latest status of
+/// every job reaches it: the final ones, and the latest progress of one still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
+    const SURVIVOR_STEPS: u64 = 50;
+    let server = pg::private_server();
+    let test = server.fresh_db().await;
+    // The outage below lasts a few seconds, well within this lease: A must not give up its jobs.
+    let a = registry(store_with_lease(&test.url, Duration::from_secs(10)).await);
+    let b = registry(store(&test.url).await);
+
+    // Five jobs finish during the outage; the survivor reports progress during it and runs on
+    // until the database is back.
+    let (go, gate) = watch::channel(false);
+    let (release, released) = watch::channel(false);
+    let mut ids: Vec<JobId> = (0..5u64)
+        .map(|n| {
+            let mut gate = gate.clone();
+            a.spawn(
+                JobRequest::new(json!({"n": n})),
+                move |job: JobHandle| async move {
+                    job.set_progress(1, 2, "waiting");
+                    gate.wait_for(|open| *open).await.ok();
+                    job.set_progress(2, 2, "finishing");
+                    Ok::<_, std::io::Error>(json!({"job": n}))
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    let survivor = a
+        .spawn(JobRequest::new(json!({"survivor": true})), {
+            let mut gate = gate.clone();
+            let mut released = released.clone();
+            move |job: JobHandle| async move {
+                job.set_progress(1, SURVIVOR_STEPS, "step 1");
+                gate.wait_for(|open| *open).await.ok();
+                for step in 2..=SURVIVOR_STEPS {
+                    job.set_progress(step, SURVIVOR_STEPS, format!("step {step}"));
+                    tokio::task::yield_now().await;
+                }
+                released.wait_for(|open| *open).await.ok();
+                Ok::<_, std::io::Error>(json!({"survivor": true}))
+            }
+        })
+        .unwrap();
+    for id in ids.iter().chain([&survivor]) {
+        eventually("B reads A's job at its first step", async || {
+            match b.status_anywhere(id).await {
+                Ok(status) if status.progress_current == Some(1) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+
+    tokio::task::block_in_place(|| server.stop());
+    let down = Instant::now();
+
+    // A answers for its own jobs from memory, also through the cluster-wide calls.
+    for id in ids.iter().chain([&survivor]) {
+        let local = a.status(id).unwrap();
+        assert_eq!(local.job_state, Processing);
+        assert_eq!(local.progress_current, Some(1));
+        let anywhere = within("A reads its own job", a.status_anywhere(id))
+            .await
+            .unwrap();
+        assert_eq!(without_runtime(anywhere), without_runtime(local));
+    }
+    // B cannot reach A's jobs, and says why.
+    fn unavailable<T: std::fmt::Debug>(result: Result<T, Error>, what: &str) {
+        assert!(
+            matches!(result, Err(Error::StoreUnavailable(_))),
+            "B {what} with the database down: {result:?}"
+        );
+    }
+    let id = ids[0];
+    unavailable(within("B reads", b.status_anywhere(&id)).await, "reads");
+    unavailable(within("B waits", b.wait(&id)).await, "waits");
+    unavailable(within("B cancels", b.cancel_anywhere(&id)).await, "cancels");
+    unavailable(
+        within("B lists", b.list_anywhere(&JobFilter::new())).await,
+        "lists",
+    );
+    unavailable(within("B counts", b.counts_anywhere()).await, "counts");
+
+    // A's jobs go on and finish, and A starts one more, all while the database is down.
+    go.send(true).unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        let done = within("A's job finishes during the outage", a.wait(id))
+            .await
+            .unwrap();
+        assert_eq!(done.job_state, Complete);
+        assert!(!done.job_canceling, "A kept its jobs: its lease still held");
+        assert_eq!(done.response_body.as_deref(), Some(&json!({"job": n})));
+    }
+    let late = a
+        .spawn(JobRequest::new(json!({"late": true})), |_job| async {
+            Ok::<_, std::io::Error>(json!({"late": true}))
+        })
+        .unwrap();
+    assert_eq!(
+        within("the late job completes", a.wait(&late))
+            .await
+            .unwrap()
+            .job_state,
+        Complete
+    );
+    ids.push(late);
+    eventually("the survivor reports its last step", async || {
+        match a.status(&survivor) {
+            Ok(status) if status.progress_current == Some(SURVIVOR_STEPS) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Held down for several flush intervals, so that the store tries to write all this, and
+    // fails, before the database returns.
+    tokio::time::sleep(4 * FLUSH).await;
+    let outage = down.elapsed();
+    assert!(
+        outage < Duration::from_secs(6),
+        "the outage ({outage:?}) must stay well within A's 10 s lease"
+    );
+
+    tokio::task::block_in_place(|| server.start_again());
+    let back = Instant::now();
+    for id in &ids {
+        let read = eventually(
+            "B reads A's final status once the database is back",
+            async || final_status_on(&b, *id).await,
+        )
+        .await;
+        assert_eq!(read, a.status(id).unwrap());
+    }
+    // The survivor's latest progress, not an earlier one, reaches the database.
+    let latest = eventually("B reads the survivor's last step", async || {
+        match b.status_anywhere(&survivor).await {
+            Ok(status) if status.progress_current == Some(SURVIVOR_STEPS) => Ok(status),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let written = back.elapsed();
+    assert_eq!(
+        without_runtime(latest),
+        without_runtime(a.status(&survivor).unwrap())
+    );
+    release.send(true).unwrap();
+    let done = within("B waits for the survivor", b.wait(&survivor))
+        .await
+        .unwrap();
+    assert_eq!(done.job_state, Complete);
+    assert_eq!(done, a.status(&survivor).unwrap());
+    println!(
+        "outage of {outage:?}; every status written and read from B {written:?} after the \
+         database came back"
+    );
+}
+
+/// An instance that cannot renew its lease in time (the database is down for longer than
+/// it) cancels its own jobs; once the database is back it works on, and another instance
+/// reads its jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_cannot_renew_its_lease_cancels_its_jobs() {
+    const LEASE: Duration = Duration::from_secs(2);
+    let server = pg::private_server();
+    let test = server.fresh_db().await;
+    let a_store = store_with_lease(&test.url, LEASE).await;
+    let a = registry(a_store.clone());
+    let b = registry(store_with_lease(&test.url, LEASE).await);
+
+    let (token_fired, fired) = oneshot::channel::<Instant>();
+    let id = a
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.set_progress(1, 2, "waiting");
+            job.cancelled().await;
+            let _ = token_fired.send(Instant::now());
+            Err::<(), _>(std::io::Error::other("canceled"))
+        })
+        .unwrap();
+    eventually("B reads A's job", async || {
+        match b.status_anywhere(&id).await {
+            Ok(status) if status.progress_current == Some(1) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    tokio::task::block_in_place(|| server.stop());
+    let down = Instant::now();
+    let fired = within("A cancels its job once its lease is lost", fired)
+        .await
+        .expect("the job tells when its token fires");
+    let self_cancel = fired - down;
+    let on_a = within("the job ends on A", a.wait(&id)).await.unwrap();
+    assert_eq!(on_a.job_state, Failed);
+    assert!(on_a.job_canceling);
+    assert_eq!(on_a.error_message.as_deref(), Some("canceled"));
+    // The lease runs out at most a lease after the stop, and is checked every third of it.
+    assert!(
+        self_cancel <= LEASE + LEASE / 3 + Duration::from_secs(1),
+        "A canceled its job {self_cancel:?} after the database went down (lease {LEASE:?})"
+    );
+
+    tokio::task::block_in_place(|| server.start_again());
+    // The cluster ends the job FAILED: with A's own final status, if A renewed its lease before
+    // anyone reaped it, else as lost.
+    let read = eventually("B reads the job FAILED", async || {
+        final_status_on(&b, id).await
+    })
+    .await;
+    assert_eq!(read.job_state, Failed);
+    assert!(
+        read == on_a || read.exception.as_deref() == Some(exception::NODE_LOST),
+        "B reads {read:?}; A has {on_a:?}"
+    );
+    // A works on once it holds a live registration again (renewed, or registered anew if it
+    // was reaped): a new job is seen and canceled from B. (A job started before that may be
+    // written under a registration that was reaped: see
+    // `a_job_started_while_the_lease_is_lost_is_not_left_running_unseen`.)
+    let raw = pg::connect(&test.url).await.unwrap();
+    eventually("A holds a live registration again", async || {
+        let live: i64 = raw
+            .query_one(
+                "SELECT count(*) FROM asyncjobs_instances WHERE id = $1 AND lease_until > now()",
+                &[&i64::try_from(a_store.instance_id()).unwrap()],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if live == 1 {
+            Ok(())
+        } else {
+            Err(format!("instance {} not registered", a_store.instance_id()))
+        }
+    })
+    .await;
+    let next = a
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.cancelled().await;
+            Err::<(), _>(std::io::Error::other("canceled"))
+        })
+        .unwrap();
+    eventually("B reads A's new job", async || {
+        match b.status_anywhere(&next).await {
+            Ok(status) if status.job_state == Processing => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(b.cancel_anywhere(&next).await, Ok(CancelOutcome::Requested));
+    let done = within("B waits for A's new job", b.wait(&next))
+        .await
+        .unwrap();
+    assert_eq!(done.job_state, Failed);
+    assert!(done.job_canceling);
+    assert_eq!(done, a.status(&next).unwrap());
+    println!(
+        "lease {LEASE:?}: A canceled its job {self_cancel:?} after the database went down; \
+         B read it as {}",
+        if read == on_a { "A wrote it" } else { "lost" }
+    );
+}
+
+/// A job started after its instance lost its lease, while the instance's registration still
+/// stands, is failed as lost once another instance reaps that registration; its owner must
+/// then cancel it, as it canceled the jobs it had when the lease ran out, rather than run it on
+/// unseen (the cluster reads it FAILED, its owner runs it and will report another end).
+///
+/// The database is up throughout; a trigger refuses A's lease renewals (as an outage would,
+/// but deterministically), and refuses the reaping of A until the new job's row is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_started_while_the_lease_is_lost_is_not_left_running_unseen() {
+    const LEASE: Duration = Duration::from_secs(2);
+    let test = pg::fresh_db().await;
+    let raw = pg::connect(&test.url).await.unwrap();
+    let a_store = store_with_lease(&test.url, LEASE).await;
+    let first_instance = a_store.instance_id();
+    let a = registry(a_store.clone());
+    let b = registry(store_with_lease(&test.url, LEASE).await);
+
+    let (token_fired, fired) = oneshot::channel::<Instant>();
+    let old = a
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.cancelled().await;
+            let _ = token_fired.send(Instant::now());
+            Err::<(), _>(std::io::Error::other("canceled"))
+        })
+        .unwrap();
+    eventually("B reads A's first job", async || {
+        b.status_anywhere(&old).await.map_err(|e| format!("{e:?}"))
+    })
+    .await;
+
+    raw.batch_execute(&format!(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+         CREATE TRIGGER refuse_renewal BEFORE UPDATE ON asyncjobs_instances
+             FOR EACH ROW WHEN (OLD.id = {first_instance}) EXECUTE FUNCTION refuse();
+         CREATE TRIGGER refuse_reaping BEFORE DELETE ON asyncjobs_instances
+             FOR EACH ROW WHEN (OLD.id = {first_instance}) EXECUTE FUNCTION refuse();"
+    ))
+    .await
+    .unwrap();
+    let refused = Instant::now();
+    let fired = within("A cancels its job once its lease is lost", fired)
+        .await
+        .unwrap();
+    println!(
+        "A canceled its jobs {:?} after its renewals were refused (lease {LEASE:?})",
+        fired - refused
+    );
+
+    // Started after A gave up its jobs; written under A's registration, which still stands.
+    let (finish, finished) = oneshot::channel::<()>();
+    let next = a
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            tokio::select! {
+                () = job.cancelled() => Err(std::io::Error::other("canceled")),
+                _ = finished => Ok(json!("done")),
+            }
+        })
+        .unwrap();
+    let owner_of_next = format!("SELECT owner FROM asyncjobs_jobs WHERE id = {next}");
+    eventually("A writes its new job", async || {
+        match raw.query_opt(&owner_of_next, &[]).await {
+            Ok(Some(row)) => Ok(row.get::<_, i64>(0)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // Now A's registration may be reaped.
+    raw.batch_execute("DROP TRIGGER refuse_reaping ON asyncjobs_instances")
+        .await
+        .unwrap();
+    let lost = eventually("B reads A's new job as lost", async || {
+        final_status_on(&b, next).await
+    })
+    .await;
+    assert_eq!(lost.exception.as_deref(), Some(exception::NODE_LOST));
+    let read_lost = Instant::now();
+    eventually("A registers anew", async || match a_store.instance_id() {
+        id if id != first_instance => Ok(()),
+        id => Err(format!("still instance {id}")),
+    })
+    .await;
+
+    // The cluster has declared the job lost: its owner must not run it on.
+    let canceled = eventually_within(
+        Duration::from_secs(5),
+        "A cancels the job the cluster declared lost",
+        async || match a.status(&next) {
+            Ok(status) if status.job_canceling || status.is_terminal() => Ok(status),
+            other => Err(format!(
+                "{other:?} (read as lost {:?} ago)",
+                read_lost.elapsed()
+            )),
+        },
+    )
+    .await;
+    let _ = finish.send(());
+    assert!(
+        canceled.job_canceling,
+        "A ended the job without canceling it: {canceled:?}"
+    );
+}
+
+/// `shutdown` writes every final status before this instance leaves the cluster, even when a
+/// write of the store is under way as it begins: none is left PROCESSING, or marked lost, in the
+/// database.
+///
+/// To make "a write under way" certain rather than likely, a trigger makes the first write of
+/// the final statuses take 2 s (as a slow network or a lock wait might).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_every_final_status_before_leaving() {
+    const JOBS: u64 = 200;
+    let test = pg::fresh_db().await;
+    let raw = pg::connect(&test.url).await.unwrap();
+    let registry = registry(store(&test.url).await);
+    let (go, gate) = watch::channel(false);
+    let ids: Vec<JobId> = (0..JOBS)
+        .map(|n| {
+            let mut gate = gate.clone();
+            registry
+                .spawn(
+                    JobRequest::new(json!({"n": n})),
+                    move |job: JobHandle| async move {
+                        job.set_progress(1, 2, "waiting");
+                        gate.wait_for(|open| *open).await.ok();
+                        Ok::<_, std::io::Error>(json!({"n": n}))
+                    },
+                )
+                .unwrap()
+        })
+        .collect();
+    let first = i64::try_from(ids[0].as_u64()).unwrap();
+    let last = i64::try_from(ids[ids.len() - 1].as_u64()).unwrap();
+    let processing = format!(
+        "SELECT count(*) FROM asyncjobs_jobs \
+         WHERE id BETWEEN {first} AND {last} AND state = 'PROCESSING'"
+    );
+    eventually("every start is written", async || {
+        match rows(&raw, &processing).await {
+            n if n == JOBS as i64 => Ok(()),
+            n => Err(format!("{n} PROCESSING rows")),
+        }
+    })
+    .await;
+    // Nothing is due now, so the next write is the first of the final statuses.
+    raw.batch_execute(
+        "CREATE SEQUENCE writes_seen;
+         CREATE FUNCTION slow_first_write() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN
+                 IF nextval('writes_seen') = 1 THEN PERFORM pg_sleep(2); END IF;
+                 RETURN NULL;
+             END $$;
+         CREATE TRIGGER slow_first_write BEFORE INSERT ON asyncjobs_jobs
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_first_write();",
+    )
+    .await
+    .unwrap();
+
+    // The jobs finish, and the registry shuts down while the first write of their ends is
+    // under way.
+    go.send(true).unwrap();
+    for id in &ids {
+        within("a job completes", registry.wait(id)).await.unwrap();
+    }
+    eventually(
+        "the first write of the final statuses is under way",
+        async || match rows(
+            &raw,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event = 'PgSleep'",
+        )
+        .await
+        {
+            1 => Ok(()),
+            n => Err(format!("{n} writes under way")),
+        },
+    )
+    .await;
+    registry.shutdown(Duration::from_secs(5)).await;
+    // Whatever the store left running in the database has ended before the rows are read.
+    eventually("the store's statements end", async || {
+        match rows(
+            &raw,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'active' \
+             AND pid <> pg_backend_pid()",
+        )
+        .await
+        {
+            0 => Ok(()),
+            n => Err(format!("{n} statements running")),
+        }
+    })
+    .await;
+
+    let stored: BTreeMap<u64, AsynchronousJobStatus> = raw
+        .query(
+            "SELECT id, status FROM asyncjobs_jobs WHERE id BETWEEN $1 AND $2",
+            &[&first, &last],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            let id: i64 = row.get(0);
+            let status: serde_json::Value = row.get(1);
+            (id as u64, serde_json::from_value(status).unwrap())
+        })
+        .collect();
+    let wrong: Vec<String> = ids
+        .iter()
+        .filter_map(|id| {
+            let local = registry.status(id).unwrap();
+            let stored = stored.get(&id.as_u64());
+            (stored != Some(&local)).then(|| {
+                format!(
+                    "{id}: local {} {:?}, stored {:?}",
+                    local.job_state,
+                    local.exception,
+                    stored.map(|s| (s.job_state, s.exception.clone()))
+                )
+            })
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {JOBS} final statuses differ in the database after shutdown, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cost and bounds
+
+/// 1,000 jobs reporting progress as fast as they can cost the database a few batched
+/// statements per flush, not one per report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_costs_a_bounded_number_of_statements() {
+    const JOBS: u64 = 1_000;
+    const RUN: Duration = Duration::from_secs(2);
+    // The database is alone on a server of its own, and the counts are read through another
+    // database of it, so every transaction counted is the store's.
+    let server = pg::private_server();
+    let test = server.fresh_db().await;
+    let name = dbname_of(&test.url);
+    let stats = pg::connect(&server.url_of("postgres")).await.unwrap();
+    let transactions = async || -> i64 {
+        stats
+            .query_one(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let before = transactions().await;
+
+    let started = Instant::now();
+    let registry = registry(store(&test.url).await);
+    let reports = Arc::new(AtomicU64::new(0));
+    let ids: Vec<JobId> = (0..JOBS)
+        .map(|_| {
+            let reports = reports.clone();
+            registry
+                .spawn(JobRequest::default(), move |job: JobHandle| async move {
+                    let began = Instant::now();
+                    let mut n = 0u64;
+                    while began.elapsed() < RUN {
+                        n += 1;
+                        job.set_progress(n, u64::MAX, "counting");
+                        if n % 100 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    reports.fetch_add(n, Ordering::Relaxed);
+                    Ok::<_, std::io::Error>(n)
+                })
+                .unwrap()
+        })
+        .collect();
+    let mut finals = Vec::with_capacity(ids.len());
+    for id in &ids {
+        finals.push(
+            within("a counting job ends", registry.wait(id))
+                .await
+                .unwrap(),
+        );
+    }
+    // Every final status is written (asked through the store: a few statements of its own)
+    // before the shutdown, which must then write nothing more (whether it does is
+    // `shutdown_writes_every_final_status_before_leaving`'s business).
+    eventually("the final statuses are written", async || {
+        match registry.counts_anywhere().await {
+            Ok(counts) if counts.complete == JOBS as usize => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    registry.shutdown(Duration::from_secs(5)).await;
+    let window = started.elapsed();
+    drop(registry);
+
+    // A backend reports its counts at the latest when it exits, else within 10 s of going
+    // idle: wait until the store's connections are gone, for at most that long.
+    let connections = async || -> i64 {
+        stats
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(12), async {
+        while connections().await > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .is_ok();
+    let after = transactions().await;
+    let spent = after - before;
+    let per_second = spent as f64 / window.as_secs_f64();
+    let reports = reports.load(Ordering::Relaxed);
+
+    // Every job's latest status is in the database, exactly.
+    let raw = pg::connect(&test.url).await.unwrap();
+    let stored: BTreeMap<u64, AsynchronousJobStatus> = raw
+        .query("SELECT id, status FROM asyncjobs_jobs", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            let id: i64 = row.get(0);
+            let status: serde_json::Value = row.get(1);
+            (id as u64, serde_json::from_value(status).unwrap())
+        })
+        .collect();
+    assert_eq!(stored.len(), finals.len());
+    for done in &finals {
+        assert_eq!(done.job_state, Complete);
+        assert_eq!(stored.get(&done.job_id.as_u64()), Some(done));
+    }
+
+    println!(
+        "{JOBS} jobs made {reports} progress reports in {window:?}; the store ran {spent} \
+         transactions: {per_second:.1} per second (connections closed after shutdown: {closed})"
+    );
+    assert!(
+        per_second < 50.0,
+        "{spent} transactions in {window:?} ({per_second:.1}/s) for {reports} progress reports"
+    );
+}
+
+/// The database's retention sweep runs this long after an instance connects, and as often.
+const SWEEP_PERIOD: Duration = Duration::from_secs(10);
+
+/// A registry with the retention rules `rules` over a store on `url`, one job that runs until
+/// canceled, and 100 jobs that complete at once. Returns the registry, the running job, and
+/// when all 100 finished statuses were in the table (all at once: they finish within moments of
+/// each other, before the first sweep).
+async fn retention_run(
+    url: &str,
+    raw: &tokio_postgres::Client,
+    rules: impl FnOnce(asyncjobs::JobRegistryBuilder) -> asyncjobs::JobRegistryBuilder,
+) -> (JobRegistry, JobId, Instant) {
+    // Retention may drop a status from memory before a `wait` is called for it: count the ends
+    // as they happen instead.
+    let finished = Arc::new(AtomicU64::new(0));
+    let counter = finished.clone();
+    let registry = rules(JobRegistry::builder())
+        .store(store(url).await)
+        .observe(move |event: &asyncjobs::JobEvent<'_>| {
+            if event.kind() == asyncjobs::JobEventKind::Finished {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .build();
+    let running = registry
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.cancelled().await;
+            Err::<(), _>(std::io::Error::other("canceled"))
+        })
+        .unwrap();
+    for n in 0..100u64 {
+        registry
+            .spawn(JobRequest::new(json!({"n": n})), move |_job| async move {
+                Ok::<_, std::io::Error>(n)
+            })
+            .unwrap();
+    }
+    eventually("the 100 jobs finish", async || {
+        match finished.load(Ordering::Relaxed) {
+            100 => Ok(()),
+            n => Err(format!("{n} finished")),
+        }
+    })
+    .await;
+    eventually(
+        "the 100 finished statuses are written",
+        async || match rows(raw, FINISHED_ROWS).await {
+            100 => Ok(()),
+            n => Err(format!("{n} finished rows")),
+        },
+    )
+    .await;
+    (registry, running, Instant::now())
+}
+
+const FINISHED_ROWS: &str = "SELECT count(*) FROM asyncjobs_jobs WHERE state <> 'PROCESSING'";
+const PROCESSING_ROWS: &str = "SELECT count(*) FROM asyncjobs_jobs WHERE state = 'PROCESSING'";
+
+/// Finished statuses in the shared table are bounded by count, as in memory; running jobs'
+/// rows are never deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_table_keeps_at_most_the_finished_count() {
+    let test = pg::fresh_db().await;
+    let raw = pg::connect(&test.url).await.unwrap();
+    let (registry, running, written) =
+        retention_run(&test.url, &raw, |b| b.keep_finished_at_most(10)).await;
+
+    eventually_within(
+        SWEEP_PERIOD + PATIENCE,
+        "the table keeps 10 finished statuses",
+        async || match rows(&raw, FINISHED_ROWS).await {
+            10 => Ok(()),
+            n => Err(format!("{n} finished rows")),
+        },
+    )
+    .await;
+    let trimmed_after = written.elapsed();
+    assert_eq!(
+        rows(&raw, PROCESSING_ROWS).await,
+        1,
+        "the running job's row stays"
+    );
+    assert_eq!(registry.status(&running).unwrap().job_state, Processing);
+    assert_eq!(registry.list(&JobFilter::new().state(Complete)).len(), 10);
+    println!("100 finished rows were trimmed to 10 {trimmed_after:?} after they were written");
+}
+
+/// Finished statuses in the shared table are deleted once older than the registry keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_table_drops_finished_statuses_after_their_time() {
+    let test = pg::fresh_db().await;
+    let raw = pg::connect(&test.url).await.unwrap();
+    let (registry, running, written) = retention_run(&test.url, &raw, |b| {
+        b.keep_finished_for(Duration::from_secs(2))
+    })
+    .await;
+
+    eventually_within(
+        SWEEP_PERIOD + PATIENCE,
+        "the finished statuses are deleted after 2 s",
+        async || match rows(&raw, FINISHED_ROWS).await {
+            0 => Ok(()),
+            n => Err(format!("{n} finished rows")),
+        },
+    )
+    .await;
+    let gone_after = written.elapsed();
+    assert_eq!(
+        rows(&raw, PROCESSING_ROWS).await,
+        1,
+        "the running job's row stays"
+    );
+    assert_eq!(registry.status(&running).unwrap().job_state, Processing);
+    println!("100 finished rows kept 2 s were gone {gone_after:?} after they were all written");
+}
