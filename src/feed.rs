@@ -49,11 +49,9 @@ pub struct StatusFeed {
     user: Option<u64>,
     queue: Arc<FeedQueue>,
     /// The `Stream`'s item under way.
-    #[cfg(feature = "stream")]
     next: Option<NextChange>,
 }
 
-#[cfg(feature = "stream")]
 type NextChange = std::pin::Pin<
     Box<dyn std::future::Future<Output = Option<AsynchronousJobStatus>> + Send + Sync>,
 >;
@@ -70,7 +68,6 @@ impl StatusFeed {
             engine,
             user,
             queue,
-            #[cfg(feature = "stream")]
             next: None,
         }
     }
@@ -127,7 +124,6 @@ fn pop(engine: &Engine, queue: &FeedQueue) -> Option<AsynchronousJobStatus> {
     None
 }
 
-#[cfg(feature = "stream")]
 mod stream {
     use std::pin::Pin;
     use std::task::{Context, Poll};
@@ -135,7 +131,7 @@ mod stream {
     use super::{next_change, StatusFeed};
     use crate::AsynchronousJobStatus;
 
-    /// A [`StatusFeed`] is a `Stream` of statuses (feature `stream`): each item is what
+    /// A [`StatusFeed`] is a `Stream` of statuses: each item is what
     /// [`next`](StatusFeed::next) would return, and the stream ends when `next` would return
     /// `None`. Dropping it between items loses no change.
     impl futures_core::Stream for StatusFeed {

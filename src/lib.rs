@@ -64,7 +64,8 @@
 //! the one a client has (long-polling; put your own timeout around it),
 //! [`watch`](JobRegistry::watch) follows one job, and [`watch_all`](JobRegistry::watch_all)
 //! follows every job through a [`StatusFeed`] that conflates: a slow reader gets each job's
-//! latest status, never a backlog. [`list`](JobRegistry::list) and
+//! latest status, never a backlog. Both are `futures_core::Stream`s, ready for an SSE or
+//! WebSocket endpoint. [`list`](JobRegistry::list) and
 //! [`counts`](JobRegistry::counts) answer dashboards.
 //!
 //! # Cancellation and time limits

@@ -37,11 +37,9 @@ pub struct JobWatch {
     seen: Option<u64>,
     done: bool,
     /// The `Stream`'s item under way.
-    #[cfg(feature = "stream")]
     next: Option<NextStatus>,
 }
 
-#[cfg(feature = "stream")]
 type NextStatus =
     std::pin::Pin<Box<dyn std::future::Future<Output = AsynchronousJobStatus> + Send + Sync>>;
 
@@ -61,7 +59,6 @@ impl JobWatch {
             job,
             seen: None,
             done: false,
-            #[cfg(feature = "stream")]
             next: None,
         }
     }
@@ -93,9 +90,8 @@ impl JobWatch {
     }
 }
 
-/// A [`JobWatch`] is a `Stream` of the job's statuses (feature `stream`): the current one, then
+/// A [`JobWatch`] is a `Stream` of the job's statuses: the current one, then
 /// the latest after each change, ending after the final one, as [`next`](JobWatch::next).
-#[cfg(feature = "stream")]
 impl futures_core::Stream for JobWatch {
     type Item = AsynchronousJobStatus;
 
