@@ -27,6 +27,17 @@ pub(crate) enum Change<'a> {
 }
 
 impl Change<'_> {
+    /// Which kind of change this is, for the seam.
+    pub(crate) fn step(&self) -> crate::seam::Step {
+        use crate::seam::Step;
+        match self {
+            Change::Progress { .. } => Step::Progress,
+            Change::Canceling(_) | Change::TimedOut(_) => Step::Canceling,
+            Change::Dequeued => Step::Dequeued,
+            Change::Complete(_) | Change::Fail(_) => Step::Finished,
+        }
+    }
+
     /// Whether this change is one of the few of a job's life (not progress): those are always
     /// handed to the seam's listeners in etag order, whoever listens.
     pub(crate) fn is_rare(&self) -> bool {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::change::Change;
 use crate::failure::Failure;
 use crate::observer::StatusSource;
-use crate::seam::{Event, Seam};
+use crate::seam::{Event, Seam, Step};
 use crate::trace;
 use crate::{
     AsynchJobState, AsynchronousJobStatus, CancelCause, Etag, JobEventKind, JobId, JobRequest,
@@ -150,7 +150,8 @@ impl Job {
     pub(crate) fn created(&self, seam: &Seam, queued: bool, publish: impl FnOnce()) {
         let _turn = seam.turn(&self.turn);
         publish();
-        let event = self.event(JobEventKind::Created, 1, AsynchJobState::Processing, None);
+        let mut event = self.event(JobEventKind::Created, 1, AsynchJobState::Processing, None);
+        event.queued = queued;
         seam.created(&event, self, queued);
     }
 
@@ -183,6 +184,15 @@ impl Job {
             state,
             canceling: cause.is_some(),
             cause,
+            step: match kind {
+                JobEventKind::Created => Step::Created,
+                JobEventKind::Removed => Step::Removed,
+                JobEventKind::Finished => Step::Finished,
+                _ => Step::Progress,
+            },
+            queued: false,
+            elapsed: Duration::ZERO,
+            exception: None,
         }
     }
 
@@ -194,6 +204,7 @@ impl Job {
         let mut ordered = change.is_rare();
         let mut turn = if ordered { seam.turn(&self.turn) } else { None };
         let note = trace::Note::of(&change);
+        let step = change.step();
         let mut st = self.state.lock();
         if st.phase.is_terminal() {
             return Applied::AlreadyFinished;
@@ -288,6 +299,11 @@ impl Job {
         st.changed_at = st.changed_at.max(Instant::now());
         let phase = st.phase;
         let cause = st.cause;
+        let queued = st.queued;
+        let exception = match &st.failure {
+            Some(failure) if phase.is_terminal() => Some(failure.exception.clone()),
+            _ => None,
+        };
         let version = st.version;
         let changed_at = st.changed_at;
         let wake = if st.waiters > 0 {
@@ -311,13 +327,12 @@ impl Job {
             let runtime = changed_at.saturating_duration_since(self.started_at);
             u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX)
         };
-        seam.changed(
-            &self.event(kind, version, phase, cause),
-            self,
-            note,
-            ordered,
-            runtime_ms,
-        );
+        let mut event = self.event(kind, version, phase, cause);
+        event.step = step;
+        event.queued = queued;
+        event.elapsed = changed_at.saturating_duration_since(self.started_at);
+        event.exception = exception;
+        seam.changed(&event, self, note, ordered, runtime_ms);
         drop(turn);
         // Waiters wake last: one that slept until the end sees the counts moved and every
         // observer told.

@@ -125,6 +125,25 @@
 //! costs nothing extra unless a subscriber enables TRACE for `asyncjobs`. `cause` is a
 //! [`CancelCause`]'s text (`on request`, `by the registry's shutdown`, …).
 //!
+//! # Metrics
+//!
+//! With the `metrics` feature the registry reports through the [`metrics`](https://docs.rs/metrics)
+//! facade, so whichever exporter the application installed (Prometheus, OpenTelemetry, statsd)
+//! sees them. Only the few changes of a job's life are recorded, never progress.
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `asyncjobs_jobs_started_total` | counter | | jobs spawned |
+//! | `asyncjobs_jobs_finished_total` | counter | `state` (`COMPLETE`, `FAILED`) | jobs finished |
+//! | `asyncjobs_jobs_failed_total` | counter | `exception` | failed jobs by their `exception` |
+//! | `asyncjobs_job_cancels_total` | counter | `cause` (`requested`, `shutdown`, `time_limit`, `stall_limit`, `lease_lost`) | cancels asked |
+//! | `asyncjobs_jobs_running` | gauge | | jobs running now |
+//! | `asyncjobs_jobs_queued` | gauge | | jobs waiting under the concurrency limit now |
+//! | `asyncjobs_job_runtime_seconds` | histogram | `state` | from spawn to the final status |
+//! | `asyncjobs_job_queue_wait_seconds` | histogram | | from spawn to leaving the queue |
+//!
+//! Gauges move by increments, so several registries in one process add up.
+//!
 //! # Observing every job
 //!
 //! [`JobRegistryBuilder::observe`] adds a [`StatusObserver`], told of every event of every job's
@@ -155,6 +174,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `tracing` | on | each job runs in a `job` span (id, user); every status change is a [`tracing`](https://docs.rs/tracing) event (progress at TRACE). Off: no `tracing` dependency. |
+//! | `metrics` | off | counters, gauges and histograms of jobs through the [`metrics`](https://docs.rs/metrics) facade (see "Metrics"). Off: no `metrics`. |
 //! | `http` | off | the `http` module: an [axum](https://docs.rs/axum) router serving Synapse's asynchronous-job REST API over a registry, with etags, `304` and long-polling. Off: no axum. |
 //! | `postgres` | off | the `postgres` module: a PostgreSQL store ([tokio-postgres](https://docs.rs/tokio-postgres), pooled, no TLS) that lets several instances of a service share job statuses and cancellation; attach it with [`JobRegistryBuilder::store`]. Off: no tokio-postgres. |
 //!
@@ -204,6 +224,7 @@ mod engine;
 
 // 4. The job and its seams (status events; the shared store)
 mod job;
+mod metrics;
 mod observer;
 mod seam;
 mod store;

@@ -100,6 +100,26 @@ pub(crate) struct Event {
     pub(crate) canceling: bool,
     /// What asked the job to cancel, if anything did.
     pub(crate) cause: Option<crate::CancelCause>,
+    /// What kind of change it was.
+    pub(crate) step: Step,
+    /// Whether the job waits (or, finished, waited until its end) in the concurrency limit's
+    /// queue.
+    pub(crate) queued: bool,
+    /// Time from the job's spawn to this change.
+    pub(crate) elapsed: std::time::Duration,
+    /// A failed job's `exception`.
+    pub(crate) exception: Option<Arc<str>>,
+}
+
+/// The kinds of change, finer than [`JobEventKind`], for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Created,
+    Progress,
+    Canceling,
+    Dequeued,
+    Finished,
+    Removed,
 }
 
 impl Seam {
@@ -161,6 +181,7 @@ impl Seam {
         queued: bool,
     ) {
         self.processing.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::record(event);
         self.deliver(event, source, || {
             crate::trace::started(event.id, event.user, queued);
         });
@@ -180,6 +201,7 @@ impl Seam {
         if !delivered {
             return;
         }
+        crate::metrics::record(event);
         self.deliver(event, source, || {
             note.emit(event.id, event.user, event.version, event.cause, runtime_ms);
         });
@@ -337,6 +359,15 @@ mod tests {
             state,
             canceling: false,
             cause: None,
+            step: match kind {
+                JobEventKind::Created => Step::Created,
+                JobEventKind::Finished => Step::Finished,
+                JobEventKind::Removed => Step::Removed,
+                _ => Step::Progress,
+            },
+            queued: false,
+            elapsed: std::time::Duration::ZERO,
+            exception: None,
         }
     }
 
