@@ -25,7 +25,9 @@ const FRAME: Duration = Duration::from_millis(300);
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     println!("asyncjobs demo: five jobs for one user, at most three at a time.");
-    println!("Watch them queue, report progress, fail, get canceled, and one get stopped after its");
+    println!(
+        "Watch them queue, report progress, fail, get canceled, and one get stopped after its"
+    );
     println!("grace; then see every final status as the JSON a Synapse client reads.\n");
     let registry = JobRegistry::builder()
         // At most three jobs run at once; later ones wait their turn, in order, and say so.

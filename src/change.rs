@@ -28,8 +28,8 @@ pub(crate) enum Change<'a> {
 
 impl Change<'_> {
     /// Which kind of change this is, for the seam.
-    pub(crate) fn step(&self) -> crate::seam::Step {
-        use crate::seam::Step;
+    pub(crate) fn step(&self) -> crate::event::Step {
+        use crate::event::Step;
         match self {
             Change::Progress { .. } => Step::Progress,
             Change::Canceling(_) | Change::TimedOut(_) => Step::Canceling,

@@ -1,5 +1,7 @@
 //! Which jobs a list returns.
 
+use std::sync::Arc;
+
 use crate::AsynchJobState;
 
 /// Selects jobs for [`JobRegistry::list`](crate::JobRegistry::list): by state and by starting
@@ -11,10 +13,11 @@ use crate::AsynchJobState;
 /// let failed_for_7 = JobFilter::new().state(AsynchJobState::Failed).started_by(7);
 /// # drop(failed_for_7);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct JobFilter {
     pub(crate) state: Option<AsynchJobState>,
     pub(crate) user: Option<u64>,
+    pub(crate) name: Option<Arc<str>>,
 }
 
 impl JobFilter {
@@ -27,6 +30,13 @@ impl JobFilter {
     #[must_use]
     pub fn state(mut self, state: AsynchJobState) -> Self {
         self.state = Some(state);
+        self
+    }
+
+    /// Only jobs with this [name](crate::JobRequest::name).
+    #[must_use]
+    pub fn named(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
         self
     }
 

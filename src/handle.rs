@@ -56,6 +56,11 @@ impl JobHandle {
         self.job.id
     }
 
+    /// The job's [name](crate::JobRequest::name), if its request gave one.
+    pub fn name(&self) -> Option<&str> {
+        self.job.name.as_deref()
+    }
+
     /// The user who started this job, if one was given.
     pub fn started_by(&self) -> Option<u64> {
         self.job.user

@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::change::Change;
 use crate::failure::Failure;
 use crate::observer::StatusSource;
-use crate::seam::{Event, Seam, Step};
+use crate::event::{Event, Step};
+use crate::seam::Seam;
 use crate::trace;
 use crate::{
     AsynchJobState, AsynchronousJobStatus, CancelCause, Etag, JobEventKind, JobId, JobRequest,
@@ -35,6 +36,8 @@ pub(crate) struct Job {
     pub(crate) user: Option<u64>,
     pub(crate) request: Option<Arc<Value>>,
     pub(crate) cacheable: bool,
+    /// The name the request gave, for people.
+    pub(crate) name: Option<Arc<str>>,
     /// The wall-clock time of the spawn; every later time of the job is this plus monotonic time
     /// elapsed since `started_at`, so a job's times never go backwards even if the system clock
     /// is stepped, and drift between the two clocks is bounded by one job's life.
@@ -121,6 +124,7 @@ impl Job {
             user: request.user,
             request: request.body,
             cacheable: request.cacheable,
+            name: request.name,
             started_on: unix_nanos_now(),
             started_at,
             turn: Mutex::new(()),
@@ -152,7 +156,7 @@ impl Job {
         publish();
         let mut event = self.event(JobEventKind::Created, 1, AsynchJobState::Processing, None);
         event.queued = queued;
-        seam.created(&event, self, queued);
+        seam.created(&event, self, self.name.as_deref(), queued);
     }
 
     /// Announces that retention dropped the job, its last event: it waits for any delivery of the

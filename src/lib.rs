@@ -233,6 +233,7 @@ mod trace;
 // 5. Leaves
 mod cause;
 mod change;
+mod event;
 mod counts;
 mod error;
 mod etag;

@@ -4,13 +4,13 @@
 //! for progress, which costs nothing here). Without the feature, everything here compiles to
 //! nothing.
 
-use crate::seam::Event;
+use crate::event::Event;
 
 #[cfg(feature = "metrics")]
 pub(crate) fn record(event: &Event) {
     use ::metrics::{counter, gauge, histogram};
 
-    use crate::seam::Step;
+    use crate::event::Step;
     use crate::{AsynchJobState, CancelCause};
 
     let queue = |queued: bool| {

@@ -25,6 +25,7 @@ pub struct JobRequest {
     pub(crate) cacheable: bool,
     pub(crate) time_limit: Option<Duration>,
     pub(crate) stall_limit: Option<Duration>,
+    pub(crate) name: Option<Arc<str>>,
 }
 
 impl JobRequest {
@@ -76,6 +77,21 @@ impl JobRequest {
     pub fn stall_limit(mut self, limit: Duration) -> Self {
         self.stall_limit = Some(limit);
         self
+    }
+
+    /// Names the job for people: shown in its `tracing` span and events, and filterable in
+    /// [`list`](crate::JobRegistry::list) ([`JobFilter::named`](crate::JobFilter::named)). Not
+    /// part of the status's JSON, whose fields are Synapse's. A name shared by many jobs (e.g.
+    /// `"csv-export"`) can be one `Arc<str>` for all of them.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The job's name, if one was given.
+    pub fn job_name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// The request body, if any.

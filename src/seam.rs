@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
+use crate::event::Event;
 use crate::failure::drop_quietly;
 use crate::id::IdHasher;
 use crate::trace::Note;
@@ -90,38 +91,6 @@ thread_local! {
     static DELIVERING: Cell<u32> = const { Cell::new(0) };
 }
 
-/// One job's event, as the seam delivers it.
-pub(crate) struct Event {
-    pub(crate) kind: JobEventKind,
-    pub(crate) id: JobId,
-    pub(crate) user: Option<u64>,
-    pub(crate) version: u64,
-    pub(crate) state: AsynchJobState,
-    pub(crate) canceling: bool,
-    /// What asked the job to cancel, if anything did.
-    pub(crate) cause: Option<crate::CancelCause>,
-    /// What kind of change it was.
-    pub(crate) step: Step,
-    /// Whether the job waits (or, finished, waited until its end) in the concurrency limit's
-    /// queue.
-    pub(crate) queued: bool,
-    /// Time from the job's spawn to this change.
-    pub(crate) elapsed: std::time::Duration,
-    /// A failed job's `exception`.
-    pub(crate) exception: Option<Arc<str>>,
-}
-
-/// The kinds of change, finer than [`JobEventKind`], for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
-    Created,
-    Progress,
-    Canceling,
-    Dequeued,
-    Finished,
-    Removed,
-}
-
 impl Seam {
     pub(crate) fn new(observers: Vec<Arc<dyn StatusObserver>>) -> Self {
         Seam {
@@ -178,12 +147,13 @@ impl Seam {
         &self,
         event: &Event,
         source: &dyn crate::observer::StatusSource,
+        name: Option<&str>,
         queued: bool,
     ) {
         self.processing.fetch_add(1, Ordering::Relaxed);
         crate::metrics::record(event);
         self.deliver(event, source, || {
-            crate::trace::started(event.id, event.user, queued);
+            crate::trace::started(event.id, event.user, name, queued);
         });
     }
 
@@ -328,6 +298,7 @@ impl Seam {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Step;
     use crate::AsynchronousJobStatus;
 
     #[derive(Default)]
@@ -384,7 +355,7 @@ mod tests {
         );
         for (id, user) in [(1, Some(7)), (2, Some(8)), (3, None)] {
             let e = event(JobEventKind::Created, id, user, AsynchJobState::Processing);
-            seam.created(&e, &NoStatus, false);
+            seam.created(&e, &NoStatus, None, false);
         }
         assert_eq!(*mine.0.lock(), [(JobId::from_u64(1), 2, false)]);
         assert_eq!(admin.0.lock().len(), 3);
@@ -397,7 +368,7 @@ mod tests {
             Some(7),
             AsynchJobState::Processing,
         );
-        seam.created(&e, &NoStatus, false);
+        seam.created(&e, &NoStatus, None, false);
         assert_eq!(
             mine.0.lock().len(),
             1,
@@ -430,7 +401,7 @@ mod tests {
     fn counts_follow_created_finished_and_removed() {
         let seam = Seam::new(Vec::new());
         let created = event(JobEventKind::Created, 1, None, AsynchJobState::Processing);
-        seam.created(&created, &NoStatus, false);
+        seam.created(&created, &NoStatus, None, false);
         assert_eq!(seam.counts().processing, 1);
         let finished = event(JobEventKind::Finished, 1, None, AsynchJobState::Failed);
         seam.changed(&finished, &NoStatus, Note::none(), true, || 0);

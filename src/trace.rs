@@ -114,8 +114,8 @@ mod enabled {
         }
     }
 
-    pub(crate) fn started(id: JobId, user: Option<u64>, queued: bool) {
-        debug!(target: "asyncjobs", parent: None, job_id = id.as_u64(), user, queued, "job started");
+    pub(crate) fn started(id: JobId, user: Option<u64>, name: Option<&str>, queued: bool) {
+        debug!(target: "asyncjobs", parent: None, job_id = id.as_u64(), user, name, queued, "job started");
     }
 
     /// Whether a subscriber wants progress events (TRACE): then progress reports are delivered
@@ -130,8 +130,8 @@ mod enabled {
     }
 
     /// The span a job runs in, and its closure is called in.
-    pub(crate) fn span(id: JobId, user: Option<u64>) -> Span {
-        tracing::info_span!(target: "asyncjobs", "job", job_id = id.as_u64(), user)
+    pub(crate) fn span(id: JobId, user: Option<u64>, name: Option<&str>) -> Span {
+        tracing::info_span!(target: "asyncjobs", "job", job_id = id.as_u64(), user, name)
     }
 }
 
@@ -166,7 +166,7 @@ mod disabled {
         }
     }
 
-    pub(crate) fn started(_: JobId, _: Option<u64>, _: bool) {}
+    pub(crate) fn started(_: JobId, _: Option<u64>, _: Option<&str>, _: bool) {}
 
     pub(crate) fn progress_enabled() -> bool {
         false

@@ -328,3 +328,47 @@ async fn a_feed_never_returns_the_same_status_twice() {
     }
     assert_eq!(seen.len(), ids.len());
 }
+
+/// A job's name is for people: its handle has it, and lists filter by it.
+#[tokio::test]
+async fn lists_filter_by_name_and_a_handle_knows_its_name() {
+    use asyncjobs::JobFilter;
+    let registry = JobRegistry::new();
+    let export: std::sync::Arc<str> = "csv-export".into();
+    let mut exports = Vec::new();
+    for i in 0..4u64 {
+        let request = if i % 2 == 0 {
+            JobRequest::default().name(export.clone())
+        } else {
+            JobRequest::default().name("reindex")
+        };
+        let id = registry
+            .spawn(request.started_by(i % 2 + 1), |job: JobHandle| async move {
+                Ok::<_, std::io::Error>(job.name().map(str::to_owned))
+            })
+            .unwrap();
+        let done = registry.wait(&id).await.unwrap();
+        let own_name = done
+            .response_body
+            .as_deref()
+            .and_then(|v| v.as_str().map(str::to_owned));
+        if i % 2 == 0 {
+            assert_eq!(own_name.as_deref(), Some("csv-export"));
+            exports.push(id);
+        }
+    }
+    let listed: Vec<_> = registry
+        .list(&JobFilter::new().named("csv-export"))
+        .into_iter()
+        .map(|s| s.job_id)
+        .collect();
+    assert_eq!(listed, exports);
+    assert!(
+        registry
+            .as_user(2)
+            .list(&JobFilter::new().named("csv-export"))
+            .is_empty(),
+        "user 2 has only reindexes"
+    );
+    assert_eq!(registry.list(&JobFilter::new().named("nothing")).len(), 0);
+}

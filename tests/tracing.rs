@@ -110,7 +110,7 @@ fn jobs_run_in_spans_and_changes_are_events() {
             .build();
         let ok = registry
             .spawn(
-                JobRequest::default().started_by(7),
+                JobRequest::default().started_by(7).name("export"),
                 |job: JobHandle| async move {
                     tracing::info!("inside the job");
                     job.set_progress(1, 2, "half");
@@ -147,6 +147,10 @@ fn jobs_run_in_spans_and_changes_are_events() {
             ]
         );
         assert_eq!(seen[0].fields["user"], "7");
+        assert_eq!(
+            seen[0].fields["name"], "export",
+            "the job's name is in its start event"
+        );
         assert_eq!(
             seen[1].span_job.as_deref(),
             Some(ok.to_string().as_str()),

@@ -259,6 +259,9 @@ impl Engine {
             Some(user) => self.table.jobs_of(user),
             None => self.table.jobs(|_| true),
         };
+        if let Some(name) = &filter.name {
+            jobs.retain(|job| job.name.as_ref() == Some(name));
+        }
         jobs.sort_unstable_by_key(|job| job.id);
         jobs.iter()
             .filter_map(|job| job.snapshot_unless(|at| self.retention.expired(at, now)))
