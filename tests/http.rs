@@ -108,6 +108,13 @@ fn api(registry: &JobRegistry, gate: &Arc<Notify>) -> AsyncJobApi {
         .job("test.Unit", |_: Value, _job: JobHandle| async move {
             Ok::<(), std::io::Error>(())
         })
+        // JSON object keys are strings: this result does not serialize.
+        .job(
+            "test.Unserializable",
+            |_: Value, _job: JobHandle| async move {
+                Ok::<_, std::io::Error>(std::collections::HashMap::from([((1, 2), 3)]))
+            },
+        )
         .job_with(
             "test.Limited",
             |request: JobRequest| request.time_limit(Duration::from_millis(50)),
@@ -307,30 +314,41 @@ async fn the_status_endpoint_answers_in_every_state() {
 }
 
 #[tokio::test]
-async fn failed_jobs_answer_with_the_status_their_exception_maps_to() {
+async fn every_failed_job_answers_a_4xx_with_its_error_message() {
     let f = fixture().await;
+    // None is a 5xx: a client retries those, and a FAILED status never changes.
     let cases = [
         (
             json!({"concreteType": "test.Fail", "message": "bad column"}),
+            "std::io::error::Error",
             StatusCode::BAD_REQUEST,
         ),
         (
             json!({"concreteType": "test.NotFound"}),
-            StatusCode::NOT_FOUND,
+            std::any::type_name::<NotFound>(),
+            StatusCode::NOT_FOUND, // mapped by the application
         ),
         (
             json!({"concreteType": "test.Panic"}),
-            StatusCode::INTERNAL_SERVER_ERROR,
+            exception::PANICKED,
+            StatusCode::BAD_REQUEST,
         ),
         (
             json!({"concreteType": "test.Limited"}),
-            StatusCode::GATEWAY_TIMEOUT,
+            exception::TIMED_OUT,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"concreteType": "test.Unserializable"}),
+            exception::RESPONSE_NOT_SERIALIZABLE,
+            StatusCode::BAD_REQUEST,
         ),
     ];
-    for (body, expected) in cases {
+    for (body, exception, expected) in cases {
         let token = f.start(ALICE, body.clone()).await;
         let status = f.finished(&token).await;
         assert_eq!(status.job_state, AsynchJobState::Failed);
+        assert_eq!(status.exception.as_deref(), Some(exception), "{body}");
         let response = f
             .get(ALICE, &format!("/async/get/{token}"))
             .send()

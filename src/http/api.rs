@@ -19,7 +19,7 @@ use super::handlers::{cancel, result, start, status};
 use super::identify::IdentifyUser;
 use super::rejection::Rejection;
 use super::state::Api;
-use crate::{exception, JobHandle, JobId, JobRegistry, JobRequest, UserView};
+use crate::{JobHandle, JobId, JobRegistry, JobRequest, UserView};
 
 /// The default for [`AsyncJobApi::max_body_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -64,25 +64,12 @@ impl AsyncJobApi {
     /// # drop((by_header, by_middleware));
     /// ```
     pub fn new(registry: JobRegistry, identify: impl IdentifyUser) -> Self {
-        let exception_statuses = [
-            (exception::TIMED_OUT, StatusCode::GATEWAY_TIMEOUT),
-            (exception::CANCELED, StatusCode::CONFLICT),
-            (exception::PANICKED, StatusCode::INTERNAL_SERVER_ERROR),
-            (
-                exception::RESPONSE_NOT_SERIALIZABLE,
-                StatusCode::INTERNAL_SERVER_ERROR,
-            ),
-            (exception::ABORTED, StatusCode::SERVICE_UNAVAILABLE),
-        ]
-        .into_iter()
-        .map(|(name, status)| (name.to_owned(), status))
-        .collect();
         AsyncJobApi {
             api: Api {
                 registry,
                 identify: Arc::new(identify),
                 kinds: HashMap::new(),
-                exception_statuses,
+                exception_statuses: HashMap::new(),
                 failed_status: StatusCode::BAD_REQUEST,
                 canceled_status: StatusCode::CONFLICT,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -197,34 +184,56 @@ impl AsyncJobApi {
 
     /// The HTTP status that `async/get` answers for a FAILED job whose `exception` is
     /// `exception` (e.g. a Rust type name such as `"myapp::errors::NotFound"`, or a name from
-    /// [`asyncjobs::exception`](crate::exception)); replaces an earlier mapping, default ones
-    /// included.
+    /// [`asyncjobs::exception`](crate::exception)); replaces an earlier mapping.
     ///
-    /// Defaults to: the mapping in the [module docs](crate::http#failed-jobs-on-asyncget).
+    /// Prefer a 4xx. A FAILED job never changes, so a 5xx, which tells a client that asking
+    /// again may work, sends it into a retry loop for nothing: Synapse's Python client retries
+    /// 429, 500, 502, 503 and 504 for up to 20 minutes.
+    ///
+    /// Defaults to: no mapping; see [`failed_status`](AsyncJobApi::failed_status) and
+    /// [`canceled_status`](AsyncJobApi::canceled_status).
+    ///
+    /// # Panics
+    ///
+    /// If `status` is not an error status (4xx or 5xx).
     #[must_use]
     pub fn exception_status(mut self, exception: impl Into<String>, status: StatusCode) -> Self {
-        self.api.exception_statuses.insert(exception.into(), status);
+        self.api
+            .exception_statuses
+            .insert(exception.into(), error_status(status));
         self
     }
 
     /// The HTTP status that `async/get` answers for a FAILED job whose `exception` is not mapped
-    /// and that was not canceled.
+    /// and that was not canceled: a job's own error, a panic, a broken
+    /// [time limit](JobRequest::time_limit), a result that did not serialize, a job stopped by
+    /// its runtime's end or lost with its instance.
     ///
     /// Defaults to: 400 Bad Request, as in Synapse.
+    ///
+    /// # Panics
+    ///
+    /// If `status` is not an error status (4xx or 5xx).
     #[must_use]
     pub fn failed_status(mut self, status: StatusCode) -> Self {
-        self.api.failed_status = status;
+        self.api.failed_status = error_status(status);
         self
     }
 
     /// The HTTP status that `async/get` answers for a FAILED job whose `exception` is not mapped
-    /// and that was canceled (`jobCanceling`), e.g. a job that stopped by returning its own error
-    /// after a cancel.
+    /// and that was canceled: [`exception::CANCELED`](crate::exception::CANCELED) (stopped after
+    /// its grace, canceled while queued, stopped by a shutdown), or any failure of a job whose
+    /// `jobCanceling` is set other than by a time limit (e.g. one that stopped by returning its
+    /// own error after a cancel).
     ///
-    /// Defaults to: 409 Conflict, as for [`exception::CANCELED`].
+    /// Defaults to: 409 Conflict: the result will never exist.
+    ///
+    /// # Panics
+    ///
+    /// If `status` is not an error status (4xx or 5xx).
     #[must_use]
     pub fn canceled_status(mut self, status: StatusCode) -> Self {
-        self.api.canceled_status = status;
+        self.api.canceled_status = error_status(status);
         self
     }
 
@@ -273,6 +282,15 @@ impl AsyncJobApi {
     }
 }
 
+/// `status`, if it is one a failure may be answered with.
+fn error_status(status: StatusCode) -> StatusCode {
+    assert!(
+        status.is_client_error() || status.is_server_error(),
+        "a failed job is answered with an error status (4xx or 5xx), not {status}"
+    );
+    status
+}
+
 impl fmt::Debug for AsyncJobApi {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut kinds: Vec<&str> = self.api.kinds.keys().map(|k| &**k).collect();
@@ -293,10 +311,81 @@ impl fmt::Debug for AsyncJobApi {
 mod tests {
     use super::*;
     use crate::http::UserHeader;
+    use crate::{exception, AsynchronousJobStatus};
+    use serde_json::json;
+
+    fn api() -> AsyncJobApi {
+        AsyncJobApi::new(JobRegistry::new(), UserHeader::new("x-user-id"))
+    }
+
+    fn failed(exception: &str, canceling: bool) -> AsynchronousJobStatus {
+        serde_json::from_value(json!({
+            "jobId": "1", "jobState": "FAILED", "etag": "3", "jobCanceling": canceling,
+            "startedOn": "2024-03-05T17:04:09.417Z", "changedOn": "2024-03-05T17:04:10.002Z",
+            "exception": exception, "errorMessage": "failed", "runtimeMS": 585,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_failure_is_a_4xx_by_default() {
+        let api = api().api;
+        for name in [
+            exception::PANICKED,
+            exception::RESPONSE_NOT_SERIALIZABLE,
+            exception::ABORTED,
+            exception::NODE_LOST,
+            "std::io::error::Error",
+        ] {
+            assert_eq!(
+                api.failure_status(&failed(name, false)),
+                StatusCode::BAD_REQUEST,
+                "{name}"
+            );
+        }
+        // A time limit sets jobCanceling, but is not a cancel.
+        assert_eq!(
+            api.failure_status(&failed(exception::TIMED_OUT, true)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            api.failure_status(&failed(exception::CANCELED, true)),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            api.failure_status(&failed(exception::CANCELED, false)),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            api.failure_status(&failed("std::io::error::Error", true)),
+            StatusCode::CONFLICT
+        );
+    }
+
+    #[test]
+    fn mappings_come_first() {
+        let api = api()
+            .exception_status(exception::CANCELED, StatusCode::GONE)
+            .exception_status(exception::TIMED_OUT, StatusCode::REQUEST_TIMEOUT)
+            .api;
+        assert_eq!(
+            api.failure_status(&failed(exception::CANCELED, true)),
+            StatusCode::GONE
+        );
+        assert_eq!(
+            api.failure_status(&failed(exception::TIMED_OUT, true)),
+            StatusCode::REQUEST_TIMEOUT
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "error status")]
+    fn a_failure_is_never_answered_with_a_success() {
+        let _ = api().failed_status(StatusCode::OK);
+    }
 
     #[test]
     fn prefixes_are_normalized() {
-        let api = || AsyncJobApi::new(JobRegistry::new(), UserHeader::new("x-user-id"));
         assert_eq!(api().prefix("table/query/").prefix, "/table/query");
         assert_eq!(api().prefix("/").prefix, "");
         assert_eq!(api().prefix("").prefix, "");

@@ -10,7 +10,7 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `POST {prefix}/async/start` | `201 {"token": "<jobId>"}`: starts the job the body's `concreteType` names, as the caller |
-//! | `GET {prefix}/async/get/{token}` | `202` and the status while PROCESSING; `200` and the response body when COMPLETE (`null` for a job whose result serializes to `null`); when FAILED, a status chosen from `exception` with `{"reason": errorMessage}` |
+//! | `GET {prefix}/async/get/{token}` | `202` and the status while PROCESSING; `200` and the response body when COMPLETE (`null` for a job whose result serializes to `null`); when FAILED, a 4xx chosen from `exception` with `{"reason": errorMessage}` |
 //! | `GET /asynchronous/job/{jobId}` | `200` and the status, in any state |
 //! | `POST` (or, as Synapse, `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
 //!
@@ -28,23 +28,30 @@
 //! | 403 | the job was started by another user |
 //! | 404 | no such job (never started, or dropped by retention) |
 //! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes); when its `Content-Length` says so, answered from the headers before the body is read |
-//! | 503 | the registry is [shut down](crate::JobRegistry::shutdown): no new jobs |
+//! | 503 | the registry is [shut down](crate::JobRegistry::shutdown) (no new jobs), or its store cannot be reached |
 //!
 //! # Failed jobs on `async/get`
 //!
-//! A FAILED job answers with the status its `exception` is mapped to
-//! ([`exception_status`](AsyncJobApi::exception_status)); an unmapped one that was canceled
-//! (`jobCanceling`) answers [`canceled_status`](AsyncJobApi::canceled_status), any other
-//! [`failed_status`](AsyncJobApi::failed_status), 400 by default, as in Synapse. The failures the
-//! registry reports itself are mapped by default:
+//! A FAILED job answers with a 4xx and `{"reason": errorMessage}`, as in Synapse:
 //!
-//! | `exception` | status | why |
+//! | FAILED job | status | set with |
 //! |---|---|---|
-//! | [`asyncjobs::JobTimedOut`](crate::exception::TIMED_OUT) | 504 Gateway Timeout | the work took longer than its limit |
-//! | [`asyncjobs::JobCanceled`](crate::exception::CANCELED) | 409 Conflict | canceled (or stopped by a shutdown): the result will never exist |
-//! | [`asyncjobs::JobPanicked`](crate::exception::PANICKED) | 500 Internal Server Error | a bug in the job |
-//! | [`asyncjobs::ResponseNotSerializable`](crate::exception::RESPONSE_NOT_SERIALIZABLE) | 500 Internal Server Error | a bug in the job |
-//! | [`asyncjobs::JobAborted`](crate::exception::ABORTED) | 503 Service Unavailable | the server's runtime went away under the job |
+//! | its `exception` mapped | as mapped | [`exception_status`](AsyncJobApi::exception_status) |
+//! | canceled: `exception` [`asyncjobs::JobCanceled`](crate::exception::CANCELED), or `jobCanceling` set other than by a time limit | 409 Conflict | [`canceled_status`](AsyncJobApi::canceled_status) |
+//! | any other: its own error, a panic, a time limit, a result that did not serialize, its runtime gone, its instance lost | 400 Bad Request | [`failed_status`](AsyncJobApi::failed_status) |
+//!
+//! Never a 5xx by default. A 5xx says "the server is in trouble, ask again": Synapse's Python
+//! client retries 429, 500, 502, 503 and 504 for up to 20 minutes, so a failed job answered so
+//! would look like an outage and keep its user waiting for nothing, since a FAILED status never
+//! changes. 5xx are for the server's own trouble: a shut-down registry (503) or a store that
+//! cannot be reached (503, [`Error::StoreUnavailable`](crate::Error::StoreUnavailable)).
+//!
+//! That client also retries any error whose `reason` contains one of `timeout`, `timed out`,
+//! `try again`, `slow down`, `slowdown`, `proxy error`, `connection reset by peer`,
+//! `couldn't connect to host` or `unknown ssl protocol error`. The failures the registry reports
+//! itself say none of them (a broken time limit reads "job exceeded its time limit of 10m");
+//! a job's own error message is sent as it is, so a job whose error says "timed out" is retried by
+//! that client until its retries run out. Word such errors otherwise ("took too long").
 //!
 //! # Beyond Synapse: etags, `304` and long-polling
 //!

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::identify::IdentifyUser;
 use super::rejection::Rejection;
-use crate::{AsynchronousJobStatus, JobId, JobRegistry, UserView};
+use crate::{exception, AsynchronousJobStatus, JobId, JobRegistry, UserView};
 
 /// What the handlers share: the configuration, behind one `Arc` once the router is built.
 #[derive(Clone)]
@@ -28,16 +28,21 @@ pub(super) struct Api {
 pub(super) type StartFn = dyn Fn(&UserView, Value) -> Result<JobId, Rejection> + Send + Sync;
 
 impl Api {
-    /// The HTTP status `async/get` answers for this FAILED status.
+    /// The HTTP status `async/get` answers for this FAILED status. Never a 5xx unless the
+    /// application mapped one: a FAILED status never changes, so asking again cannot help, and
+    /// clients retry 5xx (Synapse's Python client for 20 minutes).
     pub(super) fn failure_status(&self, status: &AsynchronousJobStatus) -> StatusCode {
-        let mapped = status
-            .exception
-            .as_deref()
-            .and_then(|name| self.exception_statuses.get(name));
-        match mapped {
-            Some(&code) => code,
-            None if status.job_canceling => self.canceled_status,
-            None => self.failed_status,
+        let name = status.exception.as_deref();
+        if let Some(&code) = name.and_then(|name| self.exception_statuses.get(name)) {
+            return code;
+        }
+        // A time limit sets `jobCanceling` too, but nobody canceled that job.
+        let canceled = name == Some(exception::CANCELED)
+            || (status.job_canceling && name != Some(exception::TIMED_OUT));
+        if canceled {
+            self.canceled_status
+        } else {
+            self.failed_status
         }
     }
 }
