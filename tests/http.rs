@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use asyncjobs::http::{AsyncJobApi, Rejection, UserHeader};
+use asyncjobs::http::{AsyncJobApi, Rejection, UserHeader, EMPTY_RESPONSE_TYPE};
 use asyncjobs::{exception, AsynchJobState, JobHandle, JobId, JobRegistry, JobRequest};
 use axum::http::{header, StatusCode};
 use axum::Router;
@@ -435,17 +435,21 @@ async fn failure_statuses_are_configurable() {
 }
 
 #[tokio::test]
-async fn a_job_without_a_result_completes_with_null() {
+async fn a_job_without_a_result_completes_with_an_empty_response_object() {
     let f = fixture().await;
     let token = f.start(ALICE, json!({"concreteType": "test.Unit"})).await;
-    f.finished(&token).await;
+    let done = f.finished(&token).await;
+    assert_eq!(done.response_body, None, "the status has no responseBody");
     let response = f
         .get(ALICE, &format!("/async/get/{token}"))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.text().await.unwrap(), "null");
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({ "concreteType": EMPTY_RESPONSE_TYPE }));
+    assert_eq!(EMPTY_RESPONSE_TYPE, "asyncjobs.EmptyResponse");
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::poll::{not_modified, read, Poll, PollQuery, Read};
 use super::rejection::Rejection;
-use super::response::{json, no_store, status_response, tag, Reason};
+use super::response::{complete_response, json, no_store, status_response, tag, Reason};
 use super::state::Api;
 use tokio::time::Instant;
 
@@ -128,7 +128,7 @@ pub(super) async fn result(
     };
     let mut response = match status.job_state {
         AsynchJobState::Processing => json(StatusCode::ACCEPTED, &status),
-        AsynchJobState::Complete => json(StatusCode::OK, &status.response_body),
+        AsynchJobState::Complete => complete_response(&status),
         AsynchJobState::Failed => {
             let reason = status.error_message.as_deref().unwrap_or("job failed");
             json(api.failure_status(&status), &Reason { reason })

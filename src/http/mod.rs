@@ -10,7 +10,7 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `POST {prefix}/async/start` | `201 {"token": "<jobId>"}`: starts the job the body's `concreteType` names, as the caller |
-//! | `GET {prefix}/async/get/{token}` | `202` and the status while PROCESSING; `200` and the response body when COMPLETE (`null` for a job whose result serializes to `null`); when FAILED, a 4xx chosen from `exception` with `{"reason": errorMessage}` |
+//! | `GET {prefix}/async/get/{token}` | `202` and the status while PROCESSING; `200` and the response body when COMPLETE; when FAILED, a 4xx chosen from `exception` with `{"reason": errorMessage}` |
 //! | `GET /asynchronous/job/{jobId}` | `200` and the status, in any state |
 //! | `POST` (or, as Synapse, `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
 //!
@@ -29,6 +29,14 @@
 //! | 404 | no such job (never started, or dropped by retention) |
 //! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes); when its `Content-Length` says so, answered from the headers before the body is read |
 //! | 503 | the registry is [shut down](crate::JobRegistry::shutdown) (no new jobs), or its store cannot be reached |
+//!
+//! # Completed jobs on `async/get`
+//!
+//! A COMPLETE job answers `200` with its response body, the job's result as JSON.
+//! A result that serializes to `null` (e.g. `()`) is answered
+//! `{"concreteType": "asyncjobs.EmptyResponse"}` ([`EMPTY_RESPONSE_TYPE`]), never a bare `null`:
+//! Synapse's bodies are JSON objects, and its clients read fields of them. Its status's
+//! `responseBody` stays absent.
 //!
 //! # Failed jobs on `async/get`
 //!
@@ -133,3 +141,4 @@ mod state;
 pub use api::{AsyncJobApi, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT};
 pub use identify::{IdentifyUser, UserHeader};
 pub use rejection::Rejection;
+pub use response::EMPTY_RESPONSE_TYPE;

@@ -4,8 +4,26 @@ use axum::http::header::{self, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::json;
 
 use crate::{AsynchronousJobStatus, Etag};
+
+/// The `concreteType` of what `async/get` answers for a COMPLETE job whose result serializes to
+/// `null` (e.g. `()`): `{"concreteType": "asyncjobs.EmptyResponse"}`. Synapse's response bodies
+/// are JSON objects with a `concreteType`, and its clients read fields of them (Synapse's Python
+/// client calls `.get` on the body), so a bare `null` would crash them.
+pub const EMPTY_RESPONSE_TYPE: &str = "asyncjobs.EmptyResponse";
+
+/// What `async/get` answers for a COMPLETE job: 200 and its response body.
+pub(super) fn complete_response(status: &AsynchronousJobStatus) -> Response {
+    match status.response_body.as_deref() {
+        Some(body) if !body.is_null() => json(StatusCode::OK, body),
+        _ => json(
+            StatusCode::OK,
+            &json!({ "concreteType": EMPTY_RESPONSE_TYPE }),
+        ),
+    }
+}
 
 /// Synapse's error body, `{"reason": "…"}`.
 #[derive(Serialize)]
