@@ -627,6 +627,30 @@ async fn errors_are_json_reasons_with_the_right_status() {
 }
 
 #[tokio::test]
+async fn a_typed_kind_refuses_a_body_of_another_shape_naming_the_field() {
+    let f = fixture().await;
+    for (body, reason) in [
+        (
+            json!({"concreteType": "test.Steps", "steps": "many", "stepMs": 1}),
+            r#"request body is not a valid test.Steps: steps: invalid type: string "many", expected u64"#,
+        ),
+        (
+            json!({"concreteType": "test.Steps", "steps": 1}),
+            "request body is not a valid test.Steps: missing field `stepMs`",
+        ),
+    ] {
+        let response = f
+            .post(ALICE, "/async/start")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(response, StatusCode::BAD_REQUEST).await, reason);
+    }
+    assert!(f.registry.is_empty());
+}
+
+#[tokio::test]
 async fn an_identity_header_sent_twice_is_refused_as_ambiguous() {
     let f = fixture().await;
     let alices = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;

@@ -100,12 +100,17 @@ impl AsyncJobApi {
     /// Registers a job kind: a request body whose `concreteType` is `concrete_type` starts a job
     /// that runs `job(body, handle)`, as the calling user.
     ///
-    /// The body is deserialized into `B` first: take [`serde_json::Value`] for the raw JSON
-    /// object, or a type of your own (unknown fields such as `concreteType` are ignored unless it
-    /// says otherwise); a body that does not deserialize is refused with 400 and serde's message.
-    /// The whole body becomes the job's `requestBody` either way. `job` and its result are as for
-    /// [`JobRegistry::spawn`]; it is called once per job started, from the request's task (not
-    /// at all when a [cacheable](JobRequest::cacheable) request is answered with an earlier job).
+    /// The documented path is typed: `B` a `Deserialize` type of the request's fields, `R` a
+    /// `Serialize` type of the response's. A body that does not deserialize into `B` is refused
+    /// with 400 and a reason that names the kind and the field, e.g. `request body is not a
+    /// valid org.example.ExportRequest: rows: invalid type: string "many", expected u64`. Fields
+    /// `B` does not name (`concreteType` among them) are ignored unless it says
+    /// `#[serde(deny_unknown_fields)]`; take [`serde_json::Value`] for the raw object. Give `R`
+    /// its `concreteType` with `#[serde(tag = "concreteType", rename = "org.example.ExportResponse")]`.
+    /// The whole body becomes the job's `requestBody` either way. `job` and its result are as
+    /// for [`JobRegistry::spawn`]; it is called once per job started, from the request's task
+    /// (not at all when a [cacheable](JobRequest::cacheable) request is answered with an earlier
+    /// job).
     ///
     /// # Panics
     ///
@@ -166,8 +171,9 @@ impl AsyncJobApi {
         let concrete_type: Arc<str> = Arc::from(concrete_type.into());
         let name = concrete_type.clone();
         let start = move |user: &UserView, body: Value| -> Result<JobId, Rejection> {
-            let typed = B::deserialize(&body)
-                .map_err(|e| Rejection::bad_request(format!("invalid {name} request body: {e}")))?;
+            let typed: B = serde_path_to_error::deserialize(&body).map_err(|e| {
+                Rejection::bad_request(format!("request body is not a valid {name}: {e}"))
+            })?;
             let request = configure(JobRequest::new(body));
             Ok(user.spawn(request, |handle| job(typed, handle))?)
         };
