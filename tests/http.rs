@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use asyncjobs::http::{AsyncJobApi, Rejection, UserHeader, EMPTY_RESPONSE_TYPE};
+use asyncjobs::http::{Area, AsyncJobApi, Rejection, UserHeader, EMPTY_RESPONSE_TYPE};
 use asyncjobs::{exception, AsynchJobState, JobHandle, JobId, JobRegistry, JobRequest};
 use axum::http::{header, StatusCode};
 use axum::Router;
@@ -979,64 +979,211 @@ async fn a_cacheable_kind_answers_an_equal_request_with_the_earlier_token() {
     );
 }
 
-#[tokio::test]
-async fn the_router_has_a_prefix_and_merges_into_an_application() {
+/// A table query, at `/entity/{entityId}/table/query`: the entity comes from the path.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TableQuery {
+    entity_id: String,
+    sql: String,
+}
+
+/// Its result, with its `concreteType` from serde.
+#[derive(serde::Serialize)]
+#[serde(
+    tag = "concreteType",
+    rename = "test.TableQueryResult",
+    rename_all = "camelCase"
+)]
+struct TableQueryResult {
+    entity_id: String,
+    sql: String,
+}
+
+/// Three areas as a Synapse-style service has them (two with a path parameter), and the root.
+fn areas_api(registry: &JobRegistry) -> AsyncJobApi {
+    AsyncJobApi::new(registry.clone(), UserHeader::new("X-User-Id"))
+        .area(Area::new("/entity/{entityId}/table/query").job_with(
+            "test.TableQuery",
+            JobRequest::cacheable,
+            |query: TableQuery, _job: JobHandle| async move {
+                Ok::<_, std::io::Error>(TableQueryResult {
+                    entity_id: query.entity_id,
+                    sql: query.sql,
+                })
+            },
+        ))
+        .area(Area::new("/entity/{entityId}/table/download/csv").job(
+            "test.CsvDownload",
+            |body: Value, _job: JobHandle| async move {
+                Ok::<_, std::io::Error>(
+                    json!({"concreteType": "test.CsvDownloadResult", "entityId": body["entityId"]}),
+                )
+            },
+        ))
+        .area(
+            Area::new("/file/bulk").job("test.BulkDownload", |_: Value, _job: JobHandle| async {
+                Ok::<_, std::io::Error>(json!({"concreteType": "test.BulkDownloadResult"}))
+            }),
+        )
+        .job("test.Unit", |_: Value, _job: JobHandle| async {
+            Ok::<(), std::io::Error>(())
+        })
+}
+
+/// A fixture over [`areas_api`], merged into an application's router with a state of its own.
+async fn areas_fixture() -> Fixture {
     #[derive(Clone)]
     struct AppState;
     let registry = JobRegistry::new();
-    let gate = Arc::new(Notify::new());
     let app: Router = Router::new()
         .route("/health", axum::routing::get(|| async { "ok" }))
-        .merge(
-            api(&registry, &gate)
-                .prefix("table/query/")
-                .into_router::<AppState>(),
-        )
+        .merge(areas_api(&registry).into_router::<AppState>())
         .with_state(AppState);
-    let f = Fixture {
+    Fixture {
         base: serve(app).await,
         http: client(),
         registry,
-        gate,
-    };
-    let response = f
-        .post(ALICE, "/table/query/async/start")
-        .json(&json!({"concreteType": "test.Unit"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let token: Value = response.json().await.unwrap();
-    let token = token["token"].as_str().unwrap();
-    f.finished(token).await;
-    let response = f
-        .get(ALICE, &format!("/table/query/async/get/{token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let response = f
-        .get(ALICE, &format!("/asynchronous/job/{token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let response = f.post(ALICE, "/async/start").send().await.unwrap();
-    assert_eq!(
-        response.status(),
-        StatusCode::NOT_FOUND,
-        "only under the prefix"
-    );
-    assert_eq!(
-        f.get(ALICE, "/health")
+        gate: Arc::new(Notify::new()),
+    }
+}
+
+impl Fixture {
+    /// Starts a job at `{area}/async/start`: its token.
+    async fn start_at(&self, area: &str, body: &Value) -> String {
+        let response = self
+            .post(ALICE, &format!("{area}/async/start"))
+            .json(body)
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{area} {body}");
+        let token: Value = response.json().await.unwrap();
+        token["token"].as_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn one_api_serves_many_areas_and_one_shared_job_set() {
+    let f = areas_fixture().await;
+    let query = json!({"concreteType": "test.TableQuery", "sql": "select 1"});
+    let syn1 = "/entity/syn1/table/query";
+    let token = f.start_at(syn1, &query).await;
+    // The path's entity is part of the request: in the job's body, and in the cache key.
+    let status = f.finished(&token).await;
+    assert_eq!(
+        status.request_body.as_deref(),
+        Some(&json!({"concreteType": "test.TableQuery", "sql": "select 1", "entityId": "syn1"}))
     );
+    assert_eq!(f.start_at(syn1, &query).await, token);
+    let explicit =
+        json!({"concreteType": "test.TableQuery", "sql": "select 1", "entityId": "syn1"});
+    assert_eq!(f.start_at(syn1, &explicit).await, token);
+    let other_table = f.start_at("/entity/syn2/table/query", &query).await;
+    assert_ne!(
+        other_table, token,
+        "the same query on another table is another request"
+    );
+    let contradicting =
+        json!({"concreteType": "test.TableQuery", "sql": "select 1", "entityId": "syn9"});
+    let response = f
+        .post(ALICE, &format!("{syn1}/async/start"))
+        .json(&contradicting)
+        .send()
+        .await
+        .unwrap();
+    let reason = refused(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        reason,
+        r#"entityId in the request body ("syn9") differs from the path's ("syn1")"#
+    );
+
+    // Each area answers for its own jobs.
+    let response = f
+        .get(ALICE, &format!("{syn1}/async/get/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"concreteType": "test.TableQueryResult", "entityId": "syn1", "sql": "select 1"})
+    );
+    for elsewhere in [
+        "/entity/syn2/table/query",
+        "/entity/syn1/table/download/csv",
+        "/file/bulk",
+        "",
+    ] {
+        let response = f
+            .get(ALICE, &format!("{elsewhere}/async/get/{token}"))
+            .send()
+            .await
+            .unwrap();
+        let reason = refused(response, StatusCode::NOT_FOUND).await;
+        assert_eq!(
+            reason,
+            format!(
+                "job {token} was not started at this path; /asynchronous/job/{token} answers for it"
+            ),
+            "{elsewhere}"
+        );
+    }
+
+    // A kind is started in its own area only, and the refusal says where.
+    let csv = json!({"concreteType": "test.CsvDownload"});
+    let response = f
+        .post(ALICE, &format!("{syn1}/async/start"))
+        .json(&csv)
+        .send()
+        .await
+        .unwrap();
+    let reason = refused(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        reason,
+        "test.CsvDownload is not started here but at \
+         /entity/{entityId}/table/download/csv/async/start; this endpoint starts: test.TableQuery"
+    );
+    let csv_token = f.start_at("/entity/syn3/table/download/csv", &csv).await;
+    let bulk_token = f
+        .start_at("/file/bulk", &json!({"concreteType": "test.BulkDownload"}))
+        .await;
+    let root_token = f.start_at("", &json!({"concreteType": "test.Unit"})).await;
+    for (area, token, expected) in [
+        (
+            "/entity/syn3/table/download/csv",
+            &csv_token,
+            json!({"concreteType": "test.CsvDownloadResult", "entityId": "syn3"}),
+        ),
+        (
+            "/file/bulk",
+            &bulk_token,
+            json!({"concreteType": "test.BulkDownloadResult"}),
+        ),
+        (
+            "",
+            &root_token,
+            json!({ "concreteType": EMPTY_RESPONSE_TYPE }),
+        ),
+    ] {
+        f.finished(token).await;
+        let response = f
+            .get(ALICE, &format!("{area}/async/get/{token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{area}");
+        assert_eq!(response.json::<Value>().await.unwrap(), expected);
+        // One shared set of /asynchronous/job endpoints answers for every area's jobs.
+        let response = f
+            .get(ALICE, &format!("/asynchronous/job/{token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let health = f.get(ALICE, "/health").send().await.unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1171,6 +1318,7 @@ async fn a_synapse_style_polling_client_follows_a_job_to_completion() {
 fn public_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<AsyncJobApi>();
+    send_sync::<Area>();
     send_sync::<UserHeader>();
     send_sync::<Rejection>();
 }

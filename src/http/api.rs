@@ -1,4 +1,4 @@
-//! [`AsyncJobApi`]: the job kinds and options, and the router built from them.
+//! [`AsyncJobApi`]: the areas, job kinds and options, and the router built from them.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -13,13 +13,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
-use super::handlers::{cancel, result, start, status};
+use super::area::{shape, Area};
+use super::handlers::{area_routes, cancel, status};
 use super::identify::IdentifyUser;
-use super::rejection::Rejection;
-use super::state::Api;
-use crate::{JobHandle, JobId, JobRegistry, JobRequest, UserView};
+use super::state::{Api, Kind};
+use crate::{JobHandle, JobRegistry, JobRequest};
 
 /// The default for [`AsyncJobApi::max_body_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -31,13 +30,16 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 /// Builds the router for Synapse's asynchronous-job REST API over one [`JobRegistry`]; see the
 /// [module docs](crate::http) for the endpoints and their answers.
 ///
-/// Each job kind is an async function registered under the `concreteType` of its request body
-/// ([`job`](AsyncJobApi::job)); each request's user comes from an [`IdentifyUser`].
-/// `Clone` is cheap: clones share the job kinds and the user identification.
+/// Job kinds are async functions registered under the `concreteType` of their request body, each
+/// in an [`Area`] (the path its `async/start` and `async/get` live under); one API serves any
+/// number of areas, and one shared set of `/asynchronous/job/{jobId}` endpoints for all of them. Each
+/// request's user comes from an [`IdentifyUser`]. `Clone` is cheap: clones share the job kinds
+/// and the user identification.
 #[derive(Clone)]
 pub struct AsyncJobApi {
     api: Api,
-    prefix: String,
+    /// The areas' paths, in the order they were first added.
+    areas: Vec<String>,
 }
 
 impl AsyncJobApi {
@@ -75,46 +77,69 @@ impl AsyncJobApi {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_wait: DEFAULT_MAX_WAIT,
             },
-            prefix: String::new(),
+            areas: Vec::new(),
         }
     }
 
-    /// The path before `/async/start` and `/async/get/{token}`, e.g. `"/table/query"` (Synapse
-    /// has one per area). A missing leading `/` is added and a trailing one dropped. It may
-    /// contain axum captures (`"/entity/{id}/table/query"`), which are matched but not passed to
-    /// jobs. `/asynchronous/job/…` is never prefixed.
+    /// Adds an area: its routes, `{path}/async/start` and `{path}/async/get/{token}`, and its
+    /// job kinds. An area whose path was added before (the root's included) gets the new kinds
+    /// added to it.
     ///
-    /// Defaults to: `""`, so the routes are `/async/start` and `/async/get/{token}`.
-    #[must_use]
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        let prefix = prefix.into();
-        let trimmed = prefix.trim_matches('/');
-        self.prefix = if trimmed.is_empty() {
-            String::new()
-        } else {
-            format!("/{trimmed}")
-        };
-        self
-    }
-
-    /// Registers a job kind: a request body whose `concreteType` is `concrete_type` starts a job
-    /// that runs `job(body, handle)`, as the calling user.
+    /// ```
+    /// use asyncjobs::http::{Area, AsyncJobApi, UserHeader};
+    /// use asyncjobs::{JobHandle, JobRegistry};
+    /// use serde_json::{json, Value};
     ///
-    /// The documented path is typed: `B` a `Deserialize` type of the request's fields, `R` a
-    /// `Serialize` type of the response's. A body that does not deserialize into `B` is refused
-    /// with 400 and a reason that names the kind and the field, e.g. `request body is not a
-    /// valid org.example.ExportRequest: rows: invalid type: string "many", expected u64`. Fields
-    /// `B` does not name (`concreteType` among them) are ignored unless it says
-    /// `#[serde(deny_unknown_fields)]`; take [`serde_json::Value`] for the raw object. Give `R`
-    /// its `concreteType` with `#[serde(tag = "concreteType", rename = "org.example.ExportResponse")]`.
-    /// The whole body becomes the job's `requestBody` either way. `job` and its result are as
-    /// for [`JobRegistry::spawn`]; it is called once per job started, from the request's task
-    /// (not at all when a [cacheable](JobRequest::cacheable) request is answered with an earlier
-    /// job).
+    /// let echo = |body: Value, _job: JobHandle| async move { Ok::<_, std::io::Error>(body) };
+    /// let app = AsyncJobApi::new(JobRegistry::new(), UserHeader::new("X-User-Id"))
+    ///     .area(Area::new("/entity/{entityId}/table/query").job("org.example.QueryRequest", echo))
+    ///     .area(Area::new("/entity/{entityId}/table/download/csv").job("org.example.CsvRequest", echo))
+    ///     .area(Area::new("/file/bulk").job("org.example.BulkRequest", echo))
+    ///     .into_router::<()>();
+    /// # drop(app);
+    /// ```
     ///
     /// # Panics
     ///
-    /// If `concrete_type` is already registered.
+    /// If one of its kinds is registered already (in any area: a `concreteType` names one kind
+    /// of the service), or if its path is another area's with parameters named
+    /// differently (`/entity/{id}/x` and `/entity/{entityId}/x` are one route).
+    #[must_use]
+    pub fn area(mut self, area: Area) -> Self {
+        let Area { path, kinds } = area;
+        if let Some(other) = self
+            .areas
+            .iter()
+            .find(|other| **other != path && shape(other) == shape(&path))
+        {
+            panic!("areas {other} and {path} are one route: their parameters differ only in name");
+        }
+        if !self.areas.contains(&path) {
+            self.areas.push(path.clone());
+        }
+        let area: Arc<str> = Arc::from(path);
+        for (concrete_type, start) in kinds {
+            if let Some(earlier) = self.api.kinds.get(&concrete_type) {
+                panic!(
+                    "job kind {concrete_type} is registered twice (in areas {:?} and {:?})",
+                    earlier.area, area
+                );
+            }
+            let kind = Kind {
+                area: area.clone(),
+                start,
+            };
+            self.api.kinds.insert(concrete_type, kind);
+        }
+        self
+    }
+
+    /// Registers a job kind in the root area (`/async/start`, `/async/get/{token}`); see
+    /// [`Area::job`], which this is for [`Area::new("")`](Area::new).
+    ///
+    /// # Panics
+    ///
+    /// If `concrete_type` is already registered (in any area).
     #[must_use]
     pub fn job<B, F, Fut, R, E>(self, concrete_type: impl Into<String>, job: F) -> Self
     where
@@ -124,15 +149,11 @@ impl AsyncJobApi {
         R: Serialize + Send + 'static,
         E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
     {
-        self.job_with(concrete_type, std::convert::identity, job)
+        self.area(Area::new("").job(concrete_type, job))
     }
 
-    /// Registers a job kind, as [`job`](AsyncJobApi::job), whose [`JobRequest`] is passed through
-    /// `configure` before the job starts: to make it
-    /// [cacheable](JobRequest::cacheable) (an equal request from the same user then answers with
-    /// the earlier job's token), or to give it a [time limit](JobRequest::time_limit) or a
-    /// [stall limit](JobRequest::stall_limit). The request already carries the body
-    /// ([`JobRequest::body`]) and the calling user is set after `configure`.
+    /// Registers a job kind in the root area whose [`JobRequest`] is passed through `configure`;
+    /// see [`Area::job_with`].
     ///
     /// ```
     /// use std::time::Duration;
@@ -152,10 +173,10 @@ impl AsyncJobApi {
     ///
     /// # Panics
     ///
-    /// If `concrete_type` is already registered.
+    /// If `concrete_type` is already registered (in any area).
     #[must_use]
     pub fn job_with<B, C, F, Fut, R, E>(
-        mut self,
+        self,
         concrete_type: impl Into<String>,
         configure: C,
         job: F,
@@ -168,24 +189,7 @@ impl AsyncJobApi {
         R: Serialize + Send + 'static,
         E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
     {
-        let concrete_type: Arc<str> = Arc::from(concrete_type.into());
-        let name = concrete_type.clone();
-        let start = move |user: &UserView, body: Value| -> Result<JobId, Rejection> {
-            let typed: B = serde_path_to_error::deserialize(&body).map_err(|e| {
-                Rejection::bad_request(format!("request body is not a valid {name}: {e}"))
-            })?;
-            let request = configure(JobRequest::new(body));
-            Ok(user.spawn(request, |handle| job(typed, handle))?)
-        };
-        let earlier = self
-            .api
-            .kinds
-            .insert(concrete_type.clone(), Arc::new(start));
-        assert!(
-            earlier.is_none(),
-            "job kind {concrete_type} is registered twice"
-        );
-        self
+        self.area(Area::new("").job_with(concrete_type, configure, job))
     }
 
     /// The HTTP status that `async/get` answers for a FAILED job whose `exception` is
@@ -243,9 +247,10 @@ impl AsyncJobApi {
         self
     }
 
-    /// The largest request body `async/start` reads; a larger one is refused with 413 without
-    /// being read whole: from the headers alone, before any of it is read, when its
-    /// `Content-Length` announces more, otherwise as soon as more than this has arrived.
+    /// The largest request body `async/start` reads; a larger one is
+    /// refused with 413 without being read whole: from the headers alone, before any of it is
+    /// read, when its `Content-Length` announces more, otherwise as soon as more than this has
+    /// arrived.
     ///
     /// Defaults to: [`DEFAULT_MAX_BODY_BYTES`] (1 MiB).
     #[must_use]
@@ -269,22 +274,20 @@ impl AsyncJobApi {
     ///
     /// # Panics
     ///
-    /// If the [prefix](AsyncJobApi::prefix) is not a valid axum path.
+    /// If an area's path is not a valid axum path, or clashes with a route of the shared set
+    /// (`/asynchronous/job…`).
     pub fn into_router<S>(self) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,
     {
-        let prefix = self.prefix;
         let body_limit = DefaultBodyLimit::max(self.api.max_body_bytes);
-        Router::new()
-            .route(
-                &format!("{prefix}/async/start"),
-                post(start).layer(body_limit),
-            )
-            .route(&format!("{prefix}/async/get/{{asyncToken}}"), get(result))
+        let mut router = Router::new()
             .route("/asynchronous/job/{jobId}", get(status))
-            .route("/asynchronous/job/{jobId}/cancel", post(cancel).get(cancel))
-            .with_state(Arc::new(self.api))
+            .route("/asynchronous/job/{jobId}/cancel", post(cancel).get(cancel));
+        for path in &self.areas {
+            router = area_routes(router, path, body_limit);
+        }
+        router.with_state(Arc::new(self.api))
     }
 }
 
@@ -299,11 +302,23 @@ fn error_status(status: StatusCode) -> StatusCode {
 
 impl fmt::Debug for AsyncJobApi {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut kinds: Vec<&str> = self.api.kinds.keys().map(|k| &**k).collect();
-        kinds.sort_unstable();
+        let areas: Vec<(&str, Vec<&str>)> = self
+            .areas
+            .iter()
+            .map(|path| {
+                let mut kinds: Vec<&str> = self
+                    .api
+                    .kinds
+                    .iter()
+                    .filter(|(_, kind)| *kind.area == **path)
+                    .map(|(name, _)| &**name)
+                    .collect();
+                kinds.sort_unstable();
+                (path.as_str(), kinds)
+            })
+            .collect();
         f.debug_struct("AsyncJobApi")
-            .field("prefix", &self.prefix)
-            .field("kinds", &kinds)
+            .field("areas", &areas)
             .field("exception_statuses", &self.api.exception_statuses)
             .field("failed_status", &self.api.failed_status)
             .field("canceled_status", &self.api.canceled_status)
@@ -318,7 +333,7 @@ mod tests {
     use super::*;
     use crate::http::UserHeader;
     use crate::{exception, AsynchronousJobStatus};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn api() -> AsyncJobApi {
         AsyncJobApi::new(JobRegistry::new(), UserHeader::new("x-user-id"))
@@ -391,9 +406,31 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_are_normalized() {
-        assert_eq!(api().prefix("table/query/").prefix, "/table/query");
-        assert_eq!(api().prefix("/").prefix, "");
-        assert_eq!(api().prefix("").prefix, "");
+    #[should_panic(expected = "registered twice")]
+    fn a_kind_lives_in_one_area() {
+        let echo = |body: Value, _job: JobHandle| async move { Ok::<_, std::io::Error>(body) };
+        let _ = api()
+            .area(Area::new("/a").job("t.Echo", echo))
+            .area(Area::new("/b").job("t.Echo", echo));
+    }
+
+    #[test]
+    #[should_panic(expected = "one route")]
+    fn areas_that_differ_in_parameter_names_only_are_refused() {
+        let _ = api()
+            .area(Area::new("/entity/{id}/query"))
+            .area(Area::new("/entity/{entityId}/query"));
+    }
+
+    #[test]
+    fn an_area_added_twice_gets_both_kinds() {
+        let echo = |body: Value, _job: JobHandle| async move { Ok::<_, std::io::Error>(body) };
+        let api = api()
+            .area(Area::new("/a").job("t.One", echo))
+            .job("t.Root", echo)
+            .area(Area::new("a/").job("t.Two", echo));
+        assert_eq!(api.areas, ["/a", ""]);
+        assert_eq!(&*api.api.kinds["t.Two"].area, "/a");
+        assert_eq!(&*api.api.kinds["t.Root"].area, "");
     }
 }

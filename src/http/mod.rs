@@ -1,38 +1,35 @@
 //! Synapse's asynchronous-job REST API over a [`JobRegistry`], as an axum router (feature `http`).
 //!
 //! [`AsyncJobApi`] is built from a registry, a way to tell the calling user from a request
-//! ([`IdentifyUser`]; [`UserHeader`] reads a header) and the application's job functions, one per
-//! request type, keyed by the `concreteType` of the request body. [`into_router`] gives an
-//! [`axum::Router`] (axum 0.8) to serve alone or to merge into the application's own.
+//! ([`IdentifyUser`]; [`UserHeader`] reads a header set by a trusted proxy) and the application's job functions, one per request type, keyed by the
+//! `concreteType` of the request body and grouped in [`Area`]s: the paths Synapse clients derive
+//! from each request's type. [`into_router`] gives an [`axum::Router`] (axum 0.8) to serve alone
+//! or to merge into the application's own.
 //!
 //! # Endpoints
 //!
+//! Per area (`{area}` is its path, e.g. `/entity/{entityId}/table/query`; the root area's is
+//! empty):
+//!
 //! | method and path | answer |
 //! |---|---|
-//! | `POST {prefix}/async/start` | `201 {"token": "<jobId>"}`: starts the job the body's `concreteType` names, as the caller |
-//! | `GET {prefix}/async/get/{token}` | `202` and the status while PROCESSING; `200` and the response body when COMPLETE; when FAILED, a 4xx chosen from `exception` with `{"reason": errorMessage}` |
+//! | `POST {area}/async/start` | `201 {"token": "<jobId>"}`: starts the job of the area's kind the body's `concreteType` names, as the caller |
+//! | `GET {area}/async/get/{token}` | `202` and the status while PROCESSING; `200` and the response body when COMPLETE; when FAILED, a 4xx chosen from `exception` with `{"reason": errorMessage}` |
+//!
+//! Shared by every area:
+//!
+//! | method and path | answer |
+//! |---|---|
 //! | `GET /asynchronous/job/{jobId}` | `200` and the status, in any state |
 //! | `POST` (or, as Synapse, `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
 //!
-//! The prefix is empty unless set with [`AsyncJobApi::prefix`]. Every request goes through
-//! [`JobRegistry::as_user`] for the caller, so a job started by another user is refused with 403.
-//!
-//! # Errors
-//!
-//! Every refusal is JSON `{"reason": "…"}`, Synapse's error shape, with one of these statuses:
-//!
-//! | status | when |
-//! |---|---|
-//! | 400 | malformed job id; body not JSON, not an object, without a string `concreteType`, with an unknown `concreteType`, or not what the job kind's body type expects; malformed `wait` |
-//! | 401, 400 | [`UserHeader`]: the header is missing; or it appeared more than once, or is not a user id (other [`IdentifyUser`]s choose their own) |
-//! | 403 | the job was started by another user |
-//! | 404 | no such job (never started, or dropped by retention) |
-//! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes); when its `Content-Length` says so, answered from the headers before the body is read |
-//! | 503 | the registry is [shut down](crate::JobRegistry::shutdown) (no new jobs), or its store cannot be reached |
+//! Every request goes through [`JobRegistry::as_user`] for the caller, so a job started by
+//! another user is refused with 403. Jobs on other instances sharing a store are answered too.
 //!
 //! # Completed jobs on `async/get`
 //!
-//! A COMPLETE job answers `200` with its response body, the job's result as JSON.
+//! A COMPLETE job answers `200` with its response body, the job's result as JSON. The documented
+//! kind returns a `Serialize` struct that carries its `concreteType` (see [`Area::job`]).
 //! A result that serializes to `null` (e.g. `()`) is answered
 //! `{"concreteType": "asyncjobs.EmptyResponse"}` ([`EMPTY_RESPONSE_TYPE`]), never a bare `null`:
 //! Synapse's bodies are JSON objects, and its clients read fields of them. Its status's
@@ -61,16 +58,29 @@
 //! a job's own error message is sent as it is, so a job whose error says "timed out" is retried by
 //! that client until its retries run out. Word such errors otherwise ("took too long").
 //!
+//! # Errors
+//!
+//! Every refusal is JSON `{"reason": "…"}`, Synapse's error shape, with one of these statuses:
+//!
+//! | status | when |
+//! |---|---|
+//! | 400 | malformed job id; body not JSON, not an object, without a string `concreteType`, with an unknown `concreteType` (or one of another area: the reason says where it goes), or not what the kind's request type expects (the reason names the field); a path parameter that differs from the body's field; malformed `wait` |
+//! | 401, 400 | [`UserHeader`]: the header is missing; or it appeared more than once, or is not a user id (other [`IdentifyUser`]s choose their own) |
+//! | 403 | the job was started by another user |
+//! | 404 | no such job (never started, or dropped by retention); on `async/get`, a job not started at that path (another area's, or other path parameters) |
+//! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes); when its `Content-Length` says so, answered from the headers before the body is read |
+//! | 503 | the registry is [shut down](crate::JobRegistry::shutdown) (no new jobs), or its store cannot be reached |
+//!
 //! # Beyond Synapse: etags, `304` and long-polling
 //!
-//! Both `GET` endpoints and the cancel endpoint send the status's etag as a (quoted) `ETag`
-//! header, and every answer about a job carries `Cache-Control: no-store`. A client that sends
-//! the etag it last saw, in `If-None-Match` or as `?etag=`, gets `304 Not Modified` while the
-//! status is unchanged. With `?wait=<seconds>` (decimals allowed, at most
-//! [`max_wait`](AsyncJobApi::max_wait)) the request is held until the status changes, answered
-//! at once with the new status, or with `304` when the wait runs out: a client learns of each
-//! change at once without asking again and again. A finished job never changes, so a matching
-//! etag on one is answered `304` at once; without an etag, `wait` does nothing.
+//! Both `GET` endpoints about one job and the cancel endpoint send the status's etag as a
+//! (quoted) `ETag` header, and every answer about a job carries `Cache-Control: no-store`. A
+//! client that sends the etag it last saw, in `If-None-Match` or as `?etag=`, gets
+//! `304 Not Modified` while the status is unchanged. With `?wait=<seconds>` (decimals allowed,
+//! at most [`max_wait`](AsyncJobApi::max_wait)) the request is held until the status changes,
+//! answered at once with the new status, or with `304` when the wait runs out: a client learns
+//! of each change at once without asking again and again. A finished job never changes, so a
+//! matching etag on one is answered `304` at once; without an etag, `wait` does nothing.
 //!
 //! ```text
 //! GET /asynchronous/job/1764379461000000?wait=30
@@ -85,36 +95,43 @@
 //! # Example
 //!
 //! ```no_run
-//! use asyncjobs::http::{AsyncJobApi, UserHeader};
+//! use asyncjobs::http::{Area, AsyncJobApi, UserHeader};
 //! use asyncjobs::{JobHandle, JobRegistry};
-//! use serde::Deserialize;
-//! use serde_json::{json, Value};
+//! use serde::{Deserialize, Serialize};
 //!
-//! /// The body of `{"concreteType": "org.example.ExportRequest", "rows": 1000}`.
+//! /// `{"concreteType": "org.example.ExportRequest", "datasetId": "…", "rows": 1000}`, at
+//! /// `/dataset/{datasetId}/export/async/start`: `datasetId` comes from the path.
 //! #[derive(Deserialize)]
+//! #[serde(rename_all = "camelCase")]
 //! struct ExportRequest {
+//!     dataset_id: String,
+//!     rows: u64,
+//! }
+//!
+//! #[derive(Serialize)]
+//! #[serde(tag = "concreteType", rename = "org.example.ExportResponse")]
+//! struct ExportResponse {
 //!     rows: u64,
 //! }
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = JobRegistry::new();
-//! let app = AsyncJobApi::new(registry.clone(), UserHeader::new("X-User-Id"))
-//!     .prefix("/export")
-//!     .job("org.example.ExportRequest", |request: ExportRequest, job: JobHandle| async move {
+//! let exports = Area::new("/dataset/{datasetId}/export").job(
+//!     "org.example.ExportRequest",
+//!     |request: ExportRequest, job: JobHandle| async move {
 //!         for row in 0..request.rows {
 //!             if job.is_canceling() {
 //!                 return Err(std::io::Error::other("export canceled"));
 //!             }
-//!             job.set_progress(row, request.rows, "exporting");
+//!             job.set_progress(row, request.rows, format!("exporting {}", request.dataset_id));
 //!             tokio::task::yield_now().await;
 //!         }
-//!         Ok(json!({"concreteType": "org.example.ExportResponse", "rows": request.rows}))
-//!     })
-//!     // A raw body: the job gets the whole JSON object.
-//!     .job("org.example.EchoRequest", |body: Value, _job: JobHandle| async move {
-//!         Ok::<_, std::io::Error>(body)
-//!     })
+//!         Ok(ExportResponse { rows: request.rows })
+//!     },
+//! );
+//! let app = AsyncJobApi::new(registry.clone(), UserHeader::new("X-User-Id"))
+//!     .area(exports)
 //!     .into_router();
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -128,9 +145,10 @@
 //! [`JobRegistry::as_user`]: crate::JobRegistry::as_user
 
 // One file per concept. Imports run one way, from the router down to the leaves: each file
-// imports only from files later in this order: api, handlers, poll, state, identify, rejection,
-// response.
+// imports only from files later in this order: api, handlers, area, poll, state, identify,
+// rejection, response.
 mod api;
+mod area;
 mod handlers;
 mod identify;
 mod poll;
@@ -139,6 +157,7 @@ mod response;
 mod state;
 
 pub use api::{AsyncJobApi, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT};
+pub use area::Area;
 pub use identify::{IdentifyUser, UserHeader};
 pub use rejection::Rejection;
 pub use response::EMPTY_RESPONSE_TYPE;

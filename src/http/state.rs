@@ -9,14 +9,16 @@ use serde_json::Value;
 
 use super::identify::IdentifyUser;
 use super::rejection::Rejection;
-use crate::{exception, AsynchronousJobStatus, JobId, JobRegistry, UserView};
+use crate::{exception, AsynchronousJobStatus, JobRegistry, Spawned, UserView};
 
 /// What the handlers share: the configuration, behind one `Arc` once the router is built.
 #[derive(Clone)]
 pub(super) struct Api {
     pub(super) registry: JobRegistry,
     pub(super) identify: Arc<dyn IdentifyUser>,
-    pub(super) kinds: HashMap<Arc<str>, Arc<StartFn>>,
+    /// Every job kind of every area, by `concreteType`: one request type starts one kind, in one
+    /// area, whichever endpoint starts it.
+    pub(super) kinds: HashMap<Arc<str>, Kind>,
     pub(super) exception_statuses: HashMap<String, StatusCode>,
     pub(super) failed_status: StatusCode,
     pub(super) canceled_status: StatusCode,
@@ -24,8 +26,17 @@ pub(super) struct Api {
     pub(super) max_wait: Duration,
 }
 
-/// Starts one kind of job for a user from a request body that has already been parsed.
-pub(super) type StartFn = dyn Fn(&UserView, Value) -> Result<JobId, Rejection> + Send + Sync;
+/// One job kind: where it lives and how it starts.
+#[derive(Clone)]
+pub(super) struct Kind {
+    /// Its area's path, e.g. `/entity/{entityId}/table/query`; `""` for the root area.
+    pub(super) area: Arc<str>,
+    pub(super) start: Arc<StartFn>,
+}
+
+/// Starts one kind of job for a user from a request body that has already been parsed (and
+/// completed with its area's path parameters).
+pub(super) type StartFn = dyn Fn(&UserView, Value) -> Result<Spawned, Rejection> + Send + Sync;
 
 impl Api {
     /// The HTTP status `async/get` answers for this FAILED status. Never a 5xx unless the
