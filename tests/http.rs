@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use asyncjobs::http::{Area, AsyncJobApi, Rejection, UserHeader, EMPTY_RESPONSE_TYPE};
+use asyncjobs::http::{Area, AsyncJobApi, Rejection, UserHeader, EMPTY_RESPONSE_TYPE, JOB_REUSED};
 use asyncjobs::{exception, AsynchJobState, JobHandle, JobId, JobRegistry, JobRequest};
 use axum::http::{header, StatusCode};
 use axum::Router;
@@ -963,7 +963,24 @@ async fn a_cacheable_kind_answers_an_equal_request_with_the_earlier_token() {
     let query = json!({"concreteType": "test.Query", "sql": "select 1", "limit": 5});
     let first = f.start(ALICE, query.clone()).await;
     let reordered = json!({"limit": 5, "sql": "select 1", "concreteType": "test.Query"});
-    assert_eq!(f.start(ALICE, reordered).await, first);
+    // Still 201, as Synapse answers, and a header says so.
+    let again = f
+        .post(ALICE, "/async/start")
+        .json(&reordered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()[JOB_REUSED], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["token"], first.as_str());
+    let fresh = f
+        .post(ALICE, "/async/start")
+        .json(&json!({"concreteType": "test.Query", "sql": "select 3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.headers()[JOB_REUSED], "false");
     assert_ne!(
         f.start(BOB, query.clone()).await,
         first,
@@ -1048,8 +1065,8 @@ async fn areas_fixture() -> Fixture {
 }
 
 impl Fixture {
-    /// Starts a job at `{area}/async/start`: its token.
-    async fn start_at(&self, area: &str, body: &Value) -> String {
+    /// Starts a job at `{area}/async/start`: its token, and whether it was reused.
+    async fn start_at(&self, area: &str, body: &Value) -> (String, bool) {
         let response = self
             .post(ALICE, &format!("{area}/async/start"))
             .json(body)
@@ -1057,8 +1074,9 @@ impl Fixture {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED, "{area} {body}");
+        let reused = response.headers()[JOB_REUSED] == "true";
         let token: Value = response.json().await.unwrap();
-        token["token"].as_str().unwrap().to_owned()
+        (token["token"].as_str().unwrap().to_owned(), reused)
     }
 }
 
@@ -1067,22 +1085,24 @@ async fn one_api_serves_many_areas_and_one_shared_job_set() {
     let f = areas_fixture().await;
     let query = json!({"concreteType": "test.TableQuery", "sql": "select 1"});
     let syn1 = "/entity/syn1/table/query";
-    let token = f.start_at(syn1, &query).await;
+    let (token, reused) = f.start_at(syn1, &query).await;
+    assert!(!reused);
     // The path's entity is part of the request: in the job's body, and in the cache key.
     let status = f.finished(&token).await;
     assert_eq!(
         status.request_body.as_deref(),
         Some(&json!({"concreteType": "test.TableQuery", "sql": "select 1", "entityId": "syn1"}))
     );
-    assert_eq!(f.start_at(syn1, &query).await, token);
+    assert_eq!(f.start_at(syn1, &query).await, (token.clone(), true));
     let explicit =
         json!({"concreteType": "test.TableQuery", "sql": "select 1", "entityId": "syn1"});
-    assert_eq!(f.start_at(syn1, &explicit).await, token);
-    let other_table = f.start_at("/entity/syn2/table/query", &query).await;
-    assert_ne!(
-        other_table, token,
+    assert_eq!(f.start_at(syn1, &explicit).await, (token.clone(), true));
+    let (other_table, reused) = f.start_at("/entity/syn2/table/query", &query).await;
+    assert!(
+        !reused,
         "the same query on another table is another request"
     );
+    assert_ne!(other_table, token);
     let contradicting =
         json!({"concreteType": "test.TableQuery", "sql": "select 1", "entityId": "syn9"});
     let response = f
@@ -1144,11 +1164,11 @@ async fn one_api_serves_many_areas_and_one_shared_job_set() {
         "test.CsvDownload is not started here but at \
          /entity/{entityId}/table/download/csv/async/start; this endpoint starts: test.TableQuery"
     );
-    let csv_token = f.start_at("/entity/syn3/table/download/csv", &csv).await;
-    let bulk_token = f
+    let (csv_token, _) = f.start_at("/entity/syn3/table/download/csv", &csv).await;
+    let (bulk_token, _) = f
         .start_at("/file/bulk", &json!({"concreteType": "test.BulkDownload"}))
         .await;
-    let root_token = f.start_at("", &json!({"concreteType": "test.Unit"})).await;
+    let (root_token, _) = f.start_at("", &json!({"concreteType": "test.Unit"})).await;
     for (area, token, expected) in [
         (
             "/entity/syn3/table/download/csv",
@@ -1184,6 +1204,73 @@ async fn one_api_serves_many_areas_and_one_shared_job_set() {
     }
     let health = f.get(ALICE, "/health").send().await.unwrap();
     assert_eq!(health.text().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn the_generic_launch_starts_a_kind_of_any_area_with_201_and_its_status() {
+    let f = areas_fixture().await;
+    let body = json!({"concreteType": "test.TableQuery", "entityId": "syn1", "sql": "select 2"});
+    let response = f
+        .post(ALICE, "/asynchronous/job")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_no_store(&response);
+    assert_eq!(response.headers()[JOB_REUSED], "false");
+    let etag = etag_header(&response);
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(etag, format!("\"{}\"", status["etag"].as_str().unwrap()));
+    assert_eq!(status["startedByUserId"], ALICE);
+    assert_eq!(status["requestBody"], body);
+    assert!(
+        ["PROCESSING", "COMPLETE"].contains(&status["jobState"].as_str().unwrap()),
+        "{status}"
+    );
+    let id = status["jobId"].as_str().unwrap().to_owned();
+
+    // Cacheable: the same request again is answered with the same job, 201 all the same.
+    let response = f
+        .post(ALICE, "/asynchronous/job")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()[JOB_REUSED], "true");
+    let again: Value = response.json().await.unwrap();
+    assert_eq!(again["jobId"], id.as_str());
+    // The same request through its area is the same request.
+    let through_area = json!({"concreteType": "test.TableQuery", "sql": "select 2"});
+    assert_eq!(
+        f.start_at("/entity/syn1/table/query", &through_area).await,
+        (id.clone(), true)
+    );
+
+    for (body, reason) in [
+        (
+            json!({"concreteType": "test.Nope"}),
+            r#"unknown concreteType "test.Nope"; this service starts: test.BulkDownload, test.CsvDownload, test.TableQuery, test.Unit"#,
+        ),
+        (
+            json!({"concreteType": "test.TableQuery", "sql": "select 3"}),
+            "request body is not a valid test.TableQuery: missing field `entityId`",
+        ),
+        (
+            json!([1, 2]),
+            "request body must be a JSON object with a string concreteType",
+        ),
+    ] {
+        let response = f
+            .post(ALICE, "/asynchronous/job")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(response, StatusCode::BAD_REQUEST).await, reason);
+    }
+    assert_eq!(f.registry.len(), 1, "no refused request started a job");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::area::{shape, Area};
-use super::handlers::{area_routes, cancel, status};
+use super::handlers::{area_routes, cancel, launch, status};
 use super::identify::IdentifyUser;
 use super::state::{Api, Kind};
 use crate::{JobHandle, JobRegistry, JobRequest};
@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 ///
 /// Job kinds are async functions registered under the `concreteType` of their request body, each
 /// in an [`Area`] (the path its `async/start` and `async/get` live under); one API serves any
-/// number of areas, and one shared set of `/asynchronous/job/{jobId}` endpoints for all of them. Each
+/// number of areas, and one shared set of `/asynchronous/job` endpoints for all of them. Each
 /// request's user comes from an [`IdentifyUser`]. `Clone` is cheap: clones share the job kinds
 /// and the user identification.
 #[derive(Clone)]
@@ -82,8 +82,8 @@ impl AsyncJobApi {
     }
 
     /// Adds an area: its routes, `{path}/async/start` and `{path}/async/get/{token}`, and its
-    /// job kinds. An area whose path was added before (the root's included) gets the new kinds
-    /// added to it.
+    /// job kinds, which `POST /asynchronous/job` starts too. An area whose path was added before
+    /// (the root's included) gets the new kinds added to it.
     ///
     /// ```
     /// use asyncjobs::http::{Area, AsyncJobApi, UserHeader};
@@ -101,8 +101,8 @@ impl AsyncJobApi {
     ///
     /// # Panics
     ///
-    /// If one of its kinds is registered already (in any area: a `concreteType` names one kind
-    /// of the service), or if its path is another area's with parameters named
+    /// If one of its kinds is registered already (in any area: the body's `concreteType` picks
+    /// one kind wherever it is sent), or if its path is another area's with parameters named
     /// differently (`/entity/{id}/x` and `/entity/{entityId}/x` are one route).
     #[must_use]
     pub fn area(mut self, area: Area) -> Self {
@@ -247,7 +247,7 @@ impl AsyncJobApi {
         self
     }
 
-    /// The largest request body `async/start` reads; a larger one is
+    /// The largest request body `async/start` and `POST /asynchronous/job` read; a larger one is
     /// refused with 413 without being read whole: from the headers alone, before any of it is
     /// read, when its `Content-Length` announces more, otherwise as soon as more than this has
     /// arrived.
@@ -282,6 +282,7 @@ impl AsyncJobApi {
     {
         let body_limit = DefaultBodyLimit::max(self.api.max_body_bytes);
         let mut router = Router::new()
+            .route("/asynchronous/job", post(launch).layer(body_limit))
             .route("/asynchronous/job/{jobId}", get(status))
             .route("/asynchronous/job/{jobId}/cancel", post(cancel).get(cancel));
         for path in &self.areas {

@@ -21,7 +21,9 @@ use tokio::time::Instant;
 use super::area::TOKEN_PARAM;
 use super::poll::{not_modified, read, Poll, PollQuery, Read};
 use super::rejection::Rejection;
-use super::response::{complete_response, json, no_store, status_response, tag, Reason};
+use super::response::{
+    complete_response, json, mark_reused, no_store, status_response, tag, Reason,
+};
 use super::state::{Api, Kind};
 use crate::{AsynchJobState, AsynchronousJobStatus, CancelOutcome, JobId, UserView};
 
@@ -120,12 +122,29 @@ pub(super) async fn start(
         },
     );
     no_store(&mut response);
+    mark_reused(&mut response, spawned);
     Ok(response)
 }
 
 #[derive(Serialize)]
 struct Token {
     token: String,
+}
+
+/// `POST /asynchronous/job`: starts the job the body's `concreteType` names, whatever its area,
+/// and answers with its status (Synapse's generic launch).
+pub(super) async fn launch(
+    State(api): State<Arc<Api>>,
+    Caller(user): Caller,
+    StartBody(body): StartBody,
+) -> Result<Response, Rejection> {
+    let body = object(&body)?;
+    let (_, kind) = kind_of(&api, &body)?;
+    let spawned = (kind.start)(&user, Value::Object(body))?;
+    let status = user.status_anywhere(&spawned.id()).await?;
+    let mut response = status_response(StatusCode::CREATED, &status);
+    mark_reused(&mut response, spawned);
+    Ok(response)
 }
 
 /// A request body as the JSON object every job request is.
@@ -170,7 +189,7 @@ fn kinds_of(api: &Api, area: Option<&str>) -> String {
     names.join(", ")
 }
 
-/// The body of `async/start`, at most [`max_body_bytes`](super::AsyncJobApi::max_body_bytes).
+/// A request body, at most [`max_body_bytes`](super::AsyncJobApi::max_body_bytes).
 pub(super) struct StartBody(Bytes);
 
 impl FromRequest<Arc<Api>> for StartBody {

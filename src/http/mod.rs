@@ -13,13 +13,14 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `POST {area}/async/start` | `201 {"token": "<jobId>"}`: starts the job of the area's kind the body's `concreteType` names, as the caller |
+//! | `POST {area}/async/start` | `201 {"token": "<jobId>"}`: starts the job of the area's kind the body's `concreteType` names, as the caller; `Job-Reused: true` when a cacheable request was answered with an earlier job (still 201, as Synapse) |
 //! | `GET {area}/async/get/{token}` | `202` and the status while PROCESSING; `200` and the response body when COMPLETE; when FAILED, a 4xx chosen from `exception` with `{"reason": errorMessage}` |
 //!
 //! Shared by every area:
 //!
 //! | method and path | answer |
 //! |---|---|
+//! | `POST /asynchronous/job` | `201` and the new job's status: Synapse's generic launch, for a kind of any area; `Job-Reused` as above |
 //! | `GET /asynchronous/job/{jobId}` | `200` and the status, in any state |
 //! | `POST` (or, as Synapse, `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
 //!
@@ -160,4 +161,4 @@ pub use api::{AsyncJobApi, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT};
 pub use area::Area;
 pub use identify::{IdentifyUser, UserHeader};
 pub use rejection::Rejection;
-pub use response::EMPTY_RESPONSE_TYPE;
+pub use response::{EMPTY_RESPONSE_TYPE, JOB_REUSED};
