@@ -1273,6 +1273,29 @@ async fn the_generic_launch_starts_a_kind_of_any_area_with_201_and_its_status() 
     assert_eq!(f.registry.len(), 1, "no refused request started a job");
 }
 
+#[tokio::test]
+async fn cancel_can_be_post_only() {
+    let registry = JobRegistry::new();
+    let gate = Arc::new(Notify::new());
+    let f = Fixture {
+        base: serve(api(&registry, &gate).cancel_by_get(false).into_router()).await,
+        http: client(),
+        registry,
+        gate,
+    };
+    let token = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;
+    let path = format!("/asynchronous/job/{token}/cancel");
+    let response = f.get(ALICE, &path).send().await.unwrap();
+    assert_eq!(response.headers()[header::ALLOW], "POST");
+    let reason = refused(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    assert!(reason.contains("POST"), "{reason}");
+    let id: JobId = token.parse().unwrap();
+    assert!(!f.registry.status(&id).unwrap().job_canceling);
+    let response = f.post(ALICE, &path).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert!(f.registry.status(&id).unwrap().job_canceling);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_each_follow_their_own_jobs() {
     let f = Arc::new(fixture().await);

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::area::{shape, Area};
-use super::handlers::{area_routes, cancel, launch, status};
+use super::handlers::{area_routes, cancel, cancel_by_get_refused, launch, status};
 use super::identify::IdentifyUser;
 use super::state::{Api, Kind};
 use crate::{JobHandle, JobRegistry, JobRequest};
@@ -76,6 +76,7 @@ impl AsyncJobApi {
                 canceled_status: StatusCode::CONFLICT,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_wait: DEFAULT_MAX_WAIT,
+                cancel_by_get: true,
             },
             areas: Vec::new(),
         }
@@ -269,6 +270,25 @@ impl AsyncJobApi {
         self
     }
 
+    /// Whether `GET /asynchronous/job/{jobId}/cancel` cancels, as Synapse's does, besides
+    /// `POST`; with `false`, a `GET` is answered 405 with `Allow: POST`.
+    ///
+    /// Turn it off when users are told apart by a cookie (or anything else a browser attaches
+    /// by itself): a browser sends a `GET` with the user's cookies on its own, to prefetch a
+    /// link, for an `<img src>` on any site, or when another site sends the user to a URL (even
+    /// `SameSite=Lax` cookies go with such a navigation), so any page could cancel the user's
+    /// jobs (whose ids are easy to guess) without the user knowing. A cross-site `POST` carries
+    /// `SameSite=Lax` (the browsers' default) cookies in none of those cases. A service that
+    /// reads `Authorization: Bearer` only is not exposed: a browser never attaches that header
+    /// by itself.
+    ///
+    /// Defaults to: `true`, for Synapse's clients, which cancel with `GET`.
+    #[must_use]
+    pub fn cancel_by_get(mut self, allowed: bool) -> Self {
+        self.api.cancel_by_get = allowed;
+        self
+    }
+
     /// The router: serve it with `axum::serve`, or merge or nest it into the application's
     /// router (it has its own state, so it fits a `Router<S>` of any state `S`).
     ///
@@ -281,10 +301,15 @@ impl AsyncJobApi {
         S: Clone + Send + Sync + 'static,
     {
         let body_limit = DefaultBodyLimit::max(self.api.max_body_bytes);
+        let cancel_route = if self.api.cancel_by_get {
+            post(cancel).get(cancel)
+        } else {
+            post(cancel).get(cancel_by_get_refused)
+        };
         let mut router = Router::new()
             .route("/asynchronous/job", post(launch).layer(body_limit))
             .route("/asynchronous/job/{jobId}", get(status))
-            .route("/asynchronous/job/{jobId}/cancel", post(cancel).get(cancel));
+            .route("/asynchronous/job/{jobId}/cancel", cancel_route);
         for path in &self.areas {
             router = area_routes(router, path, body_limit);
         }
@@ -325,6 +350,7 @@ impl fmt::Debug for AsyncJobApi {
             .field("canceled_status", &self.api.canceled_status)
             .field("max_body_bytes", &self.api.max_body_bytes)
             .field("max_wait", &self.api.max_wait)
+            .field("cancel_by_get", &self.api.cancel_by_get)
             .finish_non_exhaustive()
     }
 }

@@ -8,7 +8,7 @@ use axum::extract::rejection::{QueryRejection, RawPathParamsRejection};
 use axum::extract::{
     DefaultBodyLimit, FromRequest, FromRequestParts, Query, RawPathParams, Request, State,
 };
-use axum::http::header::{self, HeaderMap};
+use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -336,6 +336,16 @@ pub(super) async fn cancel(
         StatusCode::ACCEPTED
     };
     Ok(status_response(code, &status))
+}
+
+/// `GET /asynchronous/job/{jobId}/cancel` when cancel is `POST` only
+/// ([`cancel_by_get(false)`](super::AsyncJobApi::cancel_by_get)).
+pub(super) async fn cancel_by_get_refused() -> Rejection {
+    Rejection::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "cancel with POST: this service does not cancel over GET, which a link prefetch or another site can send",
+    )
+    .with_header(header::ALLOW, HeaderValue::from_static("POST"))
 }
 
 /// Adds an area's two routes, `{path}/async/start` and `{path}/async/get/{asyncToken}`: their

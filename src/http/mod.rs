@@ -22,7 +22,7 @@
 //! |---|---|
 //! | `POST /asynchronous/job` | `201` and the new job's status: Synapse's generic launch, for a kind of any area; `Job-Reused` as above |
 //! | `GET /asynchronous/job/{jobId}` | `200` and the status, in any state |
-//! | `POST` (or, as Synapse, `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
+//! | `POST` (and, unless [turned off](AsyncJobApi::cancel_by_get), Synapse's `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
 //!
 //! Every request goes through [`JobRegistry::as_user`] for the caller, so a job started by
 //! another user is refused with 403. Jobs on other instances sharing a store are answered too.
@@ -69,6 +69,7 @@
 //! | 401, 400 | [`UserHeader`]: the header is missing; or it appeared more than once, or is not a user id (other [`IdentifyUser`]s choose their own) |
 //! | 403 | the job was started by another user |
 //! | 404 | no such job (never started, or dropped by retention); on `async/get`, a job not started at that path (another area's, or other path parameters) |
+//! | 405 | `GET …/cancel` when cancel is POST only, with `Allow: POST` |
 //! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes); when its `Content-Length` says so, answered from the headers before the body is read |
 //! | 503 | the registry is [shut down](crate::JobRegistry::shutdown) (no new jobs), or its store cannot be reached |
 //!
