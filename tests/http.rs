@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use asyncjobs::http::{Area, AsyncJobApi, Rejection, UserHeader, EMPTY_RESPONSE_TYPE, JOB_REUSED};
+use asyncjobs::http::{
+    Area, AsyncJobApi, BearerToken, Rejection, UserHeader, EMPTY_RESPONSE_TYPE, JOB_REUSED,
+};
 use asyncjobs::{exception, AsynchJobState, JobHandle, JobId, JobRegistry, JobRequest};
 use axum::http::{header, StatusCode};
 use axum::Router;
@@ -1274,6 +1276,111 @@ async fn the_generic_launch_starts_a_kind_of_any_area_with_201_and_its_status() 
 }
 
 #[tokio::test]
+async fn bearer_tokens_map_to_users_through_the_applications_lookup() {
+    let registry = JobRegistry::new();
+    let auth = BearerToken::new(|token: String| async move {
+        // As a token table in a database would answer: later.
+        tokio::task::yield_now().await;
+        match token.as_str() {
+            "alice-t0ken" => Ok(Some(ALICE)),
+            "bob-t0ken" => Ok(Some(BOB)),
+            "unreachable" => Err(Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token table unreachable",
+            )),
+            _ => Ok(None),
+        }
+    });
+    let router = AsyncJobApi::new(registry.clone(), auth)
+        .job("test.Unit", |_: Value, _job: JobHandle| async move {
+            Ok::<(), std::io::Error>(())
+        })
+        .into_router();
+    let base = serve(router).await;
+    let http = client();
+    let start = |authorization: &[&str]| {
+        let mut request = http
+            .post(format!("{base}/async/start"))
+            .json(&json!({"concreteType": "test.Unit"}));
+        for value in authorization {
+            request = request.header(header::AUTHORIZATION, *value);
+        }
+        request.send()
+    };
+
+    for (authorization, status, reason, challenge) in [
+        (&[][..], 401, "missing bearer token", Some("Bearer")),
+        (
+            &["Basic YWxpY2U6cHc="][..],
+            401,
+            "authorization is not a bearer token",
+            Some("Bearer"),
+        ),
+        (
+            &["Bearer"][..],
+            401,
+            "malformed bearer token",
+            Some("Bearer"),
+        ),
+        (
+            &["Bearer eve"][..],
+            401,
+            "unknown or expired bearer token",
+            Some("Bearer error=\"invalid_token\""),
+        ),
+        (
+            &["Bearer unreachable"][..],
+            503,
+            "token table unreachable",
+            None,
+        ),
+        (
+            &["Bearer alice-t0ken", "Bearer bob-t0ken"][..],
+            400,
+            "authorization header appeared more than once: the user is ambiguous",
+            None,
+        ),
+    ] {
+        let response = start(authorization).await.unwrap();
+        assert_eq!(
+            response
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(|v| v.to_str().unwrap()),
+            challenge,
+            "{authorization:?}"
+        );
+        let status = StatusCode::from_u16(status).unwrap();
+        assert_eq!(refused(response, status).await, reason, "{authorization:?}");
+    }
+    assert!(registry.is_empty(), "no refused request started a job");
+
+    let response = start(&["bearer alice-t0ken"]).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let token: Value = response.json().await.unwrap();
+    let token = token["token"].as_str().unwrap();
+    let id: JobId = token.parse().unwrap();
+    assert_eq!(
+        registry.status(&id).unwrap().started_by_user_id,
+        Some(ALICE)
+    );
+    let read = |auth: &'static str| {
+        http.get(format!("{base}/asynchronous/job/{token}"))
+            .header(header::AUTHORIZATION, auth)
+            .send()
+    };
+    assert_eq!(
+        read("Bearer alice-t0ken").await.unwrap().status(),
+        StatusCode::OK
+    );
+    refused(
+        read("Bearer bob-t0ken").await.unwrap(),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn cancel_can_be_post_only() {
     let registry = JobRegistry::new();
     let gate = Arc::new(Notify::new());
@@ -1431,4 +1538,7 @@ fn public_types_are_send_and_sync() {
     send_sync::<Area>();
     send_sync::<UserHeader>();
     send_sync::<Rejection>();
+    let lookup = |_: String| async { Ok::<_, Rejection>(Some(1)) };
+    fn send_sync_of<T: Send + Sync + 'static>(_: &T) {}
+    send_sync_of(&BearerToken::new(lookup));
 }

@@ -46,9 +46,15 @@ impl AsyncJobApi {
     /// An API over `registry` with no job kinds yet, telling users apart with `identify`.
     ///
     /// ```
-    /// use asyncjobs::http::{AsyncJobApi, Rejection, UserHeader};
+    /// use asyncjobs::http::{AsyncJobApi, BearerToken, Rejection, UserHeader};
     /// use asyncjobs::JobRegistry;
     /// use axum::http::request::Parts;
+    ///
+    /// // Synapse's clients: `Authorization: Bearer <token>`, looked up by the application.
+    /// let by_token = AsyncJobApi::new(
+    ///     JobRegistry::new(),
+    ///     BearerToken::new(|token: String| async move { Ok((token == "s3cr3t").then_some(1)) }),
+    /// );
     ///
     /// // A header set by an authenticating proxy in front of the service:
     /// let by_header = AsyncJobApi::new(JobRegistry::new(), UserHeader::new("X-User-Id"));
@@ -63,7 +69,7 @@ impl AsyncJobApi {
     ///         .map(|user| user.0)
     ///         .ok_or_else(|| Rejection::unauthorized("not signed in"))
     /// });
-    /// # drop((by_header, by_middleware));
+    /// # drop((by_token, by_header, by_middleware));
     /// ```
     pub fn new(registry: JobRegistry, identify: impl IdentifyUser) -> Self {
         AsyncJobApi {
@@ -279,8 +285,8 @@ impl AsyncJobApi {
     /// `SameSite=Lax` cookies go with such a navigation), so any page could cancel the user's
     /// jobs (whose ids are easy to guess) without the user knowing. A cross-site `POST` carries
     /// `SameSite=Lax` (the browsers' default) cookies in none of those cases. A service that
-    /// reads `Authorization: Bearer` only is not exposed: a browser never attaches that header
-    /// by itself.
+    /// reads `Authorization: Bearer` only ([`BearerToken`](super::BearerToken)) is not exposed:
+    /// a browser never attaches that header by itself.
     ///
     /// Defaults to: `true`, for Synapse's clients, which cancel with `GET`.
     #[must_use]

@@ -34,7 +34,7 @@ impl FromRequestParts<Arc<Api>> for Caller {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Rejection> {
-        let user = api.identify.identify(parts)?;
+        let user = api.identify.identify(parts).await?;
         Ok(Caller(api.registry.as_user(user)))
     }
 }

@@ -1,7 +1,8 @@
 //! Synapse's asynchronous-job REST API over a [`JobRegistry`], as an axum router (feature `http`).
 //!
 //! [`AsyncJobApi`] is built from a registry, a way to tell the calling user from a request
-//! ([`IdentifyUser`]; [`UserHeader`] reads a header set by a trusted proxy) and the application's job functions, one per request type, keyed by the
+//! ([`IdentifyUser`]: [`BearerToken`] for `Authorization: Bearer`, [`UserHeader`] behind a
+//! trusted proxy) and the application's job functions, one per request type, keyed by the
 //! `concreteType` of the request body and grouped in [`Area`]s: the paths Synapse clients derive
 //! from each request's type. [`into_router`] gives an [`axum::Router`] (axum 0.8) to serve alone
 //! or to merge into the application's own.
@@ -66,7 +67,8 @@
 //! | status | when |
 //! |---|---|
 //! | 400 | malformed job id; body not JSON, not an object, without a string `concreteType`, with an unknown `concreteType` (or one of another area: the reason says where it goes), or not what the kind's request type expects (the reason names the field); a path parameter that differs from the body's field; malformed `wait` |
-//! | 401, 400 | [`UserHeader`]: the header is missing; or it appeared more than once, or is not a user id (other [`IdentifyUser`]s choose their own) |
+//! | 401 | no user: [`BearerToken`] without a token or with an unknown one (with `WWW-Authenticate`), [`UserHeader`] without its header (other [`IdentifyUser`]s choose their own) |
+//! | 400 | the identity header (`Authorization`, or [`UserHeader`]'s) sent more than once, or a [`UserHeader`] that is not a user id |
 //! | 403 | the job was started by another user |
 //! | 404 | no such job (never started, or dropped by retention); on `async/get`, a job not started at that path (another area's, or other path parameters) |
 //! | 405 | `GET …/cancel` when cancel is POST only, with `Allow: POST` |
@@ -147,10 +149,11 @@
 //! [`JobRegistry::as_user`]: crate::JobRegistry::as_user
 
 // One file per concept. Imports run one way, from the router down to the leaves: each file
-// imports only from files later in this order: api, handlers, area, poll, state, identify,
-// rejection, response.
+// imports only from files later in this order: api, handlers, area, poll, state, bearer,
+// identify, rejection, response.
 mod api;
 mod area;
+mod bearer;
 mod handlers;
 mod identify;
 mod poll;
@@ -160,6 +163,7 @@ mod state;
 
 pub use api::{AsyncJobApi, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT};
 pub use area::Area;
+pub use bearer::BearerToken;
 pub use identify::{IdentifyUser, UserHeader};
 pub use rejection::Rejection;
 pub use response::{EMPTY_RESPONSE_TYPE, JOB_REUSED};

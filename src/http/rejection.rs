@@ -13,15 +13,17 @@ use crate::Error;
 /// A refused request: an HTTP status and a reason, answered as JSON `{"reason": "…"}` (Synapse's
 /// error shape) with `Cache-Control: no-store`.
 ///
-/// Every error of the API is one; an [`IdentifyUser`](super::IdentifyUser) returns one to refuse
-/// a request. `From<asyncjobs::Error>` picks the status from the README's table (404 unknown job,
-/// 400 malformed id, 403 another user's job, 503 shut down or store unreachable, 500 otherwise).
-/// A 405 carries `Allow`.
+/// Every error of the API is one; an [`IdentifyUser`](super::IdentifyUser) (or a
+/// [`BearerToken`](super::BearerToken)'s lookup) returns one to refuse a request.
+/// `From<asyncjobs::Error>` picks the status from the README's table (404 unknown job, 400
+/// malformed id, 403 another user's job, 503 shut down or store unreachable, 500 otherwise).
+/// Answers to a 401 from [`BearerToken`](super::BearerToken) carry `WWW-Authenticate`, and a 405
+/// carries `Allow`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     status: StatusCode,
     reason: String,
-    /// A header the status calls for, e.g. `Allow` on a 405.
+    /// A header the status calls for: `WWW-Authenticate` on a 401, `Allow` on a 405.
     header: Option<(HeaderName, HeaderValue)>,
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use super::identify::IdentifyUser;
+use super::identify::DynIdentify;
 use super::rejection::Rejection;
 use crate::{exception, AsynchronousJobStatus, JobRegistry, Spawned, UserView};
 
@@ -15,7 +15,7 @@ use crate::{exception, AsynchronousJobStatus, JobRegistry, Spawned, UserView};
 #[derive(Clone)]
 pub(super) struct Api {
     pub(super) registry: JobRegistry,
-    pub(super) identify: Arc<dyn IdentifyUser>,
+    pub(super) identify: Arc<dyn DynIdentify>,
     /// Every job kind of every area, by `concreteType`: one request type starts one kind, in one
     /// area, whichever endpoint starts it.
     pub(super) kinds: HashMap<Arc<str>, Kind>,
