@@ -1403,6 +1403,125 @@ async fn cancel_can_be_post_only() {
     assert!(f.registry.status(&id).unwrap().job_canceling);
 }
 
+/// One page of `GET /asynchronous/job`: the job ids, the next page's token and the counts.
+async fn page(f: &Fixture, user: u64, query: &str) -> (Vec<String>, Option<String>, Value) {
+    let response = f
+        .get(user, &format!("/asynchronous/job{query}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{query}");
+    assert_no_store(&response);
+    let list: Value = response.json().await.unwrap();
+    let ids = list["page"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|status| {
+            assert_eq!(status["startedByUserId"], user, "only the caller's jobs");
+            status["jobId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let next = list["nextPageToken"].as_str().map(str::to_owned);
+    (ids, next, list["counts"].clone())
+}
+
+#[tokio::test]
+async fn the_list_pages_the_callers_jobs_newest_first_with_filters_and_counts() {
+    let f = fixture().await;
+    let mut started = Vec::new();
+    for kind in [
+        "test.Gated",
+        "test.Unit",
+        "test.Gated",
+        "test.Fail",
+        "test.Unit",
+        "test.Gated",
+    ] {
+        let token = f.start(ALICE, json!({ "concreteType": kind })).await;
+        if kind != "test.Gated" {
+            f.finished(&token).await;
+        }
+        started.push((token, kind));
+        f.start(BOB, json!({"concreteType": "test.Unit"})).await;
+    }
+    let newest_first: Vec<String> = started.iter().rev().map(|(t, _)| t.clone()).collect();
+    let of = |kind: &str| -> Vec<String> {
+        started
+            .iter()
+            .rev()
+            .filter(|(_, k)| *k == kind)
+            .map(|(t, _)| t.clone())
+            .collect()
+    };
+    let all_counts = json!({"PROCESSING": 3, "COMPLETE": 2, "FAILED": 1});
+
+    let (ids, next, counts) = page(&f, ALICE, "").await;
+    assert_eq!(
+        (ids, next, counts),
+        (newest_first.clone(), None, all_counts.clone())
+    );
+
+    // Pages of 4: the second picks up where the first stopped, also after a new job started.
+    let (first, next, _) = page(&f, ALICE, "?limit=4").await;
+    assert_eq!(first, newest_first[..4]);
+    let next = next.expect("a second page");
+    let newer = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;
+    let (second, after, counts) = page(&f, ALICE, &format!("?limit=4&nextPageToken={next}")).await;
+    assert_eq!(second, newest_first[4..]);
+    assert_eq!(after, None);
+    assert_eq!(counts, json!({"PROCESSING": 4, "COMPLETE": 2, "FAILED": 1}));
+
+    // By state: the counts stay those of every state (a UI's tabs).
+    let processing: Vec<String> = std::iter::once(newer).chain(of("test.Gated")).collect();
+    let (ids, next, _) = page(&f, ALICE, "?jobState=PROCESSING&limit=3").await;
+    assert_eq!(ids, processing[..3]);
+    let (ids, next, _) = page(
+        &f,
+        ALICE,
+        &format!(
+            "?jobState=PROCESSING&limit=3&nextPageToken={}",
+            next.unwrap()
+        ),
+    )
+    .await;
+    assert_eq!((ids, next), (processing[3..].to_vec(), None));
+    let (ids, _, _) = page(&f, ALICE, "?jobState=FAILED").await;
+    assert_eq!(ids, of("test.Fail"));
+
+    // By kind: the counts are that kind's.
+    let (ids, _, counts) = page(&f, ALICE, "?concreteType=test.Unit").await;
+    assert_eq!(ids, of("test.Unit"));
+    assert_eq!(counts, json!({"PROCESSING": 0, "COMPLETE": 2, "FAILED": 0}));
+
+    let (ids, _, counts) = page(&f, BOB, "").await;
+    assert_eq!(ids.len(), 6);
+    assert_eq!(counts, json!({"PROCESSING": 0, "COMPLETE": 6, "FAILED": 0}));
+
+    for (query, reason) in [
+        (
+            "?jobState=DONE",
+            r#"jobState must be PROCESSING, COMPLETE or FAILED, not "DONE""#,
+        ),
+        ("?limit=0", "limit must be at least 1"),
+        (
+            "?limit=ten",
+            r#"limit must be a whole number from 1, not "ten""#,
+        ),
+        (
+            "?nextPageToken=abc",
+            "malformed nextPageToken: pass back the one a page answered",
+        ),
+    ] {
+        let response = f
+            .get(ALICE, &format!("/asynchronous/job{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(response, StatusCode::BAD_REQUEST).await, reason);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_each_follow_their_own_jobs() {
     let f = Arc::new(fixture().await);

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::area::{shape, Area};
 use super::handlers::{area_routes, cancel, cancel_by_get_refused, launch, status};
 use super::identify::IdentifyUser;
+use super::list::list;
 use super::state::{Api, Kind};
 use crate::{JobHandle, JobRegistry, JobRequest};
 
@@ -313,7 +314,10 @@ impl AsyncJobApi {
             post(cancel).get(cancel_by_get_refused)
         };
         let mut router = Router::new()
-            .route("/asynchronous/job", post(launch).layer(body_limit))
+            .route(
+                "/asynchronous/job",
+                get(list).post(launch).layer(body_limit),
+            )
             .route("/asynchronous/job/{jobId}", get(status))
             .route("/asynchronous/job/{jobId}/cancel", cancel_route);
         for path in &self.areas {

@@ -1,4 +1,5 @@
-//! The endpoints, each an axum handler over the shared [`Api`].
+//! The endpoints about one job, and the two that start jobs, each an axum handler over the
+//! shared [`Api`]; the list has a file of its own.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,11 +22,13 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `POST /asynchronous/job` | `201` and the new job's status: Synapse's generic launch, for a kind of any area; `Job-Reused` as above |
+//! | `GET /asynchronous/job` | `200 {"page": [status…], "nextPageToken": "…", "counts": {"PROCESSING": n, "COMPLETE": n, "FAILED": n}}`: the caller's jobs, newest first ([listing](#listing)) |
 //! | `GET /asynchronous/job/{jobId}` | `200` and the status, in any state |
 //! | `POST` (and, unless [turned off](AsyncJobApi::cancel_by_get), Synapse's `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
 //!
 //! Every request goes through [`JobRegistry::as_user`] for the caller, so a job started by
-//! another user is refused with 403. Jobs on other instances sharing a store are answered too.
+//! another user is refused with 403, and lists show the caller's jobs only. Jobs on other
+//! instances sharing a store are answered too.
 //!
 //! # Completed jobs on `async/get`
 //!
@@ -66,7 +68,7 @@
 //!
 //! | status | when |
 //! |---|---|
-//! | 400 | malformed job id; body not JSON, not an object, without a string `concreteType`, with an unknown `concreteType` (or one of another area: the reason says where it goes), or not what the kind's request type expects (the reason names the field); a path parameter that differs from the body's field; malformed `wait` |
+//! | 400 | malformed job id; body not JSON, not an object, without a string `concreteType`, with an unknown `concreteType` (or one of another area: the reason says where it goes), or not what the kind's request type expects (the reason names the field); a path parameter that differs from the body's field; malformed `wait`, `limit`, `jobState` or `nextPageToken` |
 //! | 401 | no user: [`BearerToken`] without a token or with an unknown one (with `WWW-Authenticate`), [`UserHeader`] without its header (other [`IdentifyUser`]s choose their own) |
 //! | 400 | the identity header (`Authorization`, or [`UserHeader`]'s) sent more than once, or a [`UserHeader`] that is not a user id |
 //! | 403 | the job was started by another user |
@@ -94,6 +96,23 @@
 //! ETag: "4"
 //! Cache-Control: no-store
 //! {"jobId":"1764379461000000","jobState":"PROCESSING","etag":"4","progressCurrent":2, ...}
+//! ```
+//!
+//! # Listing
+//!
+//! `GET /asynchronous/job` lists the caller's jobs for a UI, newest first (by id), in pages of
+//! `limit` (default [`DEFAULT_LIST_LIMIT`], at most [`MAX_LIST_LIMIT`]). `jobState=FAILED` keeps
+//! one state, `concreteType=…` one kind of request. A page with more after it has a
+//! `nextPageToken`; passing it back as `?nextPageToken=` (with the same filters) gives the next
+//! page. The token is opaque, and stable while jobs start: a page after it holds jobs older than
+//! the page it came from. `counts` are the caller's jobs in each state, of the `concreteType`
+//! asked for if any, whatever `jobState` says (a UI's tab labels); statuses of other
+//! instances' jobs, with a store, are as last written there.
+//!
+//! ```text
+//! GET /asynchronous/job?jobState=PROCESSING&limit=2
+//! 200 {"page": [{"jobId": "9", …}, {"jobId": "7", …}], "nextPageToken": "1.7",
+//!      "counts": {"PROCESSING": 5, "COMPLETE": 40, "FAILED": 1}}
 //! ```
 //!
 //! # Example
@@ -149,13 +168,14 @@
 //! [`JobRegistry::as_user`]: crate::JobRegistry::as_user
 
 // One file per concept. Imports run one way, from the router down to the leaves: each file
-// imports only from files later in this order: api, handlers, area, poll, state, bearer,
+// imports only from files later in this order: api, list, handlers, area, poll, state, bearer,
 // identify, rejection, response.
 mod api;
 mod area;
 mod bearer;
 mod handlers;
 mod identify;
+mod list;
 mod poll;
 mod rejection;
 mod response;
@@ -165,5 +185,6 @@ pub use api::{AsyncJobApi, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT};
 pub use area::Area;
 pub use bearer::BearerToken;
 pub use identify::{IdentifyUser, UserHeader};
+pub use list::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 pub use rejection::Rejection;
 pub use response::{EMPTY_RESPONSE_TYPE, JOB_REUSED};
