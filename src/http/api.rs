@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::area::{shape, Area};
+use super::events::{events, DEFAULT_EVENT_HEARTBEAT};
 use super::handlers::{area_routes, cancel, cancel_by_get_refused, launch, status};
 use super::identify::IdentifyUser;
 use super::list::list;
@@ -83,6 +84,7 @@ impl AsyncJobApi {
                 canceled_status: StatusCode::CONFLICT,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 max_wait: DEFAULT_MAX_WAIT,
+                heartbeat: DEFAULT_EVENT_HEARTBEAT,
                 cancel_by_get: true,
             },
             areas: Vec::new(),
@@ -277,6 +279,22 @@ impl AsyncJobApi {
         self
     }
 
+    /// How long `/asynchronous/job/events` stays silent before it sends a heartbeat (an SSE
+    /// comment, `: heartbeat`), so that proxies and load balancers do not close the stream as
+    /// idle.
+    ///
+    /// Defaults to: [`DEFAULT_EVENT_HEARTBEAT`] (15 s).
+    ///
+    /// # Panics
+    ///
+    /// If `interval` is zero.
+    #[must_use]
+    pub fn event_heartbeat(mut self, interval: Duration) -> Self {
+        assert!(!interval.is_zero(), "a heartbeat interval must not be zero");
+        self.api.heartbeat = interval;
+        self
+    }
+
     /// Whether `GET /asynchronous/job/{jobId}/cancel` cancels, as Synapse's does, besides
     /// `POST`; with `false`, a `GET` is answered 405 with `Allow: POST`.
     ///
@@ -318,6 +336,7 @@ impl AsyncJobApi {
                 "/asynchronous/job",
                 get(list).post(launch).layer(body_limit),
             )
+            .route("/asynchronous/job/events", get(events))
             .route("/asynchronous/job/{jobId}", get(status))
             .route("/asynchronous/job/{jobId}/cancel", cancel_route);
         for path in &self.areas {
@@ -360,6 +379,7 @@ impl fmt::Debug for AsyncJobApi {
             .field("canceled_status", &self.api.canceled_status)
             .field("max_body_bytes", &self.api.max_body_bytes)
             .field("max_wait", &self.api.max_wait)
+            .field("event_heartbeat", &self.api.heartbeat)
             .field("cancel_by_get", &self.api.cancel_by_get)
             .finish_non_exhaustive()
     }

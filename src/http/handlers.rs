@@ -1,5 +1,5 @@
 //! The endpoints about one job, and the two that start jobs, each an axum handler over the
-//! shared [`Api`]; the list has a file of its own.
+//! shared [`Api`]; the list and the event stream have files of their own.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,12 +23,14 @@
 //! |---|---|
 //! | `POST /asynchronous/job` | `201` and the new job's status: Synapse's generic launch, for a kind of any area; `Job-Reused` as above |
 //! | `GET /asynchronous/job` | `200 {"page": [status…], "nextPageToken": "…", "counts": {"PROCESSING": n, "COMPLETE": n, "FAILED": n}}`: the caller's jobs, newest first ([listing](#listing)) |
+//! | `GET /asynchronous/job/events` | Server-Sent Events: the caller's job changes ([event stream](#event-stream)) |
 //! | `GET /asynchronous/job/{jobId}` | `200` and the status, in any state |
 //! | `POST` (and, unless [turned off](AsyncJobApi::cancel_by_get), Synapse's `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
 //!
 //! Every request goes through [`JobRegistry::as_user`] for the caller, so a job started by
-//! another user is refused with 403, and lists show the caller's jobs only. Jobs on other
-//! instances sharing a store are answered too.
+//! another user is refused with 403, and lists and events show the caller's jobs only. Statuses
+//! of jobs on other instances sharing a store are answered everywhere but in the event stream
+//! (see there).
 //!
 //! # Completed jobs on `async/get`
 //!
@@ -68,7 +70,7 @@
 //!
 //! | status | when |
 //! |---|---|
-//! | 400 | malformed job id; body not JSON, not an object, without a string `concreteType`, with an unknown `concreteType` (or one of another area: the reason says where it goes), or not what the kind's request type expects (the reason names the field); a path parameter that differs from the body's field; malformed `wait`, `limit`, `jobState` or `nextPageToken` |
+//! | 400 | malformed job id; body not JSON, not an object, without a string `concreteType`, with an unknown `concreteType` (or one of another area: the reason says where it goes), or not what the kind's request type expects (the reason names the field); a path parameter that differs from the body's field; malformed `wait`, `limit`, `jobState`, `nextPageToken` or `Last-Event-ID` |
 //! | 401 | no user: [`BearerToken`] without a token or with an unknown one (with `WWW-Authenticate`), [`UserHeader`] without its header (other [`IdentifyUser`]s choose their own) |
 //! | 400 | the identity header (`Authorization`, or [`UserHeader`]'s) sent more than once, or a [`UserHeader`] that is not a user id |
 //! | 403 | the job was started by another user |
@@ -115,10 +117,48 @@
 //!      "counts": {"PROCESSING": 5, "COMPLETE": 40, "FAILED": 1}}
 //! ```
 //!
+//! # Event stream
+//!
+//! `GET /asynchronous/job/events` answers `text/event-stream`: one event per change of one of
+//! the caller's jobs, its data the status (AsynchronousJobStatus JSON), its id `jobId:etag`.
+//! While nothing happens, a comment (`: heartbeat`) every
+//! [`event_heartbeat`](AsyncJobApi::event_heartbeat) keeps proxies from closing the stream.
+//! A slow reader is not sent a backlog: a job that changed several times while unread is sent
+//! once, at its latest.
+//!
+//! ```text
+//! id: 1764379461000000:4
+//! data: {"jobId":"1764379461000000","jobState":"PROCESSING","etag":"4","progressCurrent":2,…}
+//!
+//! : heartbeat
+//!
+//! event: end
+//! data: {"reason":"the job registry shut down"}
+//! ```
+//!
+//! A client that reconnects with `Last-Event-ID` (as `EventSource` does by itself) is sent the
+//! latest status of each of its jobs that changed since that event's status, oldest first, then
+//! the live changes; a status may come again, none is skipped. An unknown id (a job since dropped
+//! by retention) sends the latest status of every job of the caller's. A new stream starts with
+//! the changes from then on: to show a list and keep it current, open the stream first, then
+//! list, and keep for each job the status with the later `changedOn`.
+//!
+//! When the registry [shuts down](crate::JobRegistry::shutdown), the stream sends the last jobs'
+//! final statuses, then an `end` event, and ends. A server's graceful shutdown waits for open
+//! streams, so shut the registry down first (or in the graceful-shutdown future, as
+//! `examples/http_service.rs` does). `EventSource` reconnects after an end; served by another
+//! instance of the service, it resumes there.
+//!
+//! With a shared store, the stream follows this instance's jobs only (a resume reads every
+//! instance's through the store). A browser's `EventSource` cannot send `Authorization`: with
+//! [`BearerToken`], a page reads the stream with `fetch`.
+//!
 //! # Example
 //!
 //! ```no_run
-//! use asyncjobs::http::{Area, AsyncJobApi, UserHeader};
+//! use std::collections::HashMap;
+//! use std::sync::Arc;
+//! use asyncjobs::http::{Area, AsyncJobApi, BearerToken};
 //! use asyncjobs::{JobHandle, JobRegistry};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -140,6 +180,11 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = JobRegistry::new();
+//! let tokens = Arc::new(HashMap::from([("s3cr3t-alice".to_owned(), 1_u64)]));
+//! let auth = BearerToken::new(move |token: String| {
+//!     let tokens = tokens.clone();
+//!     async move { Ok(tokens.get(&token).copied()) }
+//! });
 //! let exports = Area::new("/dataset/{datasetId}/export").job(
 //!     "org.example.ExportRequest",
 //!     |request: ExportRequest, job: JobHandle| async move {
@@ -153,12 +198,18 @@
 //!         Ok(ExportResponse { rows: request.rows })
 //!     },
 //! );
-//! let app = AsyncJobApi::new(registry.clone(), UserHeader::new("X-User-Id"))
+//! let app = AsyncJobApi::new(registry.clone(), auth)
 //!     .area(exports)
 //!     .into_router();
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(async move {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!         // Ends the event streams, which the server's shutdown waits for.
+//!         registry.shutdown(std::time::Duration::from_secs(10)).await;
+//!     })
+//!     .await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -168,11 +219,12 @@
 //! [`JobRegistry::as_user`]: crate::JobRegistry::as_user
 
 // One file per concept. Imports run one way, from the router down to the leaves: each file
-// imports only from files later in this order: api, list, handlers, area, poll, state, bearer,
-// identify, rejection, response.
+// imports only from files later in this order: api, list, events, handlers, area, poll, state,
+// bearer, identify, rejection, response.
 mod api;
 mod area;
 mod bearer;
+mod events;
 mod handlers;
 mod identify;
 mod list;
@@ -184,6 +236,7 @@ mod state;
 pub use api::{AsyncJobApi, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WAIT};
 pub use area::Area;
 pub use bearer::BearerToken;
+pub use events::DEFAULT_EVENT_HEARTBEAT;
 pub use identify::{IdentifyUser, UserHeader};
 pub use list::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 pub use rejection::Rejection;

@@ -24,6 +24,7 @@ pub(super) struct Api {
     pub(super) canceled_status: StatusCode,
     pub(super) max_body_bytes: usize,
     pub(super) max_wait: Duration,
+    pub(super) heartbeat: Duration,
     pub(super) cancel_by_get: bool,
 }
 
