@@ -1,5 +1,7 @@
 //! The HTTP front, served on a loopback port and driven by a real HTTP client: every endpoint and
-//! error, etags and `304`, long-polling, concurrent clients and a Synapse-style polling client.
+//! error, areas, bearer tokens, the generic launch, listing, etags and `304`, long-polling and
+//! concurrent clients. The event stream is in `http_events.rs`, a Synapse-style client in
+//! `http_synapse_client.rs`.
 #![cfg(feature = "http")]
 
 use std::sync::Arc;
@@ -1589,65 +1591,6 @@ async fn concurrent_clients_each_follow_their_own_jobs() {
     tokens.dedup();
     assert_eq!(tokens.len(), 12);
     assert_eq!(f.registry.counts().complete, 12);
-}
-
-/// Polls `async/get` as Synapse's Python client does: sleeps from 0.2 s, ×1.1 each time up to
-/// 20 s, back to 0.2 s whenever progress changes; gives up after `patience` without progress.
-async fn synapse_client(f: &Fixture, user: u64, token: &str, patience: Duration) -> (Value, usize) {
-    let mut sleep_for = Duration::from_millis(200);
-    let mut last_progress = (Value::Null, Value::Null);
-    let mut progressed_at = Instant::now();
-    let mut polls = 0;
-    loop {
-        let response = f
-            .get(user, &format!("/async/get/{token}"))
-            .send()
-            .await
-            .unwrap();
-        polls += 1;
-        match response.status() {
-            StatusCode::ACCEPTED => {
-                let status: Value = response.json().await.unwrap();
-                let progress = (
-                    status["progressCurrent"].clone(),
-                    status["progressMessage"].clone(),
-                );
-                if progress != last_progress {
-                    last_progress = progress;
-                    progressed_at = Instant::now();
-                    sleep_for = Duration::from_millis(200);
-                }
-                assert!(progressed_at.elapsed() < patience, "job stalled: {status}");
-                sleep(sleep_for).await;
-                sleep_for = sleep_for.mul_f64(1.1).min(Duration::from_secs(20));
-            }
-            StatusCode::OK => return (response.json().await.unwrap(), polls),
-            other => panic!("job failed: {other} {}", response.text().await.unwrap()),
-        }
-    }
-}
-
-#[tokio::test]
-async fn a_synapse_style_polling_client_follows_a_job_to_completion() {
-    let f = fixture().await;
-    let token = f
-        .start(
-            ALICE,
-            json!({"concreteType": "test.Steps", "steps": 4, "stepMs": 150}),
-        )
-        .await;
-    let started = Instant::now();
-    let (body, polls) = synapse_client(&f, ALICE, &token, Duration::from_secs(5)).await;
-    assert_eq!(
-        body,
-        json!({"concreteType": "test.StepsResponse", "steps": 4})
-    );
-    assert!(polls >= 3, "it polled while the job ran: {polls}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[test]
