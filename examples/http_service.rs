@@ -1,77 +1,119 @@
 //! A job service with Synapse's asynchronous-job REST API:
 //! `cargo run --example http_service --features http`.
 //!
-//! Two job kinds: `org.example.CsvExportRequest` exports `rows` rows, reporting progress and
-//! stopping when canceled; `org.example.WordCountRequest` counts the words of `text`, and an equal
-//! request from the same user is answered with the earlier job (a cacheable request). The caller is
-//! the user named by the `X-User-Id` header, as an authenticating proxy in front would set it.
+//! Two areas, as a Synapse-style client expects them: `/dataset/{datasetId}/export/csv` starts
+//! `org.example.CsvExportRequest` (exports `rows` rows of the dataset in the path, reporting
+//! progress and stopping when canceled), and `/text/wordcount` starts
+//! `org.example.WordCountRequest` (counts the words of `text`; an equal request from the same
+//! user is answered with the earlier job). Users sign in with `Authorization: Bearer <token>`,
+//! looked up in a token table (here two fixed tokens: `alice-s3cret` and `bob-s3cret`).
+//! `GET /asynchronous/job/events` streams each user's job changes.
 //!
 //! From a terminal it serves on `127.0.0.1:3000` (`HTTP_SERVICE_ADDR` to change) until Ctrl-C;
 //! the README's "HTTP front" section has `curl` commands to try. Without a terminal (as in CI), or
 //! with `HTTP_SERVICE_DEMO=1`, it serves on a free loopback port, runs a short client against
 //! itself, prints what it sees and exits (`HTTP_SERVICE_DEMO=0` serves regardless).
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
-use asyncjobs::http::{AsyncJobApi, UserHeader};
+use asyncjobs::http::{Area, AsyncJobApi, BearerToken, JOB_REUSED};
 use asyncjobs::{JobHandle, JobRegistry, JobRequest};
 use axum::http::{header, StatusCode};
 use reqwest::{Client, RequestBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-/// `{"concreteType": "org.example.CsvExportRequest", "rows": 40}`
+/// `{"concreteType": "org.example.CsvExportRequest", "rows": 40}`, at
+/// `/dataset/{datasetId}/export/csv/async/start`; `datasetId` comes from the path.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct CsvExportRequest {
+    dataset_id: String,
     rows: u64,
 }
 
-/// `{"concreteType": "org.example.WordCountRequest", "text": "…"}`
+#[derive(Serialize)]
+#[serde(
+    tag = "concreteType",
+    rename = "org.example.CsvExportResponse",
+    rename_all = "camelCase"
+)]
+struct CsvExportResponse {
+    dataset_id: String,
+    rows: u64,
+}
+
+/// `{"concreteType": "org.example.WordCountRequest", "text": "…"}`, at
+/// `/text/wordcount/async/start`.
 #[derive(Deserialize)]
 struct WordCountRequest {
     text: String,
 }
 
+#[derive(Serialize)]
+#[serde(tag = "concreteType", rename = "org.example.WordCountResponse")]
+struct WordCountResponse {
+    words: usize,
+}
+
 /// The most rows an export may have: more fail the job, to show a failure.
 const MAX_ROWS: u64 = 10_000;
 
+const ALICE: &str = "alice-s3cret";
+const BOB: &str = "bob-s3cret";
+
 fn api(registry: &JobRegistry) -> AsyncJobApi {
-    AsyncJobApi::new(registry.clone(), UserHeader::new("X-User-Id"))
-        .job(
-            "org.example.CsvExportRequest",
-            |request: CsvExportRequest, job: JobHandle| async move {
-                if request.rows > MAX_ROWS {
-                    return Err(std::io::Error::other(format!(
-                        "an export has at most {MAX_ROWS} rows, not {}",
-                        request.rows
-                    )));
+    // A token table; a real service would look tokens up in its database or check a JWT here.
+    let tokens = Arc::new(HashMap::from([
+        (ALICE.to_owned(), 3_350_396_u64),
+        (BOB.to_owned(), 273_950),
+    ]));
+    let auth = BearerToken::new(move |token: String| {
+        let tokens = tokens.clone();
+        async move { Ok(tokens.get(&token).copied()) }
+    });
+    let exports = Area::new("/dataset/{datasetId}/export/csv").job(
+        "org.example.CsvExportRequest",
+        |request: CsvExportRequest, job: JobHandle| async move {
+            if request.rows > MAX_ROWS {
+                return Err(std::io::Error::other(format!(
+                    "an export has at most {MAX_ROWS} rows, not {}",
+                    request.rows
+                )));
+            }
+            for row in 0..request.rows {
+                if job.is_canceling() {
+                    return Err(std::io::Error::other("export canceled"));
                 }
-                for row in 0..request.rows {
-                    if job.is_canceling() {
-                        return Err(std::io::Error::other("export canceled"));
-                    }
-                    job.set_progress(
-                        row,
-                        request.rows,
-                        format!("exported {row} of {} rows", request.rows),
-                    );
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                Ok(json!({"concreteType": "org.example.CsvExportResponse", "rows": request.rows}))
-            },
-        )
-        .job_with(
-            "org.example.WordCountRequest",
-            |request: JobRequest| request.cacheable().time_limit(Duration::from_secs(60)),
-            |request: WordCountRequest, _job: JobHandle| async move {
-                let words = request.text.split_whitespace().count();
-                Ok::<_, std::io::Error>(
-                    json!({"concreteType": "org.example.WordCountResponse", "words": words}),
-                )
-            },
-        )
+                job.set_progress(
+                    row,
+                    request.rows,
+                    format!("exported {row} of {} rows", request.rows),
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Ok(CsvExportResponse {
+                dataset_id: request.dataset_id,
+                rows: request.rows,
+            })
+        },
+    );
+    let word_counts = Area::new("/text/wordcount").job_with(
+        "org.example.WordCountRequest",
+        |request: JobRequest| request.cacheable().time_limit(Duration::from_secs(60)),
+        |request: WordCountRequest, _job: JobHandle| async move {
+            Ok::<_, std::io::Error>(WordCountResponse {
+                words: request.text.split_whitespace().count(),
+            })
+        },
+    );
+    AsyncJobApi::new(registry.clone(), auth)
+        .area(exports)
+        .area(word_counts)
 }
 
 #[tokio::main]
@@ -92,77 +134,113 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "serving on {base}; running the self-test client (HTTP_SERVICE_DEMO=0 to serve)\n"
         );
         self_test(&base).await?;
+        let summary = registry.shutdown(Duration::from_secs(5)).await;
+        println!("\nshut down: {summary:?}");
     } else {
         let addr = std::env::var("HTTP_SERVICE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
         let listener = TcpListener::bind(&addr).await?;
         println!("serving on http://{addr}; Ctrl-C to stop. Try:");
         println!(
-            "  curl -i -H 'X-User-Id: 1' -d '{{\"concreteType\": \"org.example.CsvExportRequest\", \"rows\": 200}}' http://{addr}/async/start"
+            "  curl -i -H 'Authorization: Bearer {ALICE}' -d '{{\"concreteType\": \"org.example.CsvExportRequest\", \"rows\": 200}}' http://{addr}/dataset/syn42/export/csv/async/start"
         );
+        let stopping = registry.clone();
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
+            .with_graceful_shutdown(async move {
                 let _ = tokio::signal::ctrl_c().await;
+                // First the jobs: that also ends the event streams, which the server's graceful
+                // shutdown waits for.
+                let summary = stopping.shutdown(Duration::from_secs(5)).await;
+                println!("\nshut down: {summary:?}");
             })
             .await?;
     }
-    let summary = registry.shutdown(Duration::from_secs(5)).await;
-    println!("\nshut down: {summary:?}");
     Ok(())
 }
 
 /// A client against the service: every endpoint once, checking each answer.
 async fn self_test(base: &str) -> Result<(), Box<dyn std::error::Error>> {
     let http = Client::builder().no_proxy().build()?;
-    let (alice, bob) = ("3350396", "273950");
-    let post =
-        |user: &str, path: &str| http.post(format!("{base}{path}")).header("X-User-Id", user);
-    let get = |user: &str, path: &str| http.get(format!("{base}{path}")).header("X-User-Id", user);
+    let bearer = |token: &str| format!("Bearer {token}");
+    let post = |token: &str, path: &str| {
+        http.post(format!("{base}{path}"))
+            .header(header::AUTHORIZATION, bearer(token))
+    };
+    let get = |token: &str, path: &str| {
+        http.get(format!("{base}{path}"))
+            .header(header::AUTHORIZATION, bearer(token))
+    };
     let export = |rows: u64| json!({"concreteType": "org.example.CsvExportRequest", "rows": rows});
+    let exports = "/dataset/syn42/export/csv";
 
-    // Start an export; follow it by long-polling, each answer as soon as something changed.
+    expect(
+        "POST …/async/start (no token)",
+        http.post(format!("{base}{exports}/async/start"))
+            .json(&export(8)),
+        &[StatusCode::UNAUTHORIZED],
+    )
+    .await?;
+
+    // Follow Alice's jobs as they change, then start an export.
+    let mut events = get(ALICE, "/asynchronous/job/events").send().await?;
+    if events.status() != StatusCode::OK {
+        return Err(format!("GET /asynchronous/job/events: {}", events.status()).into());
+    }
     let started = expect(
-        "POST /async/start (8-row export)",
-        post(alice, "/async/start").json(&export(8)),
+        &format!("POST {exports}/async/start (8 rows)"),
+        post(ALICE, &format!("{exports}/async/start")).json(&export(8)),
         &[StatusCode::CREATED],
     )
     .await?;
     let token = token_of(&started)?;
-    let mut etag = String::new();
+    let mut buffer = String::new();
     loop {
-        let path = format!("/asynchronous/job/{token}?wait=5");
-        let response = get(alice, &path)
-            .header(header::IF_NONE_MATCH, &etag)
-            .send()
-            .await?;
-        if response.status() == StatusCode::NOT_MODIFIED {
-            continue; // nothing new within the wait: ask again
+        let Some(chunk) = events.chunk().await? else {
+            return Err("the event stream ended early".into());
+        };
+        buffer.push_str(std::str::from_utf8(&chunk)?);
+        let mut done = false;
+        while let Some(end) = buffer.find("\n\n") {
+            let message: String = buffer.drain(..end + 2).collect();
+            let Some(data) = message.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue; // a heartbeat
+            };
+            let status: Value = serde_json::from_str(data)?;
+            let state = status["jobState"].as_str().unwrap_or_default();
+            let message = status["progressMessage"].as_str().unwrap_or_default();
+            show(
+                "event",
+                &format!(
+                    "etag {:<3} {state:<10} {message}",
+                    status["etag"].as_str().unwrap_or_default()
+                ),
+            );
+            done = status["jobId"] == token.as_str() && state != "PROCESSING";
         }
-        if response.status() != StatusCode::OK {
-            return Err(format!("GET {path}: {}", response.status()).into());
-        }
-        etag = response.headers()[header::ETAG].to_str()?.to_owned();
-        let status: Value = response.json().await?;
-        let state = status["jobState"].as_str().unwrap_or_default();
-        let message = status["progressMessage"].as_str().unwrap_or_default();
-        show(
-            &format!("GET {path}"),
-            &format!("200 ETag {etag:<4} {state:<10} {message}"),
-        );
-        if state != "PROCESSING" {
+        if done {
             break;
         }
     }
-    let get_path = format!("/async/get/{token}");
+    drop(events);
+    let get_path = format!("{exports}/async/get/{token}");
     expect(
         &format!("GET {get_path}"),
-        get(alice, &get_path),
+        get(ALICE, &get_path),
         &[StatusCode::OK],
     )
     .await?;
     expect(
         &format!("GET {get_path} (as Bob)"),
-        get(bob, &get_path),
+        get(BOB, &get_path),
         &[StatusCode::FORBIDDEN],
+    )
+    .await?;
+    expect(
+        &format!("GET /dataset/syn7/export/csv/async/get/{token} (another dataset)"),
+        get(
+            ALICE,
+            &format!("/dataset/syn7/export/csv/async/get/{token}"),
+        ),
+        &[StatusCode::NOT_FOUND],
     )
     .await?;
 
@@ -170,26 +248,40 @@ async fn self_test(base: &str) -> Result<(), Box<dyn std::error::Error>> {
     let count =
         json!({"concreteType": "org.example.WordCountRequest", "text": "to be or not to be"});
     let first = expect(
-        "POST /async/start (word count)",
-        post(alice, "/async/start").json(&count),
+        "POST /text/wordcount/async/start",
+        post(ALICE, "/text/wordcount/async/start").json(&count),
         &[StatusCode::CREATED],
     )
     .await?;
-    let again = expect(
-        "POST /async/start (the same word count)",
-        post(alice, "/async/start").json(&count),
-        &[StatusCode::CREATED],
-    )
-    .await?;
-    if first != again {
+    let again = post(ALICE, "/text/wordcount/async/start")
+        .json(&count)
+        .send()
+        .await?;
+    let reused = again.headers().get(JOB_REUSED).cloned();
+    let again = again.text().await?;
+    show(
+        "POST /text/wordcount/async/start (again)",
+        &format!("201 {again} Job-Reused: {reused:?}"),
+    );
+    if first != again || reused.as_ref().is_none_or(|r| r != "true") {
         return Err(format!("a cacheable request started a second job: {first} {again}").into());
     }
+
+    // Synapse's generic launch, for a kind of any area: 201 and the status.
+    expect(
+        "POST /asynchronous/job (word count)",
+        post(ALICE, "/asynchronous/job").json(
+            &json!({"concreteType": "org.example.WordCountRequest", "text": "launched generically"}),
+        ),
+        &[StatusCode::CREATED],
+    )
+    .await?;
 
     // Cancel a long export: 202 while it stops, then async/get answers 409 with the reason.
     let long = token_of(
         &expect(
-            "POST /async/start (5000-row export)",
-            post(alice, "/async/start").json(&export(5000)),
+            &format!("POST {exports}/async/start (5000 rows)"),
+            post(ALICE, &format!("{exports}/async/start")).json(&export(5000)),
             &[StatusCode::CREATED],
         )
         .await?,
@@ -197,51 +289,64 @@ async fn self_test(base: &str) -> Result<(), Box<dyn std::error::Error>> {
     let cancel_path = format!("/asynchronous/job/{long}/cancel");
     expect(
         &format!("POST {cancel_path}"),
-        post(alice, &cancel_path),
+        post(ALICE, &cancel_path),
         &[StatusCode::ACCEPTED, StatusCode::OK],
     )
     .await?;
-    let long_path = format!("/async/get/{long}?wait=5");
-    wait_while_processing(&get(alice, &long_path)).await?;
+    let long_path = format!("{exports}/async/get/{long}?wait=5");
+    wait_while_processing(&get(ALICE, &long_path)).await?;
     expect(
         &format!("GET {long_path}"),
-        get(alice, &long_path),
+        get(ALICE, &long_path),
         &[StatusCode::CONFLICT],
     )
     .await?;
 
-    // A failing export, and requests that start nothing.
+    // A failing export: a 4xx with the job's error message, never a 5xx.
     let failing = token_of(
         &expect(
-            "POST /async/start (too many rows)",
-            post(alice, "/async/start").json(&export(1_000_000)),
+            &format!("POST {exports}/async/start (too many rows)"),
+            post(ALICE, &format!("{exports}/async/start")).json(&export(1_000_000)),
             &[StatusCode::CREATED],
         )
         .await?,
     )?;
-    let failing_path = format!("/async/get/{failing}?wait=5");
-    wait_while_processing(&get(alice, &failing_path)).await?;
+    let failing_path = format!("{exports}/async/get/{failing}?wait=5");
+    wait_while_processing(&get(ALICE, &failing_path)).await?;
     expect(
         &format!("GET {failing_path}"),
-        get(alice, &failing_path),
+        get(ALICE, &failing_path),
         &[StatusCode::BAD_REQUEST],
     )
     .await?;
+
+    // Alice's failed jobs, for a UI.
+    let list = expect(
+        "GET /asynchronous/job?jobState=FAILED",
+        get(ALICE, "/asynchronous/job?jobState=FAILED"),
+        &[StatusCode::OK],
+    )
+    .await?;
+    let list: Value = serde_json::from_str(&list)?;
+    if list["counts"]["FAILED"] != 2 || list["page"].as_array().map(Vec::len) != Some(2) {
+        return Err(format!("expected two failed jobs: {list}").into());
+    }
+
     expect(
-        "POST /async/start (unknown concreteType)",
-        post(alice, "/async/start").json(&json!({"concreteType": "org.example.Nope"})),
+        "POST /text/wordcount/async/start (an export)",
+        post(ALICE, "/text/wordcount/async/start").json(&export(1)),
         &[StatusCode::BAD_REQUEST],
     )
     .await?;
     expect(
         "GET /asynchronous/job/42",
-        get(alice, "/asynchronous/job/42"),
+        get(ALICE, "/asynchronous/job/42"),
         &[StatusCode::NOT_FOUND],
     )
     .await?;
     expect(
         "GET /asynchronous/job/forty-two",
-        get(alice, "/asynchronous/job/forty-two"),
+        get(ALICE, "/asynchronous/job/forty-two"),
         &[StatusCode::BAD_REQUEST],
     )
     .await?;
@@ -257,7 +362,8 @@ async fn expect(
     let response = request.send().await?;
     let got = response.status();
     let body = response.text().await?;
-    show(what, &format!("{} {body}", got.as_u16()));
+    let shown: String = body.chars().take(160).collect();
+    show(what, &format!("{} {shown}", got.as_u16()));
     if !statuses.contains(&got) {
         return Err(format!("{what}: expected {statuses:?}, got {got}").into());
     }
@@ -283,5 +389,5 @@ fn token_of(started: &str) -> Result<String, Box<dyn std::error::Error>> {
 }
 
 fn show(request: &str, answer: &str) {
-    println!("{request:<48} -> {answer}");
+    println!("{request:<56} -> {answer}");
 }

@@ -36,4 +36,3 @@ pub(crate) enum Step {
     Finished,
     Removed,
 }
-

@@ -22,9 +22,9 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::change::Change;
+use crate::event::{Event, Step};
 use crate::failure::Failure;
 use crate::observer::StatusSource;
-use crate::event::{Event, Step};
 use crate::seam::Seam;
 use crate::trace;
 use crate::{

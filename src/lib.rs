@@ -233,10 +233,10 @@ mod trace;
 // 5. Leaves
 mod cause;
 mod change;
-mod event;
 mod counts;
 mod error;
 mod etag;
+mod event;
 pub mod exception;
 mod failure;
 mod filter;

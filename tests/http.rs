@@ -1,11 +1,15 @@
 //! The HTTP front, served on a loopback port and driven by a real HTTP client: every endpoint and
-//! error, etags and `304`, long-polling, concurrent clients and a Synapse-style polling client.
+//! error, areas, bearer tokens, the generic launch, listing, etags and `304`, long-polling and
+//! concurrent clients. The event stream is in `http_events.rs`, a Synapse-style client in
+//! `http_synapse_client.rs`.
 #![cfg(feature = "http")]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use asyncjobs::http::{AsyncJobApi, Rejection, UserHeader};
+use asyncjobs::http::{
+    Area, AsyncJobApi, BearerToken, Rejection, UserHeader, EMPTY_RESPONSE_TYPE, JOB_REUSED,
+};
 use asyncjobs::{exception, AsynchJobState, JobHandle, JobId, JobRegistry, JobRequest};
 use axum::http::{header, StatusCode};
 use axum::Router;
@@ -108,6 +112,13 @@ fn api(registry: &JobRegistry, gate: &Arc<Notify>) -> AsyncJobApi {
         .job("test.Unit", |_: Value, _job: JobHandle| async move {
             Ok::<(), std::io::Error>(())
         })
+        // JSON object keys are strings: this result does not serialize.
+        .job(
+            "test.Unserializable",
+            |_: Value, _job: JobHandle| async move {
+                Ok::<_, std::io::Error>(std::collections::HashMap::from([((1, 2), 3)]))
+            },
+        )
         .job_with(
             "test.Limited",
             |request: JobRequest| request.time_limit(Duration::from_millis(50)),
@@ -307,30 +318,41 @@ async fn the_status_endpoint_answers_in_every_state() {
 }
 
 #[tokio::test]
-async fn failed_jobs_answer_with_the_status_their_exception_maps_to() {
+async fn every_failed_job_answers_a_4xx_with_its_error_message() {
     let f = fixture().await;
+    // None is a 5xx: a client retries those, and a FAILED status never changes.
     let cases = [
         (
             json!({"concreteType": "test.Fail", "message": "bad column"}),
+            "std::io::error::Error",
             StatusCode::BAD_REQUEST,
         ),
         (
             json!({"concreteType": "test.NotFound"}),
-            StatusCode::NOT_FOUND,
+            std::any::type_name::<NotFound>(),
+            StatusCode::NOT_FOUND, // mapped by the application
         ),
         (
             json!({"concreteType": "test.Panic"}),
-            StatusCode::INTERNAL_SERVER_ERROR,
+            exception::PANICKED,
+            StatusCode::BAD_REQUEST,
         ),
         (
             json!({"concreteType": "test.Limited"}),
-            StatusCode::GATEWAY_TIMEOUT,
+            exception::TIMED_OUT,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"concreteType": "test.Unserializable"}),
+            exception::RESPONSE_NOT_SERIALIZABLE,
+            StatusCode::BAD_REQUEST,
         ),
     ];
-    for (body, expected) in cases {
+    for (body, exception, expected) in cases {
         let token = f.start(ALICE, body.clone()).await;
         let status = f.finished(&token).await;
         assert_eq!(status.job_state, AsynchJobState::Failed);
+        assert_eq!(status.exception.as_deref(), Some(exception), "{body}");
         let response = f
             .get(ALICE, &format!("/async/get/{token}"))
             .send()
@@ -417,17 +439,21 @@ async fn failure_statuses_are_configurable() {
 }
 
 #[tokio::test]
-async fn a_job_without_a_result_completes_with_null() {
+async fn a_job_without_a_result_completes_with_an_empty_response_object() {
     let f = fixture().await;
     let token = f.start(ALICE, json!({"concreteType": "test.Unit"})).await;
-    f.finished(&token).await;
+    let done = f.finished(&token).await;
+    assert_eq!(done.response_body, None, "the status has no responseBody");
     let response = f
         .get(ALICE, &format!("/async/get/{token}"))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.text().await.unwrap(), "null");
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({ "concreteType": EMPTY_RESPONSE_TYPE }));
+    assert_eq!(EMPTY_RESPONSE_TYPE, "asyncjobs.EmptyResponse");
 }
 
 #[tokio::test]
@@ -602,6 +628,30 @@ async fn errors_are_json_reasons_with_the_right_status() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_typed_kind_refuses_a_body_of_another_shape_naming_the_field() {
+    let f = fixture().await;
+    for (body, reason) in [
+        (
+            json!({"concreteType": "test.Steps", "steps": "many", "stepMs": 1}),
+            r#"request body is not a valid test.Steps: steps: invalid type: string "many", expected u64"#,
+        ),
+        (
+            json!({"concreteType": "test.Steps", "steps": 1}),
+            "request body is not a valid test.Steps: missing field `stepMs`",
+        ),
+    ] {
+        let response = f
+            .post(ALICE, "/async/start")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(response, StatusCode::BAD_REQUEST).await, reason);
+    }
+    assert!(f.registry.is_empty());
 }
 
 #[tokio::test]
@@ -917,7 +967,24 @@ async fn a_cacheable_kind_answers_an_equal_request_with_the_earlier_token() {
     let query = json!({"concreteType": "test.Query", "sql": "select 1", "limit": 5});
     let first = f.start(ALICE, query.clone()).await;
     let reordered = json!({"limit": 5, "sql": "select 1", "concreteType": "test.Query"});
-    assert_eq!(f.start(ALICE, reordered).await, first);
+    // Still 201, as Synapse answers, and a header says so.
+    let again = f
+        .post(ALICE, "/async/start")
+        .json(&reordered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()[JOB_REUSED], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["token"], first.as_str());
+    let fresh = f
+        .post(ALICE, "/async/start")
+        .json(&json!({"concreteType": "test.Query", "sql": "select 3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.headers()[JOB_REUSED], "false");
     assert_ne!(
         f.start(BOB, query.clone()).await,
         first,
@@ -933,64 +1000,528 @@ async fn a_cacheable_kind_answers_an_equal_request_with_the_earlier_token() {
     );
 }
 
-#[tokio::test]
-async fn the_router_has_a_prefix_and_merges_into_an_application() {
+/// A table query, at `/entity/{entityId}/table/query`: the entity comes from the path.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TableQuery {
+    entity_id: String,
+    sql: String,
+}
+
+/// Its result, with its `concreteType` from serde.
+#[derive(serde::Serialize)]
+#[serde(
+    tag = "concreteType",
+    rename = "test.TableQueryResult",
+    rename_all = "camelCase"
+)]
+struct TableQueryResult {
+    entity_id: String,
+    sql: String,
+}
+
+/// Three areas as a Synapse-style service has them (two with a path parameter), and the root.
+fn areas_api(registry: &JobRegistry) -> AsyncJobApi {
+    AsyncJobApi::new(registry.clone(), UserHeader::new("X-User-Id"))
+        .area(Area::new("/entity/{entityId}/table/query").job_with(
+            "test.TableQuery",
+            JobRequest::cacheable,
+            |query: TableQuery, _job: JobHandle| async move {
+                Ok::<_, std::io::Error>(TableQueryResult {
+                    entity_id: query.entity_id,
+                    sql: query.sql,
+                })
+            },
+        ))
+        .area(Area::new("/entity/{entityId}/table/download/csv").job(
+            "test.CsvDownload",
+            |body: Value, _job: JobHandle| async move {
+                Ok::<_, std::io::Error>(
+                    json!({"concreteType": "test.CsvDownloadResult", "entityId": body["entityId"]}),
+                )
+            },
+        ))
+        .area(
+            Area::new("/file/bulk").job("test.BulkDownload", |_: Value, _job: JobHandle| async {
+                Ok::<_, std::io::Error>(json!({"concreteType": "test.BulkDownloadResult"}))
+            }),
+        )
+        .job("test.Unit", |_: Value, _job: JobHandle| async {
+            Ok::<(), std::io::Error>(())
+        })
+}
+
+/// A fixture over [`areas_api`], merged into an application's router with a state of its own.
+async fn areas_fixture() -> Fixture {
     #[derive(Clone)]
     struct AppState;
     let registry = JobRegistry::new();
-    let gate = Arc::new(Notify::new());
     let app: Router = Router::new()
         .route("/health", axum::routing::get(|| async { "ok" }))
-        .merge(
-            api(&registry, &gate)
-                .prefix("table/query/")
-                .into_router::<AppState>(),
-        )
+        .merge(areas_api(&registry).into_router::<AppState>())
         .with_state(AppState);
-    let f = Fixture {
+    Fixture {
         base: serve(app).await,
         http: client(),
         registry,
-        gate,
-    };
+        gate: Arc::new(Notify::new()),
+    }
+}
+
+impl Fixture {
+    /// Starts a job at `{area}/async/start`: its token, and whether it was reused.
+    async fn start_at(&self, area: &str, body: &Value) -> (String, bool) {
+        let response = self
+            .post(ALICE, &format!("{area}/async/start"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{area} {body}");
+        let reused = response.headers()[JOB_REUSED] == "true";
+        let token: Value = response.json().await.unwrap();
+        (token["token"].as_str().unwrap().to_owned(), reused)
+    }
+}
+
+#[tokio::test]
+async fn one_api_serves_many_areas_and_one_shared_job_set() {
+    let f = areas_fixture().await;
+    let query = json!({"concreteType": "test.TableQuery", "sql": "select 1"});
+    let syn1 = "/entity/syn1/table/query";
+    let (token, reused) = f.start_at(syn1, &query).await;
+    assert!(!reused);
+    // The path's entity is part of the request: in the job's body, and in the cache key.
+    let status = f.finished(&token).await;
+    assert_eq!(
+        status.request_body.as_deref(),
+        Some(&json!({"concreteType": "test.TableQuery", "sql": "select 1", "entityId": "syn1"}))
+    );
+    assert_eq!(f.start_at(syn1, &query).await, (token.clone(), true));
+    let explicit =
+        json!({"concreteType": "test.TableQuery", "sql": "select 1", "entityId": "syn1"});
+    assert_eq!(f.start_at(syn1, &explicit).await, (token.clone(), true));
+    let (other_table, reused) = f.start_at("/entity/syn2/table/query", &query).await;
+    assert!(
+        !reused,
+        "the same query on another table is another request"
+    );
+    assert_ne!(other_table, token);
+    let contradicting =
+        json!({"concreteType": "test.TableQuery", "sql": "select 1", "entityId": "syn9"});
     let response = f
-        .post(ALICE, "/table/query/async/start")
-        .json(&json!({"concreteType": "test.Unit"}))
+        .post(ALICE, &format!("{syn1}/async/start"))
+        .json(&contradicting)
+        .send()
+        .await
+        .unwrap();
+    let reason = refused(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        reason,
+        r#"entityId in the request body ("syn9") differs from the path's ("syn1")"#
+    );
+
+    // Each area answers for its own jobs.
+    let response = f
+        .get(ALICE, &format!("{syn1}/async/get/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"concreteType": "test.TableQueryResult", "entityId": "syn1", "sql": "select 1"})
+    );
+    for elsewhere in [
+        "/entity/syn2/table/query",
+        "/entity/syn1/table/download/csv",
+        "/file/bulk",
+        "",
+    ] {
+        let response = f
+            .get(ALICE, &format!("{elsewhere}/async/get/{token}"))
+            .send()
+            .await
+            .unwrap();
+        let reason = refused(response, StatusCode::NOT_FOUND).await;
+        assert_eq!(
+            reason,
+            format!(
+                "job {token} was not started at this path; /asynchronous/job/{token} answers for it"
+            ),
+            "{elsewhere}"
+        );
+    }
+
+    // A kind is started in its own area only, and the refusal says where.
+    let csv = json!({"concreteType": "test.CsvDownload"});
+    let response = f
+        .post(ALICE, &format!("{syn1}/async/start"))
+        .json(&csv)
+        .send()
+        .await
+        .unwrap();
+    let reason = refused(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        reason,
+        "test.CsvDownload is not started here but at \
+         /entity/{entityId}/table/download/csv/async/start; this endpoint starts: test.TableQuery"
+    );
+    let (csv_token, _) = f.start_at("/entity/syn3/table/download/csv", &csv).await;
+    let (bulk_token, _) = f
+        .start_at("/file/bulk", &json!({"concreteType": "test.BulkDownload"}))
+        .await;
+    let (root_token, _) = f.start_at("", &json!({"concreteType": "test.Unit"})).await;
+    for (area, token, expected) in [
+        (
+            "/entity/syn3/table/download/csv",
+            &csv_token,
+            json!({"concreteType": "test.CsvDownloadResult", "entityId": "syn3"}),
+        ),
+        (
+            "/file/bulk",
+            &bulk_token,
+            json!({"concreteType": "test.BulkDownloadResult"}),
+        ),
+        (
+            "",
+            &root_token,
+            json!({ "concreteType": EMPTY_RESPONSE_TYPE }),
+        ),
+    ] {
+        f.finished(token).await;
+        let response = f
+            .get(ALICE, &format!("{area}/async/get/{token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{area}");
+        assert_eq!(response.json::<Value>().await.unwrap(), expected);
+        // One shared set of /asynchronous/job endpoints answers for every area's jobs.
+        let response = f
+            .get(ALICE, &format!("/asynchronous/job/{token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let health = f.get(ALICE, "/health").send().await.unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn the_generic_launch_starts_a_kind_of_any_area_with_201_and_its_status() {
+    let f = areas_fixture().await;
+    let body = json!({"concreteType": "test.TableQuery", "entityId": "syn1", "sql": "select 2"});
+    let response = f
+        .post(ALICE, "/asynchronous/job")
+        .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let token: Value = response.json().await.unwrap();
-    let token = token["token"].as_str().unwrap();
-    f.finished(token).await;
-    let response = f
-        .get(ALICE, &format!("/table/query/async/get/{token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let response = f
-        .get(ALICE, &format!("/asynchronous/job/{token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let response = f.post(ALICE, "/async/start").send().await.unwrap();
-    assert_eq!(
-        response.status(),
-        StatusCode::NOT_FOUND,
-        "only under the prefix"
+    assert_no_store(&response);
+    assert_eq!(response.headers()[JOB_REUSED], "false");
+    let etag = etag_header(&response);
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(etag, format!("\"{}\"", status["etag"].as_str().unwrap()));
+    assert_eq!(status["startedByUserId"], ALICE);
+    assert_eq!(status["requestBody"], body);
+    assert!(
+        ["PROCESSING", "COMPLETE"].contains(&status["jobState"].as_str().unwrap()),
+        "{status}"
     );
+    let id = status["jobId"].as_str().unwrap().to_owned();
+
+    // Cacheable: the same request again is answered with the same job, 201 all the same.
+    let response = f
+        .post(ALICE, "/asynchronous/job")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()[JOB_REUSED], "true");
+    let again: Value = response.json().await.unwrap();
+    assert_eq!(again["jobId"], id.as_str());
+    // The same request through its area is the same request.
+    let through_area = json!({"concreteType": "test.TableQuery", "sql": "select 2"});
     assert_eq!(
-        f.get(ALICE, "/health")
+        f.start_at("/entity/syn1/table/query", &through_area).await,
+        (id.clone(), true)
+    );
+
+    for (body, reason) in [
+        (
+            json!({"concreteType": "test.Nope"}),
+            r#"unknown concreteType "test.Nope"; this service starts: test.BulkDownload, test.CsvDownload, test.TableQuery, test.Unit"#,
+        ),
+        (
+            json!({"concreteType": "test.TableQuery", "sql": "select 3"}),
+            "request body is not a valid test.TableQuery: missing field `entityId`",
+        ),
+        (
+            json!([1, 2]),
+            "request body must be a JSON object with a string concreteType",
+        ),
+    ] {
+        let response = f
+            .post(ALICE, "/asynchronous/job")
+            .json(&body)
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
+            .unwrap();
+        assert_eq!(refused(response, StatusCode::BAD_REQUEST).await, reason);
+    }
+    assert_eq!(f.registry.len(), 1, "no refused request started a job");
+}
+
+#[tokio::test]
+async fn bearer_tokens_map_to_users_through_the_applications_lookup() {
+    let registry = JobRegistry::new();
+    let auth = BearerToken::new(|token: String| async move {
+        // As a token table in a database would answer: later.
+        tokio::task::yield_now().await;
+        match token.as_str() {
+            "alice-t0ken" => Ok(Some(ALICE)),
+            "bob-t0ken" => Ok(Some(BOB)),
+            "unreachable" => Err(Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token table unreachable",
+            )),
+            _ => Ok(None),
+        }
+    });
+    let router = AsyncJobApi::new(registry.clone(), auth)
+        .job("test.Unit", |_: Value, _job: JobHandle| async move {
+            Ok::<(), std::io::Error>(())
+        })
+        .into_router();
+    let base = serve(router).await;
+    let http = client();
+    let start = |authorization: &[&str]| {
+        let mut request = http
+            .post(format!("{base}/async/start"))
+            .json(&json!({"concreteType": "test.Unit"}));
+        for value in authorization {
+            request = request.header(header::AUTHORIZATION, *value);
+        }
+        request.send()
+    };
+
+    for (authorization, status, reason, challenge) in [
+        (&[][..], 401, "missing bearer token", Some("Bearer")),
+        (
+            &["Basic YWxpY2U6cHc="][..],
+            401,
+            "authorization is not a bearer token",
+            Some("Bearer"),
+        ),
+        (
+            &["Bearer"][..],
+            401,
+            "malformed bearer token",
+            Some("Bearer"),
+        ),
+        (
+            &["Bearer eve"][..],
+            401,
+            "unknown or expired bearer token",
+            Some("Bearer error=\"invalid_token\""),
+        ),
+        (
+            &["Bearer unreachable"][..],
+            503,
+            "token table unreachable",
+            None,
+        ),
+        (
+            &["Bearer alice-t0ken", "Bearer bob-t0ken"][..],
+            400,
+            "authorization header appeared more than once: the user is ambiguous",
+            None,
+        ),
+    ] {
+        let response = start(authorization).await.unwrap();
+        assert_eq!(
+            response
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(|v| v.to_str().unwrap()),
+            challenge,
+            "{authorization:?}"
+        );
+        let status = StatusCode::from_u16(status).unwrap();
+        assert_eq!(refused(response, status).await, reason, "{authorization:?}");
+    }
+    assert!(registry.is_empty(), "no refused request started a job");
+
+    let response = start(&["bearer alice-t0ken"]).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let token: Value = response.json().await.unwrap();
+    let token = token["token"].as_str().unwrap();
+    let id: JobId = token.parse().unwrap();
+    assert_eq!(
+        registry.status(&id).unwrap().started_by_user_id,
+        Some(ALICE)
     );
+    let read = |auth: &'static str| {
+        http.get(format!("{base}/asynchronous/job/{token}"))
+            .header(header::AUTHORIZATION, auth)
+            .send()
+    };
+    assert_eq!(
+        read("Bearer alice-t0ken").await.unwrap().status(),
+        StatusCode::OK
+    );
+    refused(
+        read("Bearer bob-t0ken").await.unwrap(),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cancel_can_be_post_only() {
+    let registry = JobRegistry::new();
+    let gate = Arc::new(Notify::new());
+    let f = Fixture {
+        base: serve(api(&registry, &gate).cancel_by_get(false).into_router()).await,
+        http: client(),
+        registry,
+        gate,
+    };
+    let token = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;
+    let path = format!("/asynchronous/job/{token}/cancel");
+    let response = f.get(ALICE, &path).send().await.unwrap();
+    assert_eq!(response.headers()[header::ALLOW], "POST");
+    let reason = refused(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    assert!(reason.contains("POST"), "{reason}");
+    let id: JobId = token.parse().unwrap();
+    assert!(!f.registry.status(&id).unwrap().job_canceling);
+    let response = f.post(ALICE, &path).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert!(f.registry.status(&id).unwrap().job_canceling);
+}
+
+/// One page of `GET /asynchronous/job`: the job ids, the next page's token and the counts.
+async fn page(f: &Fixture, user: u64, query: &str) -> (Vec<String>, Option<String>, Value) {
+    let response = f
+        .get(user, &format!("/asynchronous/job{query}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{query}");
+    assert_no_store(&response);
+    let list: Value = response.json().await.unwrap();
+    let ids = list["page"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|status| {
+            assert_eq!(status["startedByUserId"], user, "only the caller's jobs");
+            status["jobId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let next = list["nextPageToken"].as_str().map(str::to_owned);
+    (ids, next, list["counts"].clone())
+}
+
+#[tokio::test]
+async fn the_list_pages_the_callers_jobs_newest_first_with_filters_and_counts() {
+    let f = fixture().await;
+    let mut started = Vec::new();
+    for kind in [
+        "test.Gated",
+        "test.Unit",
+        "test.Gated",
+        "test.Fail",
+        "test.Unit",
+        "test.Gated",
+    ] {
+        let token = f.start(ALICE, json!({ "concreteType": kind })).await;
+        if kind != "test.Gated" {
+            f.finished(&token).await;
+        }
+        started.push((token, kind));
+        f.start(BOB, json!({"concreteType": "test.Unit"})).await;
+    }
+    let newest_first: Vec<String> = started.iter().rev().map(|(t, _)| t.clone()).collect();
+    let of = |kind: &str| -> Vec<String> {
+        started
+            .iter()
+            .rev()
+            .filter(|(_, k)| *k == kind)
+            .map(|(t, _)| t.clone())
+            .collect()
+    };
+    let all_counts = json!({"PROCESSING": 3, "COMPLETE": 2, "FAILED": 1});
+
+    let (ids, next, counts) = page(&f, ALICE, "").await;
+    assert_eq!(
+        (ids, next, counts),
+        (newest_first.clone(), None, all_counts.clone())
+    );
+
+    // Pages of 4: the second picks up where the first stopped, also after a new job started.
+    let (first, next, _) = page(&f, ALICE, "?limit=4").await;
+    assert_eq!(first, newest_first[..4]);
+    let next = next.expect("a second page");
+    let newer = f.start(ALICE, json!({"concreteType": "test.Gated"})).await;
+    let (second, after, counts) = page(&f, ALICE, &format!("?limit=4&nextPageToken={next}")).await;
+    assert_eq!(second, newest_first[4..]);
+    assert_eq!(after, None);
+    assert_eq!(counts, json!({"PROCESSING": 4, "COMPLETE": 2, "FAILED": 1}));
+
+    // By state: the counts stay those of every state (a UI's tabs).
+    let processing: Vec<String> = std::iter::once(newer).chain(of("test.Gated")).collect();
+    let (ids, next, _) = page(&f, ALICE, "?jobState=PROCESSING&limit=3").await;
+    assert_eq!(ids, processing[..3]);
+    let (ids, next, _) = page(
+        &f,
+        ALICE,
+        &format!(
+            "?jobState=PROCESSING&limit=3&nextPageToken={}",
+            next.unwrap()
+        ),
+    )
+    .await;
+    assert_eq!((ids, next), (processing[3..].to_vec(), None));
+    let (ids, _, _) = page(&f, ALICE, "?jobState=FAILED").await;
+    assert_eq!(ids, of("test.Fail"));
+
+    // By kind: the counts are that kind's.
+    let (ids, _, counts) = page(&f, ALICE, "?concreteType=test.Unit").await;
+    assert_eq!(ids, of("test.Unit"));
+    assert_eq!(counts, json!({"PROCESSING": 0, "COMPLETE": 2, "FAILED": 0}));
+
+    let (ids, _, counts) = page(&f, BOB, "").await;
+    assert_eq!(ids.len(), 6);
+    assert_eq!(counts, json!({"PROCESSING": 0, "COMPLETE": 6, "FAILED": 0}));
+
+    for (query, reason) in [
+        (
+            "?jobState=DONE",
+            r#"jobState must be PROCESSING, COMPLETE or FAILED, not "DONE""#,
+        ),
+        ("?limit=0", "limit must be at least 1"),
+        (
+            "?limit=ten",
+            r#"limit must be a whole number from 1, not "ten""#,
+        ),
+        (
+            "?nextPageToken=abc",
+            "malformed nextPageToken: pass back the one a page answered",
+        ),
+    ] {
+        let response = f
+            .get(ALICE, &format!("/asynchronous/job{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused(response, StatusCode::BAD_REQUEST).await, reason);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1062,69 +1593,14 @@ async fn concurrent_clients_each_follow_their_own_jobs() {
     assert_eq!(f.registry.counts().complete, 12);
 }
 
-/// Polls `async/get` as Synapse's Python client does: sleeps from 0.2 s, ×1.1 each time up to
-/// 20 s, back to 0.2 s whenever progress changes; gives up after `patience` without progress.
-async fn synapse_client(f: &Fixture, user: u64, token: &str, patience: Duration) -> (Value, usize) {
-    let mut sleep_for = Duration::from_millis(200);
-    let mut last_progress = (Value::Null, Value::Null);
-    let mut progressed_at = Instant::now();
-    let mut polls = 0;
-    loop {
-        let response = f
-            .get(user, &format!("/async/get/{token}"))
-            .send()
-            .await
-            .unwrap();
-        polls += 1;
-        match response.status() {
-            StatusCode::ACCEPTED => {
-                let status: Value = response.json().await.unwrap();
-                let progress = (
-                    status["progressCurrent"].clone(),
-                    status["progressMessage"].clone(),
-                );
-                if progress != last_progress {
-                    last_progress = progress;
-                    progressed_at = Instant::now();
-                    sleep_for = Duration::from_millis(200);
-                }
-                assert!(progressed_at.elapsed() < patience, "job stalled: {status}");
-                sleep(sleep_for).await;
-                sleep_for = sleep_for.mul_f64(1.1).min(Duration::from_secs(20));
-            }
-            StatusCode::OK => return (response.json().await.unwrap(), polls),
-            other => panic!("job failed: {other} {}", response.text().await.unwrap()),
-        }
-    }
-}
-
-#[tokio::test]
-async fn a_synapse_style_polling_client_follows_a_job_to_completion() {
-    let f = fixture().await;
-    let token = f
-        .start(
-            ALICE,
-            json!({"concreteType": "test.Steps", "steps": 4, "stepMs": 150}),
-        )
-        .await;
-    let started = Instant::now();
-    let (body, polls) = synapse_client(&f, ALICE, &token, Duration::from_secs(5)).await;
-    assert_eq!(
-        body,
-        json!({"concreteType": "test.StepsResponse", "steps": 4})
-    );
-    assert!(polls >= 3, "it polled while the job ran: {polls}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-}
-
 #[test]
 fn public_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<AsyncJobApi>();
+    send_sync::<Area>();
     send_sync::<UserHeader>();
     send_sync::<Rejection>();
+    let lookup = |_: String| async { Ok::<_, Rejection>(Some(1)) };
+    fn send_sync_of<T: Send + Sync + 'static>(_: &T) {}
+    send_sync_of(&BearerToken::new(lookup));
 }

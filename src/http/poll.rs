@@ -97,14 +97,17 @@ pub(super) enum Read {
 }
 
 /// The status, unless the client has seen it: then, within the wait, the first status it has
-/// not seen, or "not modified".
+/// not seen, or "not modified". `admit` may refuse the job (it sees the first status read;
+/// what it looks at, the request, never changes).
 pub(super) async fn read(
     user: &UserView,
     id: &JobId,
     poll: &Poll,
     max_wait: Duration,
+    admit: impl FnOnce(&AsynchronousJobStatus) -> Result<(), Rejection>,
 ) -> Result<Read, Rejection> {
     let mut status = user.status_anywhere(id).await?;
+    admit(&status)?;
     if !poll.has_seen(&status.etag) {
         return Ok(Read::Fresh(status));
     }

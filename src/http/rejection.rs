@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use axum::http::header::{HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -12,13 +13,18 @@ use crate::Error;
 /// A refused request: an HTTP status and a reason, answered as JSON `{"reason": "…"}` (Synapse's
 /// error shape) with `Cache-Control: no-store`.
 ///
-/// Every error of the API is one; an [`IdentifyUser`](super::IdentifyUser) returns one to refuse
-/// a request. `From<asyncjobs::Error>` picks the status from the README's table (404 unknown job,
-/// 400 malformed id, 403 another user's job, 503 shut down, 500 otherwise).
+/// Every error of the API is one; an [`IdentifyUser`](super::IdentifyUser) (or a
+/// [`BearerToken`](super::BearerToken)'s lookup) returns one to refuse a request.
+/// `From<asyncjobs::Error>` picks the status from the README's table (404 unknown job, 400
+/// malformed id, 403 another user's job, 503 shut down or store unreachable, 500 otherwise).
+/// Answers to a 401 from [`BearerToken`](super::BearerToken) carry `WWW-Authenticate`, and a 405
+/// carries `Allow`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     status: StatusCode,
     reason: String,
+    /// A header the status calls for: `WWW-Authenticate` on a 401, `Allow` on a 405.
+    header: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Rejection {
@@ -27,7 +33,14 @@ impl Rejection {
         Rejection {
             status,
             reason: reason.into(),
+            header: None,
         }
+    }
+
+    /// The same refusal, answered with this header too.
+    pub(super) fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.header = Some((name, value));
+        self
     }
 
     /// 400 Bad Request.
@@ -86,6 +99,9 @@ impl IntoResponse for Rejection {
             },
         );
         no_store(&mut response);
+        if let Some((name, value)) = self.header {
+            response.headers_mut().insert(name, value);
+        }
         response
     }
 }
