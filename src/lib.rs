@@ -175,7 +175,7 @@
 //! |---|---|---|
 //! | `tracing` | on | each job runs in a `job` span (id, user); every status change is a [`tracing`](https://docs.rs/tracing) event (progress at TRACE). Off: no `tracing` dependency. |
 //! | `metrics` | off | counters, gauges and histograms of jobs through the [`metrics`](https://docs.rs/metrics) facade (see "Metrics"). Off: no `metrics`. |
-//! | `http` | off | the `http` module: an [axum](https://docs.rs/axum) router serving Synapse's asynchronous-job REST API over a registry, with etags, `304` and long-polling. Off: no axum. |
+//! | `http` | off | the `http` module: an [axum](https://docs.rs/axum) router serving Synapse's asynchronous-job REST API over a registry (areas, bearer or header identity, generic launch, listing), with etags, `304`, long-polling and a Server-Sent Events stream of the caller's jobs. Off: no axum. |
 //! | `postgres` | off | the `postgres` module: a PostgreSQL store ([tokio-postgres](https://docs.rs/tokio-postgres), pooled, no TLS) that lets several instances of a service share job statuses and cancellation; attach it with [`JobRegistryBuilder::store`]. Off: no tokio-postgres. |
 //!
 //! serde and serde_json are not optional: JSON is the wire format.
