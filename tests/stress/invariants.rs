@@ -26,9 +26,10 @@ use asyncjobs::{
 };
 use serde_json::{json, Value};
 
-use crate::{env_or, quiet_planned_panics, seed, version, Fingerprint, Rng, PANIC_PREFIX};
+use crate::{
+    env_or, quiet_planned_panics, seed, version, Fingerprint, Rng, DEFAULT_JOBS, PANIC_PREFIX,
+};
 
-const DEFAULT_JOBS: usize = 20_000;
 const GRACE: Duration = Duration::from_millis(20);
 /// At most this many jobs run at once in the limited registry.
 const MAX_RUNNING: usize = 32;

@@ -3,6 +3,9 @@
 //!
 //! - [`invariants`]: tens of thousands of jobs with random outcomes, read, watched and canceled at
 //!   random; a status must never lie.
+//! - [`shutdown_race`]: shutdowns racing queued jobs under a concurrency limit, spawns from other
+//!   threads and slow closures; a shutdown never starts a queued job, a job whose status is
+//!   final never runs, and every job a shutdown ends says it was canceled.
 //!
 //! Scale with `ASYNCJOBS_STRESS_JOBS`, reproduce a run's random choices with
 //! `ASYNCJOBS_STRESS_SEED` (each test prints its seed). Timing is real and never asserted.
@@ -16,6 +19,10 @@ use serde_json::Value;
 mod common;
 
 mod invariants;
+mod shutdown_race;
+
+/// Jobs per test unless `ASYNCJOBS_STRESS_JOBS` says otherwise.
+const DEFAULT_JOBS: usize = 20_000;
 
 /// The start of every panic a test plans; the panic hook keeps them out of the output.
 const PANIC_PREFIX: &str = "stress planned panic";
