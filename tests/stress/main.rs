@@ -6,6 +6,9 @@
 //! - [`shutdown_race`]: shutdowns racing queued jobs under a concurrency limit, spawns from other
 //!   threads and slow closures; a shutdown never starts a queued job, a job whose status is
 //!   final never runs, and every job a shutdown ends says it was canceled.
+//! - [`soak`]: everything at once (every outcome, pollers, feeds, watches, cancels, registries shut
+//!   down and rebuilt) for a few seconds, or for `ASYNCJOBS_SOAK_MINUTES`; no job lost or stuck,
+//!   one status per etag.
 //!
 //! Scale with `ASYNCJOBS_STRESS_JOBS`, reproduce a run's random choices with
 //! `ASYNCJOBS_STRESS_SEED` (each test prints its seed). Timing is real and never asserted.
@@ -20,6 +23,7 @@ mod common;
 
 mod invariants;
 mod shutdown_race;
+mod soak;
 
 /// Jobs per test unless `ASYNCJOBS_STRESS_JOBS` says otherwise.
 const DEFAULT_JOBS: usize = 20_000;

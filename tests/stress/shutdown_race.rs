@@ -818,7 +818,7 @@ fn shutdowns_racing_queued_jobs_and_spawns() {
 /// running when the shutdown fired every token, and that a slot freed after that reached before
 /// the shutdown canceled it, runs its body when its closure returns.
 #[test]
-#[ignore = "library bug, open: a queued job whose closure is slow starts after the shutdown fired its token"]
+#[ignore = "library bug, open: a queued job whose closure is slow starts after its token fired"]
 fn a_queued_job_whose_closure_is_slow_never_starts_after_a_shutdown() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
