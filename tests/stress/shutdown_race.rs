@@ -604,14 +604,13 @@ fn check_round(round: &Round, outcome: &Outcome, strict: bool, tally: &mut Tally
     // The second known hole: a spawn whose closure was still running while the shutdown ran
     // starts the job's task afterwards; the task ends at once (the job is final, or its code
     // returns at its first look at the token), but the summary may count it as still running.
-    let late_tasks = spawned
+    let under_way: Vec<&Spawned> = spawned
         .iter()
         .filter(|s| s.returned_after_began && s.result.is_ok())
-        .count();
+        .collect();
     if summary.still_running != 0 {
-        let straddling: Vec<String> = spawned
+        let straddling: Vec<String> = under_way
             .iter()
-            .filter(|s| s.returned_after_began && s.result.is_ok())
             .map(|s| {
                 let last = s.result.as_ref().ok().map(|id| registry.status(id));
                 format!(
@@ -627,7 +626,7 @@ fn check_round(round: &Round, outcome: &Outcome, strict: bool, tally: &mut Tally
                 )
             })
             .collect();
-        if strict || summary.still_running > late_tasks {
+        if strict || summary.still_running > under_way.len() {
             round.fail(format_args!(
                 "code still running after shutdown: {summary}; spawns under way: {straddling:#?}"
             ));
