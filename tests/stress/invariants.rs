@@ -26,52 +26,14 @@ use asyncjobs::{
 };
 use serde_json::{json, Value};
 
-mod common;
+use crate::{
+    env_or, quiet_planned_panics, seed, version, Fingerprint, Rng, DEFAULT_JOBS, PANIC_PREFIX,
+};
 
-const DEFAULT_JOBS: usize = 20_000;
 const GRACE: Duration = Duration::from_millis(20);
 /// At most this many jobs run at once in the limited registry.
 const MAX_RUNNING: usize = 32;
 const USERS: u64 = 5;
-const PANIC_PREFIX: &str = "stress planned panic";
-
-/// xorshift64*: small, seeded, good enough to pick plans and victims.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        // splitmix64 of the seed, so that nearby seeds give unrelated streams; never zero.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Plan {
@@ -169,45 +131,6 @@ struct JobRec {
     /// Reads the job's status even after retention dropped it: used to check that a job the
     /// registry calls unknown had finished.
     probe: JobWatch,
-}
-
-/// Every observable field of a status but `runtimeMS` (which moves while a job runs).
-#[derive(Debug, Clone, PartialEq)]
-struct Fingerprint {
-    state: AsynchJobState,
-    canceling: bool,
-    changed_on: chrono::DateTime<chrono::Utc>,
-    current: Option<u64>,
-    total: Option<u64>,
-    message: Option<Arc<str>>,
-    error: Option<Arc<str>>,
-    details: Option<Arc<str>>,
-    exception: Option<Arc<str>>,
-    response: Option<Arc<Value>>,
-}
-
-impl Fingerprint {
-    fn of(s: &AsynchronousJobStatus) -> Self {
-        Fingerprint {
-            state: s.job_state,
-            canceling: s.job_canceling,
-            changed_on: s.changed_on,
-            current: s.progress_current,
-            total: s.progress_total,
-            message: s.progress_message.clone(),
-            error: s.error_message.clone(),
-            details: s.error_details.clone(),
-            exception: s.exception.clone(),
-            response: s.response_body.clone(),
-        }
-    }
-}
-
-fn version(s: &AsynchronousJobStatus) -> u64 {
-    s.etag
-        .to_string()
-        .parse()
-        .expect("this crate's etags are change counters")
 }
 
 /// What every task shares.
@@ -741,16 +664,9 @@ async fn feed_reader(
 #[test]
 fn invariants_hold_under_stress() {
     let jobs: usize = env_or("ASYNCJOBS_STRESS_JOBS", DEFAULT_JOBS);
-    let seed: u64 = env_or(
-        "ASYNCJOBS_STRESS_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
+    let seed = seed();
     println!("stress: {jobs} jobs, seed {seed} (rerun with ASYNCJOBS_STRESS_SEED={seed})");
-    common::quiet_planned_panics(|info| {
-        common::panic_message(info).is_some_and(|m| m.starts_with(PANIC_PREFIX))
-    });
+    quiet_planned_panics();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
