@@ -276,8 +276,14 @@ impl Job {
                 fire = st.token.take();
             }
             Change::Dequeued => {
-                // A job canceled while queued does not take a slot: its supervisor ends it.
-                if !st.queued || st.canceling {
+                // A job canceled while queued does not take a slot: its supervisor ends it. So
+                // does one whose token fired before its flag was set (a shutdown fires every
+                // token first).
+                let fired = st
+                    .token
+                    .as_ref()
+                    .is_some_and(CancellationToken::is_cancelled);
+                if !st.queued || st.canceling || fired {
                     return Applied::Unchanged;
                 }
                 st.queued = false;

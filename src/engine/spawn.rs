@@ -122,6 +122,8 @@ impl Engine {
         #[cfg(not(feature = "tracing"))]
         let called = catch_unwind(AssertUnwindSafe(move || job(handle)));
         match called {
+            // Ended while the closure ran (a shutdown): no task, so none is counted as running.
+            Ok(future) if entry.is_finished() => drop(future),
             Ok(future) => {
                 let supervisor = Supervisor {
                     engine: self.clone(),
