@@ -209,10 +209,11 @@ impl Engine {
     /// The job, for a caller in `scope`, if known and not past its retention time.
     pub(crate) fn find(&self, id: &JobId, scope: Scope) -> Result<Arc<Job>, Error> {
         let job = self.table.get(*id).ok_or(Error::UnknownJob(*id))?;
-        scope.admits(&job)?;
+        // Expiry first: as in `status`, a status past its retention is unknown to everyone.
         if job.finished_at().is_some_and(|at| self.expired(at)) {
             return Err(Error::UnknownJob(*id));
         }
+        scope.admits(&job)?;
         Ok(job)
     }
 
