@@ -21,6 +21,13 @@ pub(crate) enum Change<'a> {
     TimedOut(#[cfg_attr(not(feature = "tracing"), allow(dead_code))] Timeout),
     /// Leaves the concurrency limit's queue: the job may start.
     Dequeued,
+    /// A waiting job's place in the queue changed: its new message. `stamp` counts the places
+    /// the scheduler gave this job; one older than the last applied is ignored, since the
+    /// scheduler decides places under its lock but they are applied after it is released.
+    Placed {
+        message: Arc<str>,
+        stamp: u32,
+    },
     Complete(Option<Arc<Value>>),
     Fail(Failure),
 }

@@ -146,14 +146,14 @@
 // 2. Façade: `registry` (JobRegistry), `user_view`, `builder`, `feed`, `watch`, `handle`: thin
 //    types over the engine, each call one engine call with its scope.
 // 3. Engine (`engine/`): spawning, ending jobs exactly once, scoped reads, cancel, shutdown, and
-//    its machinery (job table, retention, concurrency limiter, request de-duplication, the
-//    supervisor task that runs one job).
+//    its machinery (job table, retention, the scheduler of the concurrency limits, request
+//    de-duplication, the supervisor task that runs one job).
 // 4. The job and its seam: `job` (one job's state; `Job::apply` is the only writer of a status)
 //    and `seam` (where every event of a job's life goes: counts, feeds, `trace`, `observer`s).
 // 5. Leaves: `status`, `id`, `etag`, `error`, `exception`, `request`, `filter`, `counts`,
 //    `change`, `failure`, `text`.
 //
-// Lock order: request de-duplication index -> a job's turn -> table shard -> limiter ->
+// Lock order: request de-duplication index -> a job's turn -> table shard -> scheduler ->
 // retention queue -> a job's status lock (a leaf); the seam's feed index and a feed's queue are
 // taken only while delivering, after the status lock is released. Details in `engine` and `seam`.
 

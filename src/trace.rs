@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | started (at `spawn`) | DEBUG | `job started` (`queued` says whether it waits for a slot) |
 //! | progress | TRACE | `job progress` |
+//! | moved in the queue (its place) | TRACE | `job moved in the queue` |
 //! | left the queue | DEBUG | `job dequeued` |
 //! | cancel requested | INFO | `job cancel requested` |
 //! | a time limit broken | WARN | `job timed out` |
@@ -37,6 +38,7 @@ mod enabled {
         Canceling,
         TimedOut(Timeout),
         Dequeued,
+        Placed(Arc<str>),
         Complete,
         Fail {
             message: Arc<str>,
@@ -67,6 +69,7 @@ mod enabled {
                 Change::Canceling => Note::Canceling,
                 Change::TimedOut(timeout) => Note::TimedOut(*timeout),
                 Change::Dequeued => Note::Dequeued,
+                Change::Placed { message, .. } => Note::Placed(message.clone()),
                 Change::Complete(_) => Note::Complete,
                 Change::Fail(f) => Note::Fail {
                     message: f.message.clone(),
@@ -103,6 +106,9 @@ mod enabled {
                 }
                 Note::Dequeued => {
                     debug!(target: "asyncjobs", job_id = id, user, etag, "job dequeued")
+                }
+                Note::Placed(message) => {
+                    trace!(target: "asyncjobs", job_id = id, user, etag, progress_message = &*message, "job moved in the queue")
                 }
                 Note::Complete => {
                     debug!(target: "asyncjobs", job_id = id, user, etag, runtime_ms = runtime_ms(), "job complete")
