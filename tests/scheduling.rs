@@ -500,3 +500,230 @@ async fn a_shutdown_starts_no_queued_job_of_any_user() {
     }
     assert_eq!(registry.counts().processing, 0);
 }
+
+/// Stress: on a multi-thread runtime one user floods the registry with 2,000 jobs while ten
+/// others each start jobs one after another and a third task cancels random queued jobs of the
+/// flood. Every other user's job must start within its fair share: at most one start per other
+/// user waiting plus the slots in flight, where one FIFO queue would put it behind the flood.
+/// The limits hold throughout. Then, with everything paused, every queued job of the flood shows
+/// exactly its place: places decided by two threads at once were applied in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_floods_and_the_others_still_start_within_their_fair_share() {
+    for per_user in [Some(2), None] {
+        flood(per_user).await;
+    }
+}
+
+async fn flood(per_user: Option<usize>) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use asyncjobs::JobFilter;
+
+    const MAX: usize = 4;
+    const FLOOD: usize = 2_000;
+    const OTHERS: u64 = 10;
+    const EACH: usize = 15;
+    const FLOODER: u64 = 0;
+
+    #[derive(Default)]
+    struct World {
+        starts: AtomicUsize,
+        running: AtomicUsize,
+        most_running: AtomicUsize,
+        per_user: Mutex<HashMap<u64, usize>>,
+        most_per_user: AtomicUsize,
+        paused: AtomicBool,
+        canceled: Mutex<Vec<JobId>>,
+        ran: Mutex<Vec<JobId>>,
+    }
+
+    let mut builder = JobRegistry::builder().max_running(MAX).fair_queue();
+    if let Some(per_user) = per_user {
+        builder = builder.max_running_per_user(per_user);
+    }
+    let registry = builder.build();
+    let world = Arc::new(World::default());
+
+    // A job: counts itself in, runs about a millisecond (longer while paused), counts itself out;
+    // sends its place in the start order.
+    let spawn = {
+        let (registry, world) = (registry.clone(), world.clone());
+        move |user: u64, started: Option<oneshot::Sender<usize>>| {
+            let world = world.clone();
+            registry
+                .spawn(
+                    JobRequest::default().started_by(user),
+                    move |job: JobHandle| async move {
+                        let seq = world.starts.fetch_add(1, Ordering::SeqCst);
+                        world.ran.lock().unwrap().push(job.id());
+                        let now = world.running.fetch_add(1, Ordering::SeqCst) + 1;
+                        world.most_running.fetch_max(now, Ordering::SeqCst);
+                        let mine = {
+                            let mut per_user = world.per_user.lock().unwrap();
+                            let mine = per_user.entry(user).or_default();
+                            *mine += 1;
+                            *mine
+                        };
+                        world.most_per_user.fetch_max(mine, Ordering::SeqCst);
+                        if let Some(started) = started {
+                            started.send(seq).ok();
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        while world.paused.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        *world.per_user.lock().unwrap().get_mut(&user).unwrap() -= 1;
+                        world.running.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, &str>(())
+                    },
+                )
+                .unwrap()
+        }
+    };
+
+    let flood_ids = Arc::new(Mutex::new(Vec::new()));
+    let flooder = {
+        let (spawn, flood_ids) = (spawn.clone(), flood_ids.clone());
+        tokio::spawn(async move {
+            for i in 0..FLOOD {
+                let id = spawn(FLOODER, None);
+                flood_ids.lock().unwrap().push(id);
+                if i % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let canceler = {
+        let (registry, world, flood_ids) = (registry.clone(), world.clone(), flood_ids.clone());
+        tokio::spawn(async move {
+            for round in 0..200usize {
+                let pick = {
+                    let ids = flood_ids.lock().unwrap();
+                    (!ids.is_empty()).then(|| ids[(round * 7919) % ids.len()])
+                };
+                if let Some(id) = pick {
+                    // Only queued jobs: a canceled running one would also be fine, but this
+                    // keeps "a canceled queued job never runs" checkable.
+                    let queued = registry
+                        .status(&id)
+                        .is_ok_and(|s| s.progress_message.is_some_and(|m| m.starts_with("Queued")));
+                    if queued && registry.cancel(&id) == Ok(CancelOutcome::Requested) {
+                        let s = registry.status(&id).unwrap();
+                        if s.error_message.as_deref()
+                            == Some("job was canceled while queued, before it started")
+                        {
+                            world.canceled.lock().unwrap().push(id);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+        })
+    };
+    // Let the flood build up a queue first.
+    while flood_ids.lock().unwrap().len() < FLOOD / 4 {
+        tokio::task::yield_now().await;
+    }
+    let others: Vec<_> = (1..=OTHERS)
+        .map(|user| {
+            let (spawn, world) = (spawn.clone(), world.clone());
+            tokio::spawn(async move {
+                let mut delays = Vec::new();
+                for i in 0..EACH {
+                    let before = world.starts.load(Ordering::SeqCst);
+                    let (started, start) = oneshot::channel();
+                    spawn(user, Some(started));
+                    let seq = start.await.unwrap();
+                    delays.push(seq.saturating_sub(before));
+                    tokio::time::sleep(Duration::from_micros(300 * ((user as u64 + i as u64) % 5)))
+                        .await;
+                }
+                delays
+            })
+        })
+        .collect();
+    let mut delays = Vec::new();
+    for other in others {
+        delays.extend(other.await.unwrap());
+    }
+    flooder.await.unwrap();
+    canceler.await.unwrap();
+    let waited_most = *delays.iter().max().unwrap();
+    let fair_share = OTHERS as usize + MAX + 4;
+    assert!(
+        waited_most <= fair_share,
+        "per user {per_user:?}: a job of another user waited for {waited_most} starts (fair share {fair_share}); delays {delays:?}"
+    );
+
+    // Pause: no job ends, nothing is spawned or canceled; let the last moves settle.
+    world.paused.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let flood_now = registry.list(
+        &JobFilter::new()
+            .started_by(FLOODER)
+            .state(AsynchJobState::Processing),
+    );
+    let queued: Vec<_> = flood_now
+        .iter()
+        .filter(|s| s.progress_message.is_some())
+        .collect();
+    assert!(
+        queued.len() > 100,
+        "the flood still queues: {}",
+        queued.len()
+    );
+    assert_eq!(registry.counts_for(FLOODER).queued, queued.len());
+    let at_limit = per_user.is_some_and(|n| registry.counts_for(FLOODER).running >= n);
+    for (rank, s) in queued.iter().enumerate() {
+        let expected = match rank {
+            0 if at_limit => {
+                "Queued: next of your jobs; your limit of 2 running jobs is reached".to_owned()
+            }
+            0 => "Queued: next of your jobs, waiting for a free slot (at most 4 jobs run at once)"
+                .to_owned(),
+            1..=9 => format!("Queued: {rank} of your jobs ahead"),
+            _ => {
+                let step = [10, 20, 50, 100, 200, 500, 1000]
+                    .into_iter()
+                    .rev()
+                    .find(|&s| s <= rank)
+                    .unwrap();
+                format!("Queued: {step} or more of your jobs ahead")
+            }
+        };
+        assert_eq!(
+            s.progress_message.as_deref(),
+            Some(&*expected),
+            "rank {rank}"
+        );
+    }
+
+    world.paused.store(false, Ordering::SeqCst);
+    for id in flood_ids.lock().unwrap().iter() {
+        assert!(registry.wait(id).await.unwrap().is_terminal());
+    }
+    let most = world.most_running.load(Ordering::SeqCst);
+    assert!(most <= MAX, "{most} ran at once");
+    let most_one = world.most_per_user.load(Ordering::SeqCst);
+    assert!(
+        most_one <= per_user.unwrap_or(MAX),
+        "{most_one} of one user ran at once"
+    );
+    let ran = world.ran.lock().unwrap();
+    let canceled = world.canceled.lock().unwrap();
+    assert!(!canceled.is_empty());
+    assert!(
+        canceled.iter().all(|id| !ran.contains(id)),
+        "a canceled queued job ran"
+    );
+    while registry.counts().processing != 0 {
+        tokio::task::yield_now().await;
+    }
+    let counts = registry.counts();
+    assert_eq!((counts.queued, counts.running), (0, 0));
+    assert_eq!(
+        counts.complete + counts.failed,
+        FLOOD + OTHERS as usize * EACH
+    );
+}
