@@ -210,8 +210,8 @@ impl JobRegistryBuilder {
     ///
     /// A waiting job's progress message then says why it waits and its place among its user's
     /// waiting jobs, and changes (with a new etag) as it moves up: `Queued: 3 of your jobs
-    /// ahead`; exact up to 9, then in steps (`Queued: 20 or more of your jobs ahead`); for the
-    /// first, `Queued: next of your jobs, waiting for a free slot (…)` or `Queued: next of your
+    /// ahead`, exact up to 4, then in steps of 5, 10, 20, 50, 100, … (`Queued: 20 or more of your
+    /// jobs ahead`); for the first, `Queued: next of your jobs, waiting for a free slot (…)` or `Queued: next of your
     /// jobs; your limit of 2 running jobs is reached`. The place is among the user's own jobs:
     /// how long it waits also depends on how many other users have jobs waiting.
     ///

@@ -237,7 +237,12 @@ impl Job {
                     return Applied::Unchanged;
                 }
                 self.placed.store(stamp, Ordering::Relaxed);
-                if st.message.as_deref() == Some(&*message) {
+                // The scheduler makes each message once, so an equal one is the same `Arc`.
+                if st
+                    .message
+                    .as_ref()
+                    .is_some_and(|m| Arc::ptr_eq(m, &message))
+                {
                     return Applied::Unchanged;
                 }
                 st.message = Some(message);

@@ -320,7 +320,7 @@ impl Model {
             Some(n) => format!("limit of {n} running jobs"),
             None => "no limit".to_owned(), // never shown: no group is at it
         };
-        let step = [10, 20, 50, 100].into_iter().rev().find(|&s| s <= rank);
+        let step = [5, 10, 20, 50, 100].into_iter().rev().find(|&s| s <= rank);
         match (user, rank, step) {
             (Some(_), 0, _) if at_limit => {
                 format!("Queued: next of your jobs; your {limit} is reached")

@@ -22,10 +22,10 @@
 //! where it stands among every user's jobs: with round-robin, a job's global position changes
 //! whenever any user's queue does, so keeping it shown would rewrite every waiting job's message on
 //! every start, O(queue) per move. A user's own count changes only when that user's queue moves,
-//! and it is shown exactly up to 9 and in steps of 10, 20, 50, 100, … beyond, so a move rewrites
-//! only the messages that change: at most 10 plus one per step below the queue's length, whatever
-//! the queue's length (16 for a queue of 1,000). Each rewrite is one change of that job (a new
-//! etag, so long-polls see it), with a message made once per registry and shared.
+//! and it is shown exactly up to 4 and in steps of 5, 10, 20, 50, 100, … beyond, so a move
+//! rewrites only the messages that change: at most 5, plus one per step from 10 up to the queue's
+//! length (8 for a queue of 100, 11 for 1,000), whatever else waits. Each rewrite is one change of
+//! that job (a new etag, so long-polls see it), with a message made once per registry and shared.
 //!
 //! Locks: the scheduler's lock is taken after a job's turn and the table's shards, and no lock is
 //! taken while it is held: every change of a job it decides on is applied after it is released.
@@ -154,7 +154,9 @@ impl Scheduler {
     /// For a shutdown: from now on no waiting job gets a slot (each is ended where it waits),
     /// and places are no longer shown.
     pub(crate) fn close(&self) {
-        self.queues.lock().close();
+        let gone = self.queues.lock().close();
+        // Dropped outside the lock.
+        drop(gone);
     }
 
     /// Shows the places decided, then starts the job given a slot, if any. A job being canceled

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-/// Where a waiting job stands in its group's queue, as its message shows it: exactly for the first
-/// [`EXACT`] places, in steps of 10, 20, 50, 100, 200, 500, … beyond, so that a job moving up a long
+/// Where a waiting job stands in its group's queue, as its message shows it: exactly up to
+/// [`EXACT`] jobs ahead, in steps of 5, 10, 20, 50, 100, … beyond, so that a job moving up a long
 /// queue changes its message (and etag) only when it crosses a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Place {
@@ -13,12 +13,14 @@ pub(crate) enum Place {
     NextAtLimit,
     /// This many of its group's jobs are ahead of it (1 to [`EXACT`]).
     Behind(u8),
-    /// At least [`step`]`(i)` of its group's jobs are ahead of it.
+    /// At least [`steps`]`()[i]` of its group's jobs are ahead of it.
     AtLeast(u8),
 }
 
-/// Places up to this many jobs ahead are shown exactly.
-pub(crate) const EXACT: usize = 9;
+/// Places up to this many jobs ahead are shown exactly. Each move of a queue rewrites the message of
+/// every job it moves within these places, so this is most of what a move costs: small numbers are
+/// what a user watches change, and "5 or more" says enough beyond them.
+pub(crate) const EXACT: usize = 4;
 
 impl Place {
     /// The place of the job at `rank` (0: first) in a group's queue; `at_limit` says whether the
@@ -34,20 +36,43 @@ impl Place {
     }
 }
 
-/// The `i`-th step beyond the exact places (10, 20, 50, 100, 200, 500, …), if it fits a `usize`.
-pub(crate) fn step(i: usize) -> Option<usize> {
-    let unit = [1, 2, 5][i % 3];
-    let power = u32::try_from(i / 3 + 1).ok()?;
-    10usize.checked_pow(power)?.checked_mul(unit)
+/// The steps beyond the exact places, 5, 10, 20, 50, 100, 200, … up to the largest that fits a
+/// `usize`, worked out once.
+static STEPS: ([usize; 64], usize) = make_steps();
+
+const fn make_steps() -> ([usize; 64], usize) {
+    let mut steps = [0; 64];
+    let mut n = 0;
+    let mut power: usize = 1;
+    loop {
+        let units = [1, 2, 5];
+        let mut u = 0;
+        while u < units.len() {
+            match power.checked_mul(units[u]) {
+                Some(step) if step <= EXACT => {}
+                Some(step) => {
+                    steps[n] = step;
+                    n += 1;
+                }
+                None => return (steps, n),
+            }
+            u += 1;
+        }
+        match power.checked_mul(10) {
+            Some(next) => power = next,
+            None => return (steps, n),
+        }
+    }
 }
 
-/// The largest step at most `rank` (`rank` > [`EXACT`]).
+/// The steps, in increasing order.
+pub(crate) fn steps() -> &'static [usize] {
+    &STEPS.0[..STEPS.1]
+}
+
+/// The index of the largest step at most `rank` (`rank` > [`EXACT`], so there is one).
 fn step_index(rank: usize) -> usize {
-    let mut i = 0;
-    while step(i + 1).is_some_and(|next| next <= rank) {
-        i += 1;
-    }
-    i
+    steps().partition_point(|&step| step <= rank) - 1
 }
 
 /// Every message a place can show, made once per registry so that showing a place allocates
@@ -77,7 +102,6 @@ impl Texts {
             Some(n) => format!("limit of {n} running jobs"),
             None => "limit".to_owned(),
         };
-        let steps: Vec<usize> = (0..).map_while(step).collect();
         // `ahead(k)` is what follows "Queued: {k}" or "Queued: {k} or more".
         let variant = |next: &str, their: &str, ahead: &dyn Fn(usize) -> &'static str| Variant {
             next_for_slot: Arc::from(format!("Queued: next of {next}, waiting for {slot}")),
@@ -87,7 +111,7 @@ impl Texts {
             behind: (1..=EXACT)
                 .map(|k| Arc::from(format!("Queued: {k} {}", ahead(k))))
                 .collect(),
-            at_least: steps
+            at_least: steps()
                 .iter()
                 .map(|&v| Arc::from(format!("Queued: {v} or more {}", ahead(v))))
                 .collect(),
@@ -118,10 +142,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn places_are_exact_up_to_nine_then_in_steps() {
+    fn places_are_exact_up_to_four_then_in_steps() {
         assert_eq!(Place::of(0, false), Place::NextForSlot);
         assert_eq!(Place::of(0, true), Place::NextAtLimit);
-        assert_eq!(Place::of(9, true), Place::Behind(9));
+        assert_eq!(Place::of(4, true), Place::Behind(4));
+        assert_eq!(Place::of(5, true), Place::AtLeast(0));
         let texts = Texts::new(Some(4), Some(2));
         let shown = |rank| texts.get(false, Place::of(rank, false)).to_string();
         assert_eq!(
@@ -133,6 +158,8 @@ mod tests {
             "Queued: next of your jobs; your limit of 2 running jobs is reached"
         );
         assert_eq!(shown(3), "Queued: 3 of your jobs ahead");
+        assert_eq!(shown(4), "Queued: 4 of your jobs ahead");
+        assert_eq!(shown(9), "Queued: 5 or more of your jobs ahead");
         assert_eq!(shown(10), "Queued: 10 or more of your jobs ahead");
         assert_eq!(shown(19), "Queued: 10 or more of your jobs ahead");
         assert_eq!(shown(20), "Queued: 20 or more of your jobs ahead");
@@ -160,9 +187,10 @@ mod tests {
     }
 
     #[test]
-    fn steps_go_one_two_five() {
-        let steps: Vec<usize> = (0..7).map(|i| step(i).unwrap()).collect();
-        assert_eq!(steps, [10, 20, 50, 100, 200, 500, 1000]);
-        assert!(step(200).is_none());
+    fn steps_go_one_two_five_as_far_as_a_usize_goes() {
+        assert_eq!(steps()[..7], [5, 10, 20, 50, 100, 200, 500]);
+        let last = *steps().last().unwrap();
+        assert!(last.checked_mul(2).is_none() || last.checked_mul(5).is_none());
+        assert!(steps().windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::JobId;
 
-use super::place::{step, Place, EXACT};
+use super::place::{steps, Place, EXACT};
 
 /// A group of jobs: the user who started them, `None` for jobs with no user (and for every job
 /// without the fair order).
@@ -97,7 +97,8 @@ pub(crate) struct Queues<T> {
     fair: bool,
     /// Whether waiting jobs are shown their places (off without the fair order, and once closed).
     places: bool,
-    /// Once closed (a shutdown), no waiting job gets a slot: each is ended where it waits.
+    /// Once closed (a shutdown), no waiting job gets a slot: each is ended where it waits. The
+    /// queues are then empty, and only `index` and `waiting` say who still waits.
     closed: bool,
     running: usize,
     waiting: usize,
@@ -177,15 +178,20 @@ impl<T: Clone> Queues<T> {
         out: &mut Effects<T>,
     ) {
         let group = self.group_of(user);
+        let key = (Reverse(priority), self.next_seq);
+        self.next_seq += 1;
+        if self.closed {
+            self.index.insert(id, (group, key));
+            self.waiting += 1;
+            return;
+        }
         let state = self.groups.entry(group).or_default();
-        if self.running < self.max && state.running < self.per_group && !self.closed {
+        if self.running < self.max && state.running < self.per_group {
             self.running += 1;
             state.running += 1;
             out.start = Some(job);
             return;
         }
-        let key = (Reverse(priority), self.next_seq);
-        self.next_seq += 1;
         let rank = state.queue.partition_point(|w| w.key < key);
         state.queue.insert(
             rank,
@@ -226,10 +232,10 @@ impl<T: Clone> Queues<T> {
         self.dispatch(out);
         // After the dispatch, so that a job about to start is not first shown a new reason to
         // wait: if the group's first job still waits, it may now wait for a slot rather than for
-        // its group's limit.
+        // its group's limit. Nothing else of the group moved, unless the dispatch moved it.
         if let Some(state) = self.groups.get_mut(&group) {
             if self.places {
-                reshow(state, group, 0, self.per_group, out);
+                reshow_first(state, group, self.per_group, out);
             }
         }
         self.drop_if_idle(group);
@@ -271,6 +277,10 @@ impl<T: Clone> Queues<T> {
     /// to be dropped by the caller (outside any lock), or `None` if it no longer waits.
     pub(crate) fn remove(&mut self, id: JobId, out: &mut Effects<T>) -> Option<T> {
         let (group, key) = self.index.remove(&id)?;
+        if self.closed {
+            self.waiting -= 1;
+            return None;
+        }
         let state = self
             .groups
             .get_mut(&group)
@@ -294,10 +304,20 @@ impl<T: Clone> Queues<T> {
     }
 
     /// Closes the queues for a shutdown: no waiting job gets a slot from now on, and places are
-    /// no longer shown (every waiting job is about to end).
-    pub(crate) fn close(&mut self) {
+    /// no longer shown (every waiting job is about to end). The queues are emptied at once, so
+    /// that ending each waiting job costs O(1) however long its queue: returns their jobs, to be
+    /// dropped by the caller outside any lock.
+    pub(crate) fn close(&mut self) -> Vec<T> {
         self.closed = true;
         self.places = false;
+        self.ring.clear();
+        let mut gone = Vec::with_capacity(self.waiting);
+        for state in self.groups.values_mut() {
+            state.turn = None;
+            gone.extend(state.queue.drain(..).map(|w| w.job));
+        }
+        self.groups.retain(|_, state| state.running > 0);
+        gone
     }
 
     fn drop_if_idle(&mut self, group: Group) {
@@ -311,10 +331,23 @@ impl<T: Clone> Queues<T> {
     }
 }
 
+/// Shows the first waiting job of `state`'s queue its place, if its reason to wait changed.
+fn reshow_first<T: Clone>(
+    state: &mut GroupState<T>,
+    group: Group,
+    per_group: usize,
+    out: &mut Effects<T>,
+) {
+    let at_limit = state.running >= per_group;
+    if let Some(first) = state.queue.front_mut() {
+        show_if_moved(first, Place::of(0, at_limit), group, out);
+    }
+}
+
 /// After the jobs of `state`'s queue from rank `from` on moved by one (or the first one's reason
-/// to wait changed, or a job was queued at `from`), shows those whose place changed. Only ranks where [`Place::of`] changes
-/// between neighbours can have: the exact ones and each side of every step, so a move costs
-/// O(EXACT + log(queue)), however long the queue.
+/// to wait changed, or a job was queued at `from`), shows those whose place changed. Only ranks
+/// where [`Place::of`] changes between neighbours can have: the exact ones and each side of every
+/// step, so a move costs O(EXACT + log(queue)), however long the queue.
 fn reshow<T: Clone>(
     state: &mut GroupState<T>,
     group: Group,
@@ -323,35 +356,51 @@ fn reshow<T: Clone>(
     out: &mut Effects<T>,
 ) {
     let len = state.queue.len();
+    if from >= len {
+        return;
+    }
     let at_limit = state.running >= per_group;
+    // Room for a typical move's shows in one allocation.
+    out.shows.reserve(EXACT + 8);
     let mut check = |rank: usize| {
-        let waiting = &mut state.queue[rank];
-        let place = Place::of(rank, at_limit);
-        if waiting.shown != place {
-            waiting.shown = place;
-            waiting.stamp = waiting.stamp.wrapping_add(1);
-            out.shows.push(Show {
-                job: waiting.job.clone(),
-                group,
-                place,
-                stamp: waiting.stamp,
-            });
-        }
+        show_if_moved(
+            &mut state.queue[rank],
+            Place::of(rank, at_limit),
+            group,
+            out,
+        );
     };
     // `from` itself too: in `enqueue` it is the new job, shown a place decided before it was
     // queued, which may be out of date anywhere in the queue.
-    if from < len {
-        check(from);
-    }
-    for rank in from..len.min(EXACT + 2) {
+    check(from);
+    for rank in from + 1..len.min(EXACT + 2) {
         check(rank);
     }
-    for at in (0..).map_while(step).take_while(|&at| at <= len) {
+    for &at in steps().iter().take_while(|&&at| at <= len) {
         for rank in [at - 1, at] {
             if rank > EXACT + 1 && rank >= from && rank < len {
                 check(rank);
             }
         }
+    }
+}
+
+/// Shows `waiting` at `place`, with the next stamp, unless that is where it is shown already.
+fn show_if_moved<T: Clone>(
+    waiting: &mut Waiting<T>,
+    place: Place,
+    group: Group,
+    out: &mut Effects<T>,
+) {
+    if waiting.shown != place {
+        waiting.shown = place;
+        waiting.stamp = waiting.stamp.wrapping_add(1);
+        out.shows.push(Show {
+            job: waiting.job.clone(),
+            group,
+            place,
+            stamp: waiting.stamp,
+        });
     }
 }
 
@@ -377,6 +426,7 @@ mod tests {
                     !state.queue.is_empty() || state.running > 0,
                     "idle group kept"
                 );
+                assert!(!self.closed || state.queue.is_empty(), "closed, yet queued");
                 assert!(state
                     .queue
                     .iter()
@@ -396,7 +446,9 @@ mod tests {
             );
             assert_eq!(running, self.running);
             assert!(self.running <= self.max);
-            assert_eq!(waiting, self.waiting);
+            if !self.closed {
+                assert_eq!(waiting, self.waiting);
+            }
             assert_eq!(self.index.len(), self.waiting);
             if self.running < self.max && !self.closed {
                 assert!(
@@ -481,15 +533,15 @@ mod tests {
         let mut out = Effects::default();
         q.release(Some(1), &mut out);
         q.check();
-        // Ranks 1..=10 moved to 0..=9, each to a new place; elsewhere only one job at each of the
-        // steps 20, 50, 100, 200 and 500 fell below it.
+        // Ranks 1..=5 moved to 0..=4, each to a new place; elsewhere only one job at each of the
+        // steps 10, 20, 50, 100, 200 and 500 fell below it.
         assert_eq!(out.start, Some(1));
-        assert_eq!(out.shows.len(), 10 + 5);
+        assert_eq!(out.shows.len(), 5 + 6);
         // Canceling the first one moves the rest up the same way.
         let mut out = Effects::default();
         assert_eq!(q.remove(id(2), &mut out), Some(2));
         q.check();
-        assert_eq!(out.shows.len(), 10 + 5);
+        assert_eq!(out.shows.len(), 5 + 6);
         // Job 3 was shown three places: 2 ahead, then 1, then next.
         let three = out.shows.iter().find(|s| s.job == 3).unwrap();
         assert_eq!((three.place, three.stamp), (Place::NextForSlot, 2));
@@ -503,7 +555,7 @@ mod tests {
             spawn(&mut q, n, Some(1), 0);
         }
         let ticket = q.try_acquire(Some(1), 0).unwrap_err();
-        assert_eq!(ticket, Place::AtLeast(0), "15 ahead: 10 or more");
+        assert_eq!(ticket, Place::AtLeast(1), "15 ahead: 10 or more");
         // Others are queued between its ticket and its turn to be queued.
         for n in 16..=25 {
             spawn(&mut q, n, Some(1), 0);
@@ -516,7 +568,7 @@ mod tests {
             .iter()
             .map(|s| (s.job, s.place, s.stamp))
             .collect();
-        assert_eq!(shown, [(99, Place::AtLeast(1), 1)], "25 ahead: 20 or more");
+        assert_eq!(shown, [(99, Place::AtLeast(2), 1)], "25 ahead: 20 or more");
     }
 
     #[test]
@@ -543,12 +595,21 @@ mod tests {
         let mut q = Queues::new(1, usize::MAX, true);
         spawn(&mut q, 0, Some(1), 0);
         spawn(&mut q, 1, Some(2), 0);
-        q.close();
+        assert_eq!(q.close(), [1]);
+        q.check();
         let mut out = Effects::default();
         q.release(Some(1), &mut out);
         assert!(out.start.is_none() && out.shows.is_empty());
-        assert!(q.try_acquire(Some(3), 0).is_err());
-        assert_eq!(q.remove(id(1), &mut out), Some(1));
-        assert!(q.groups.is_empty());
+        assert_eq!(q.try_acquire(Some(3), 0), Err(Place::NextForSlot));
+        q.enqueue(id(2), Some(3), 0, 2, Place::NextForSlot, &mut out);
+        assert!(
+            out.start.is_none(),
+            "a job queued during a shutdown waits to be ended"
+        );
+        assert_eq!(q.waiting(), 2);
+        assert_eq!(q.remove(id(1), &mut out), None);
+        assert_eq!(q.remove(id(2), &mut out), None);
+        q.check();
+        assert!(q.groups.is_empty() && q.index.is_empty());
     }
 }
