@@ -17,7 +17,8 @@
 //!
 //! Invariants (checked after every step by the tests' `check`):
 //! 1. `running` is the sum of the groups' `running`; none is above its limit.
-//! 2. A group is in the ring exactly when it has a job waiting and runs fewer than `per_group`.
+//! 2. A group holds a turn in the ring exactly when it has a job waiting and runs fewer than
+//!    `per_group`; the ring's other entries are stale, and counted.
 //! 3. While fewer than `max` jobs run, the ring is empty: a slot never idles while a job waiting
 //!    could take it.
 //! 4. `index` holds exactly the waiting jobs, `waiting` counts them, each group's queue is sorted.
@@ -26,7 +27,7 @@
 //!    of it is one [`Show`] with a stamp one higher than the last.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::JobId;
 
@@ -77,7 +78,7 @@ struct GroupState<T> {
     /// Sorted by key; a `VecDeque` so that the first leaves in O(1) and a place is an index.
     queue: VecDeque<Waiting<T>>,
     running: usize,
-    /// Its key in the ring, while it is there.
+    /// The turn of its entry in the ring, while it is there.
     turn: Option<u64>,
 }
 
@@ -88,6 +89,47 @@ impl<T> Default for GroupState<T> {
             running: 0,
             turn: None,
         }
+    }
+}
+
+/// The groups by key. The group of jobs with no user (without the fair order, every job's) is
+/// kept apart, so that it costs no hashing.
+struct Groups<T> {
+    no_user: Option<GroupState<T>>,
+    users: HashMap<u64, GroupState<T>>,
+}
+
+impl<T> Groups<T> {
+    fn get(&self, group: Group) -> Option<&GroupState<T>> {
+        match group {
+            None => self.no_user.as_ref(),
+            Some(user) => self.users.get(&user),
+        }
+    }
+
+    fn get_mut(&mut self, group: Group) -> Option<&mut GroupState<T>> {
+        match group {
+            None => self.no_user.as_mut(),
+            Some(user) => self.users.get_mut(&user),
+        }
+    }
+
+    fn entry(&mut self, group: Group) -> &mut GroupState<T> {
+        match group {
+            None => self.no_user.get_or_insert_with(GroupState::default),
+            Some(user) => self.users.entry(user).or_default(),
+        }
+    }
+
+    fn remove(&mut self, group: Group) {
+        match group {
+            None => self.no_user = None,
+            Some(user) => drop(self.users.remove(&user)),
+        }
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut GroupState<T>> {
+        self.no_user.iter_mut().chain(self.users.values_mut())
     }
 }
 
@@ -104,10 +146,13 @@ pub(crate) struct Queues<T> {
     waiting: usize,
     next_seq: u64,
     next_turn: u64,
-    groups: HashMap<Group, GroupState<T>>,
-    /// The round-robin ring, by turn. A map rather than a list so that a group whose last waiting
-    /// job is canceled leaves it in O(log groups), not O(groups).
-    ring: BTreeMap<u64, Group>,
+    groups: Groups<T>,
+    /// The round-robin ring: groups by the turn they took. An entry whose group no longer holds
+    /// that turn is stale (the group's last waiting job was canceled) and is skipped when it comes
+    /// up, so that leaving from the middle costs O(1); `stale` counts them, and they are swept out
+    /// once they are the majority, so the ring stays O(groups waiting).
+    ring: VecDeque<(u64, Group)>,
+    stale: usize,
     /// Where each waiting job is, so that one can leave from the middle.
     index: HashMap<JobId, (Group, Key)>,
 }
@@ -126,8 +171,12 @@ impl<T: Clone> Queues<T> {
             waiting: 0,
             next_seq: 0,
             next_turn: 0,
-            groups: HashMap::new(),
-            ring: BTreeMap::new(),
+            groups: Groups {
+                no_user: None,
+                users: HashMap::new(),
+            },
+            ring: VecDeque::new(),
+            stale: 0,
             index: HashMap::new(),
         }
     }
@@ -149,12 +198,12 @@ impl<T: Clone> Queues<T> {
     /// wait (what [`enqueue`](Queues::enqueue) is then told it shows).
     pub(crate) fn try_acquire(&mut self, user: Option<u64>, priority: i32) -> Result<(), Place> {
         let group = self.group_of(user);
-        let state = self.groups.get(&group);
+        let state = self.groups.get(group);
         let group_running = state.map_or(0, |g| g.running);
         if self.running < self.max && group_running < self.per_group && !self.closed {
             // By invariants 2 and 3 none of the group's jobs waits: none is passed.
             self.running += 1;
-            self.groups.entry(group).or_default().running += 1;
+            self.groups.entry(group).running += 1;
             return Ok(());
         }
         if !self.places {
@@ -185,7 +234,7 @@ impl<T: Clone> Queues<T> {
             self.waiting += 1;
             return;
         }
-        let state = self.groups.entry(group).or_default();
+        let state = self.groups.entry(group);
         if self.running < self.max && state.running < self.per_group {
             self.running += 1;
             state.running += 1;
@@ -206,9 +255,7 @@ impl<T: Clone> Queues<T> {
         self.index.insert(id, (group, key));
         self.waiting += 1;
         if state.turn.is_none() && state.running < self.per_group {
-            state.turn = Some(self.next_turn);
-            self.ring.insert(self.next_turn, group);
-            self.next_turn += 1;
+            join_ring(&mut self.ring, &mut self.next_turn, state, group);
         }
         if self.places {
             reshow(state, group, rank, self.per_group, out);
@@ -221,19 +268,17 @@ impl<T: Clone> Queues<T> {
         self.running -= 1;
         let state = self
             .groups
-            .get_mut(&group)
+            .get_mut(group)
             .expect("a job holding a slot has its group");
         state.running -= 1;
         if !state.queue.is_empty() && state.turn.is_none() && state.running < self.per_group {
-            state.turn = Some(self.next_turn);
-            self.ring.insert(self.next_turn, group);
-            self.next_turn += 1;
+            join_ring(&mut self.ring, &mut self.next_turn, state, group);
         }
         self.dispatch(out);
         // After the dispatch, so that a job about to start is not first shown a new reason to
         // wait: if the group's first job still waits, it may now wait for a slot rather than for
         // its group's limit. Nothing else of the group moved, unless the dispatch moved it.
-        if let Some(state) = self.groups.get_mut(&group) {
+        if let Some(state) = self.groups.get_mut(group) {
             if self.places {
                 reshow_first(state, group, self.per_group, out);
             }
@@ -244,13 +289,17 @@ impl<T: Clone> Queues<T> {
     /// Hands free slots to the groups in the ring, in turn.
     fn dispatch(&mut self, out: &mut Effects<T>) {
         while self.running < self.max && !self.closed {
-            let Some((_, group)) = self.ring.pop_first() else {
+            let Some((turn, group)) = self.ring.pop_front() else {
                 return;
             };
-            let state = self
+            let Some(state) = self
                 .groups
-                .get_mut(&group)
-                .expect("a group in the ring is known");
+                .get_mut(group)
+                .filter(|state| state.turn == Some(turn))
+            else {
+                self.stale -= 1;
+                continue;
+            };
             let first = state
                 .queue
                 .pop_front()
@@ -261,9 +310,7 @@ impl<T: Clone> Queues<T> {
             state.running += 1;
             state.turn = None;
             if !state.queue.is_empty() && state.running < self.per_group {
-                state.turn = Some(self.next_turn);
-                self.ring.insert(self.next_turn, group);
-                self.next_turn += 1;
+                join_ring(&mut self.ring, &mut self.next_turn, state, group);
             }
             if self.places {
                 reshow(state, group, 0, self.per_group, out);
@@ -277,29 +324,27 @@ impl<T: Clone> Queues<T> {
     /// to be dropped by the caller (outside any lock), or `None` if it no longer waits.
     pub(crate) fn remove(&mut self, id: JobId, out: &mut Effects<T>) -> Option<T> {
         let (group, key) = self.index.remove(&id)?;
+        self.waiting -= 1;
         if self.closed {
-            self.waiting -= 1;
             return None;
         }
         let state = self
             .groups
-            .get_mut(&group)
+            .get_mut(group)
             .expect("a waiting job's group is known");
         let rank = state
             .queue
             .binary_search_by(|w| w.key.cmp(&key))
             .expect("an indexed job is in its group's queue");
         let gone = state.queue.remove(rank).map(|w| w.job);
-        self.waiting -= 1;
-        if state.queue.is_empty() {
-            if let Some(turn) = state.turn.take() {
-                self.ring.remove(&turn);
-            }
+        if state.queue.is_empty() && state.turn.take().is_some() {
+            self.stale += 1;
         }
         if self.places {
             reshow(state, group, rank, self.per_group, out);
         }
         self.drop_if_idle(group);
+        self.sweep_ring();
         gone
     }
 
@@ -311,24 +356,50 @@ impl<T: Clone> Queues<T> {
         self.closed = true;
         self.places = false;
         self.ring.clear();
+        self.stale = 0;
         let mut gone = Vec::with_capacity(self.waiting);
-        for state in self.groups.values_mut() {
+        for state in self.groups.iter_mut() {
             state.turn = None;
             gone.extend(state.queue.drain(..).map(|w| w.job));
         }
-        self.groups.retain(|_, state| state.running > 0);
+        if self.groups.no_user.as_ref().is_some_and(|g| g.running == 0) {
+            self.groups.no_user = None;
+        }
+        self.groups.users.retain(|_, state| state.running > 0);
         gone
     }
 
     fn drop_if_idle(&mut self, group: Group) {
         if self
             .groups
-            .get(&group)
+            .get(group)
             .is_some_and(|g| g.queue.is_empty() && g.running == 0)
         {
-            self.groups.remove(&group);
+            self.groups.remove(group);
         }
     }
+
+    /// Drops the ring's stale entries once they are the majority: amortized O(1) per entry.
+    fn sweep_ring(&mut self) {
+        if self.stale > 16 && self.stale * 2 > self.ring.len() {
+            let groups = &self.groups;
+            self.ring
+                .retain(|&(turn, group)| groups.get(group).is_some_and(|g| g.turn == Some(turn)));
+            self.stale = 0;
+        }
+    }
+}
+
+/// Puts `state`'s group at the back of the ring.
+fn join_ring<T>(
+    ring: &mut VecDeque<(u64, Group)>,
+    next_turn: &mut u64,
+    state: &mut GroupState<T>,
+    group: Group,
+) {
+    state.turn = Some(*next_turn);
+    ring.push_back((*next_turn, group));
+    *next_turn += 1;
 }
 
 /// Shows the first waiting job of `state`'s queue its place, if its reason to wait changed.
@@ -360,8 +431,6 @@ fn reshow<T: Clone>(
         return;
     }
     let at_limit = state.running >= per_group;
-    // Room for a typical move's shows in one allocation.
-    out.shows.reserve(EXACT + 8);
     let mut check = |rank: usize| {
         show_if_moved(
             &mut state.queue[rank],
@@ -373,6 +442,10 @@ fn reshow<T: Clone>(
     // `from` itself too: in `enqueue` it is the new job, shown a place decided before it was
     // queued, which may be out of date anywhere in the queue.
     check(from);
+    if from + 1 == len {
+        // The last one (the common spawn): nobody is behind it.
+        return;
+    }
     for rank in from + 1..len.min(EXACT + 2) {
         check(rank);
     }
@@ -393,6 +466,10 @@ fn show_if_moved<T: Clone>(
     out: &mut Effects<T>,
 ) {
     if waiting.shown != place {
+        if out.shows.capacity() == 0 {
+            // Room for a typical move's shows in one allocation.
+            out.shows.reserve(EXACT + 8);
+        }
         waiting.shown = place;
         waiting.stamp = waiting.stamp.wrapping_add(1);
         out.shows.push(Show {
@@ -413,14 +490,28 @@ mod tests {
         pub(crate) fn check(&self) {
             let mut running = 0;
             let mut waiting = 0;
-            for (group, state) in &self.groups {
+            let groups = self
+                .groups
+                .no_user
+                .iter()
+                .map(|state| (None, state))
+                .chain(self.groups.users.iter().map(|(u, state)| (Some(*u), state)));
+            let mut in_ring = 0;
+            for (group, state) in groups {
                 running += state.running;
                 waiting += state.queue.len();
                 assert!(state.running <= self.per_group, "{group:?} over its limit");
                 let able = !state.queue.is_empty() && state.running < self.per_group;
                 assert_eq!(state.turn.is_some(), able, "{group:?} in the ring");
                 if let Some(turn) = state.turn {
-                    assert_eq!(self.ring.get(&turn), Some(group));
+                    in_ring += 1;
+                    assert_eq!(
+                        self.ring
+                            .iter()
+                            .filter(|&&entry| entry == (turn, group))
+                            .count(),
+                        1
+                    );
                 }
                 assert!(
                     !state.queue.is_empty() || state.running > 0,
@@ -433,7 +524,7 @@ mod tests {
                     .zip(state.queue.iter().skip(1))
                     .all(|(a, b)| a.key < b.key));
                 for (rank, w) in state.queue.iter().enumerate() {
-                    assert_eq!(self.index.get(&w.id), Some(&(*group, w.key)));
+                    assert_eq!(self.index.get(&w.id), Some(&(group, w.key)));
                     if self.places {
                         let at_limit = state.running >= self.per_group;
                         assert_eq!(w.shown, Place::of(rank, at_limit), "{group:?} rank {rank}");
@@ -442,8 +533,21 @@ mod tests {
             }
             assert_eq!(
                 self.ring.len(),
-                self.groups.values().filter(|g| g.turn.is_some()).count()
+                in_ring + self.stale,
+                "stale entries counted"
             );
+            // Live entries come in the order of their turns.
+            let live: Vec<u64> = self
+                .ring
+                .iter()
+                .filter(|(turn, group)| {
+                    self.groups
+                        .get(*group)
+                        .is_some_and(|g| g.turn == Some(*turn))
+                })
+                .map(|(turn, _)| *turn)
+                .collect();
+            assert!(live.windows(2).all(|w| w[0] < w[1]));
             assert_eq!(running, self.running);
             assert!(self.running <= self.max);
             if !self.closed {
@@ -451,10 +555,7 @@ mod tests {
             }
             assert_eq!(self.index.len(), self.waiting);
             if self.running < self.max && !self.closed {
-                assert!(
-                    self.ring.is_empty(),
-                    "a slot idles while a group could take it"
-                );
+                assert_eq!(in_ring, 0, "a slot idles while a group could take it");
             }
         }
     }
@@ -504,7 +605,10 @@ mod tests {
         let mut out = Effects::default();
         q.release(Some(1), &mut out);
         assert!(out.start.is_none());
-        assert!(q.groups.is_empty() && q.ring.is_empty(), "nothing kept");
+        assert!(
+            q.groups.no_user.is_none() && q.groups.users.is_empty() && q.ring.is_empty(),
+            "nothing kept"
+        );
     }
 
     #[test]
@@ -590,6 +694,95 @@ mod tests {
         assert_eq!(order, [1, 2, 3, 4]);
     }
 
+    /// Random spawns, ends and cancels (and a shutdown) keep every invariant, and every job
+    /// spawned is started or removed exactly once.
+    #[test]
+    fn random_steps_keep_the_invariants() {
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Spawn(Option<u64>, i32),
+            End(usize),
+            Cancel(usize),
+            Close,
+        }
+        let step = prop_oneof![
+            6 => (prop::option::of(0..4u64), -1..=1i32).prop_map(|(u, p)| Step::Spawn(u, p)),
+            4 => any::<usize>().prop_map(Step::End),
+            2 => any::<usize>().prop_map(Step::Cancel),
+            1 => Just(Step::Close),
+        ];
+        let config = (
+            1..4usize,
+            prop_oneof![Just(usize::MAX), 1..3usize],
+            any::<bool>(),
+        );
+        proptest!(|((max, per_group, fair) in config, steps in prop::collection::vec(step, 1..120))| {
+            let mut q = Queues::new(max, per_group.max(1), fair || per_group != usize::MAX);
+            let (mut running, mut waiting, mut users) = (Vec::new(), Vec::new(), HashMap::new());
+            let mut finished = 0;
+            for (n, step) in steps.into_iter().enumerate() {
+                let n = n as u64;
+                let mut out = Effects::default();
+                match step {
+                    Step::Spawn(user, priority) => {
+                        users.insert(n, user);
+                        match q.try_acquire(user, priority) {
+                            Ok(()) => running.push(n),
+                            Err(shown) => {
+                                q.enqueue(id(n), user, priority, n, shown, &mut out);
+                                if out.start.is_none() {
+                                    waiting.push(n);
+                                }
+                            }
+                        }
+                    }
+                    Step::End(i) if !running.is_empty() => {
+                        let n = running.swap_remove(i % running.len());
+                        q.release(users[&n], &mut out);
+                        finished += 1;
+                    }
+                    Step::Cancel(i) if !waiting.is_empty() => {
+                        let n = waiting.swap_remove(i % waiting.len());
+                        let gone = q.remove(id(n), &mut out);
+                        prop_assert!(gone.is_none() || gone == Some(n));
+                        finished += 1;
+                    }
+                    Step::Close => drop(q.close()),
+                    Step::End(_) | Step::Cancel(_) => {}
+                }
+                if let Some(started) = out.start {
+                    prop_assert!(!running.contains(&started));
+                    waiting.retain(|&w| w != started);
+                    running.push(started);
+                }
+                q.check();
+                prop_assert_eq!(q.waiting(), waiting.len());
+                prop_assert_eq!(running.len() + waiting.len() + finished, users.len());
+            }
+        });
+    }
+
+    #[test]
+    fn groups_that_leave_the_ring_from_the_middle_do_not_grow_it() {
+        let mut q = Queues::new(1, usize::MAX, true);
+        spawn(&mut q, 0, Some(0), 0);
+        spawn(&mut q, 1, Some(1), 0);
+        for n in 2..1000 {
+            spawn(&mut q, n, Some(n % 3 + 2), 0);
+            let mut out = Effects::default();
+            assert_eq!(q.remove(id(n), &mut out), Some(n));
+            q.check();
+            assert!(q.ring.len() <= 2 * 17 + 1, "{} entries", q.ring.len());
+        }
+        // The one group still waiting gets the slot.
+        let mut out = Effects::default();
+        q.release(Some(0), &mut out);
+        assert_eq!(out.start, Some(1));
+        q.check();
+    }
+
     #[test]
     fn closed_queues_start_nothing() {
         let mut q = Queues::new(1, usize::MAX, true);
@@ -610,6 +803,6 @@ mod tests {
         assert_eq!(q.remove(id(1), &mut out), None);
         assert_eq!(q.remove(id(2), &mut out), None);
         q.check();
-        assert!(q.groups.is_empty() && q.index.is_empty());
+        assert!(q.groups.users.is_empty() && q.index.is_empty());
     }
 }
