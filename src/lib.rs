@@ -79,7 +79,10 @@
 //! # Concurrency limit and request caching
 //!
 //! [`max_running`](JobRegistryBuilder::max_running) bounds how many jobs run at once; the rest
-//! wait in FIFO order, PROCESSING with a "Queued" message. A [cacheable](JobRequest::cacheable)
+//! wait, PROCESSING with a "Queued" message, by [priority](JobRequest::priority) and then in FIFO
+//! order. [`max_running_per_user`](JobRegistryBuilder::max_running_per_user) also bounds one
+//! user's jobs, and with it (or [`fair_queue`](JobRegistryBuilder::fair_queue)) slots go in turns
+//! across users and a queued job's message says its place. A [cacheable](JobRequest::cacheable)
 //! request equal to an earlier one by the same user, whose job is running or COMPLETE, gets that
 //! job's id instead of a new job.
 //!
