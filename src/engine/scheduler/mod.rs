@@ -16,7 +16,9 @@
 //! also wakes its supervisor), a job that moved shows its new place through
 //! [`Change::Placed`]. A job that is being canceled does not take the slot it is handed; the slot
 //! goes on to the next job. A job canceled while waiting ends at once and leaves its queue
-//! ([`Scheduler::remove`]), so the queues hold only jobs still waiting.
+//! ([`Scheduler::remove`]), so the queues hold only jobs still waiting. A shutdown closes the
+//! scheduler before anything else ([`Scheduler::close`]): no waiting job is handed a slot after
+//! that, and the queues are emptied at once, so ending each waiting job costs O(1).
 //!
 //! **What a move costs.** A waiting job shows how many of its user's jobs are ahead of it, not
 //! where it stands among every user's jobs: with round-robin, a job's global position changes
