@@ -209,9 +209,7 @@ impl<T: Clone> Queues<T> {
         if !self.places {
             return Err(Place::NextForSlot);
         }
-        let rank = state.map_or(0, |g| {
-            g.queue.partition_point(|w| w.key.0 <= Reverse(priority))
-        });
+        let rank = state.map_or(0, |g| rank_of(&g.queue, |w| w.key.0 <= Reverse(priority)));
         Err(Place::of(rank, group_running >= self.per_group))
     }
 
@@ -241,7 +239,7 @@ impl<T: Clone> Queues<T> {
             out.start = Some(job);
             return;
         }
-        let rank = state.queue.partition_point(|w| w.key < key);
+        let rank = rank_of(&state.queue, |w| w.key < key);
         state.queue.insert(
             rank,
             Waiting {
@@ -387,6 +385,15 @@ impl<T: Clone> Queues<T> {
                 .retain(|&(turn, group)| groups.get(group).is_some_and(|g| g.turn == Some(turn)));
             self.stale = 0;
         }
+    }
+}
+
+/// Where a job goes in `queue`: after the jobs that are `ahead` of it (a prefix). Most go last
+/// (the same priority as those waiting): that is checked first, in O(1).
+fn rank_of<T>(queue: &VecDeque<Waiting<T>>, ahead: impl Fn(&Waiting<T>) -> bool) -> usize {
+    match queue.back() {
+        Some(last) if !ahead(last) => queue.partition_point(ahead),
+        _ => queue.len(),
     }
 }
 
