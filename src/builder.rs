@@ -50,6 +50,8 @@ pub(crate) struct Config {
     pub(crate) keep_finished_for: Duration,
     pub(crate) keep_finished_at_most: usize,
     pub(crate) max_running: Option<usize>,
+    pub(crate) max_running_per_user: Option<usize>,
+    pub(crate) fair_queue: bool,
     pub(crate) first_job_id: u64,
     pub(crate) observers: Vec<Arc<dyn StatusObserver>>,
     pub(crate) store: Option<SharedStore>,
@@ -63,6 +65,8 @@ impl std::fmt::Debug for Config {
             .field("keep_finished_for", &self.keep_finished_for)
             .field("keep_finished_at_most", &self.keep_finished_at_most)
             .field("max_running", &self.max_running)
+            .field("max_running_per_user", &self.max_running_per_user)
+            .field("fair_queue", &self.fair_queue)
             .field("first_job_id", &self.first_job_id)
             .field("observers", &self.observers.len())
             .field("store", &self.store)
@@ -79,6 +83,8 @@ impl JobRegistryBuilder {
                 keep_finished_for: DEFAULT_KEEP_FINISHED_FOR,
                 keep_finished_at_most: DEFAULT_KEEP_FINISHED_AT_MOST,
                 max_running: None,
+                max_running_per_user: None,
+                fair_queue: false,
                 first_job_id: 0,
                 observers: Vec::new(),
                 store: None,
@@ -115,10 +121,19 @@ impl JobRegistryBuilder {
         self
     }
 
-    /// The most jobs that run at once. Further jobs wait in the order they were spawned: they are
-    /// PROCESSING meanwhile (as in Synapse), with a progress message that says they are queued,
-    /// and `startedOn` is when they were spawned. Canceling a queued job ends it at once without
-    /// ever running it. `0` is taken as `1`.
+    /// The most jobs that run at once. Further jobs wait: they are PROCESSING meanwhile (as in
+    /// Synapse), with a progress message that starts with `Queued:`, and `startedOn` is when they
+    /// were spawned. Canceling a queued job ends it at once without ever running it. `0` is taken
+    /// as `1`.
+    ///
+    /// Waiting jobs start in the order they were spawned, a higher
+    /// [priority](crate::JobRequest::priority) first, all in one queue: one user who queues many
+    /// jobs makes every other user wait behind them. For per-user fairness add
+    /// [`fair_queue`](JobRegistryBuilder::fair_queue) or
+    /// [`max_running_per_user`](JobRegistryBuilder::max_running_per_user).
+    ///
+    /// With a [shared store](JobRegistryBuilder::store), the limit applies to each instance's own
+    /// jobs, not to the cluster's.
     ///
     /// Defaults to: no limit.
     ///
@@ -142,6 +157,70 @@ impl JobRegistryBuilder {
     /// ```
     pub fn max_running(mut self, max: usize) -> Self {
         self.config.max_running = Some(max);
+        self
+    }
+
+    /// The most jobs that one user runs at once, beside the registry-wide
+    /// [`max_running`](JobRegistryBuilder::max_running). A user at the limit waits without
+    /// holding up other users: their jobs take the free slots meanwhile. Jobs with no user
+    /// ([`started_by`](crate::JobRequest::started_by) not given) count as one user. `0` is taken
+    /// as `1`.
+    ///
+    /// Implies the [fair order](JobRegistryBuilder::fair_queue). With a
+    /// [shared store](JobRegistryBuilder::store), it applies to each instance's own jobs.
+    ///
+    /// Defaults to: no limit.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), asyncjobs::Error> {
+    /// use asyncjobs::{JobRegistry, JobRequest};
+    ///
+    /// let registry = JobRegistry::builder().max_running(4).max_running_per_user(1).build();
+    /// let alice = registry.as_user(1);
+    /// let export = || JobRequest::new(serde_json::json!({"concreteType": "org.example.Export"}));
+    /// let first = alice.spawn(export(), |job| async move {
+    ///     job.cancelled().await;
+    ///     Err::<(), _>("canceled")
+    /// })?;
+    /// let second = alice.spawn(export(), |_| async { Ok::<_, &str>(()) })?;
+    /// assert_eq!(
+    ///     alice.status(&second)?.progress_message.as_deref(),
+    ///     Some("Queued: next of your jobs; your limit of 1 running job is reached")
+    /// );
+    /// // Another user is not held up.
+    /// let bob = registry.as_user(2).spawn(export(), |_| async { Ok::<_, &str>(()) })?;
+    /// registry.wait(&bob).await?;
+    /// alice.cancel(&first)?;
+    /// alice.wait(&second).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn max_running_per_user(mut self, max: usize) -> Self {
+        self.config.max_running_per_user = Some(max);
+        self
+    }
+
+    /// Waiting jobs take free slots in turns across users, rather than in one queue: each user
+    /// with a job waiting (and below [its limit](JobRegistryBuilder::max_running_per_user)) gets
+    /// one slot per round, in the order they started waiting, so a user's next job waits for one
+    /// turn of each other user waiting, not for every job queued before it. Within one user,
+    /// jobs start by [priority](crate::JobRequest::priority), then in the order they were spawned.
+    /// Jobs with no user are one more user.
+    ///
+    /// A waiting job's progress message then says why it waits and its place among its user's
+    /// waiting jobs, and changes (with a new etag) as it moves up: `Queued: 3 of your jobs
+    /// ahead`, exact up to 4, then in steps of 5, 10, 20, 50, 100, … (`Queued: 20 or more of your
+    /// jobs ahead`); for the first, `Queued: next of your jobs, waiting for a free slot (…)` or `Queued: next of your
+    /// jobs; your limit of 2 running jobs is reached`. The place is among the user's own jobs:
+    /// how long it waits also depends on how many other users have jobs waiting.
+    ///
+    /// Has an effect only with [`max_running`](JobRegistryBuilder::max_running) or
+    /// [`max_running_per_user`](JobRegistryBuilder::max_running_per_user) (which implies it).
+    ///
+    /// Defaults to: off (one queue, every waiting job with the same message).
+    pub fn fair_queue(mut self) -> Self {
+        self.config.fair_queue = true;
         self
     }
 

@@ -22,6 +22,13 @@ pub(crate) enum Change<'a> {
     TimedOut(#[cfg_attr(not(feature = "tracing"), allow(dead_code))] Timeout),
     /// Leaves the concurrency limit's queue: the job may start.
     Dequeued,
+    /// A waiting job's place in the queue changed: its new message. `stamp` counts the places
+    /// the scheduler gave this job; one older than the last applied is ignored, since the
+    /// scheduler decides places under its lock but they are applied after it is released.
+    Placed {
+        message: Arc<str>,
+        stamp: u32,
+    },
     Complete(Option<Arc<Value>>),
     Fail(Failure),
 }
@@ -31,7 +38,7 @@ impl Change<'_> {
     pub(crate) fn step(&self) -> crate::event::Step {
         use crate::event::Step;
         match self {
-            Change::Progress { .. } => Step::Progress,
+            Change::Progress { .. } | Change::Placed { .. } => Step::Progress,
             Change::Canceling(_) | Change::TimedOut(_) => Step::Canceling,
             Change::Dequeued => Step::Dequeued,
             Change::Complete(_) | Change::Fail(_) => Step::Finished,

@@ -1,27 +1,63 @@
 //! Counts of jobs per state.
 
-/// How many jobs the registry holds in each state, from [`JobRegistry::counts`]: running jobs and
-/// retained finished ones.
+/// How many jobs the registry holds in each state, from [`JobRegistry::counts`] (or one user's,
+/// from [`JobRegistry::counts_for`]): running jobs and retained finished ones.
 ///
-/// Reading the counts is three atomic loads, cheap enough for a dashboard to poll. Each count is
-/// exact, but the three are read one after another: while jobs finish during the read, a job may
-/// be counted in neither or both of PROCESSING and its final state. When no job starts or
-/// finishes meanwhile, they add up to [`JobRegistry::len`].
+/// PROCESSING jobs are counted twice over: in `processing`, and split into `running` and `queued`
+/// (waiting for a slot under the [concurrency limits](crate::JobRegistryBuilder::max_running)), so
+/// `processing == running + queued` always.
+///
+/// Reading the registry's counts is a few atomic loads, cheap enough for a dashboard to poll.
+/// Each count is exact, but they are read one after another: while jobs start or finish during
+/// the read, a job may be counted in neither or both of PROCESSING and its final state, or as
+/// running an instant before or after it leaves the queue. When no job starts or finishes
+/// meanwhile, they add up to [`JobRegistry::len`].
+///
+/// From a shared store ([`JobRegistry::counts_anywhere`]) only `processing` is known of the
+/// PROCESSING jobs: `running` and `queued` are 0.
 ///
 /// [`JobRegistry::counts`]: crate::JobRegistry::counts
+/// [`JobRegistry::counts_for`]: crate::JobRegistry::counts_for
+/// [`JobRegistry::counts_anywhere`]: crate::JobRegistry::counts_anywhere
 /// [`JobRegistry::len`]: crate::JobRegistry::len
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub struct JobCounts {
-    /// Jobs running or queued under the concurrency limit.
+    /// Jobs running or queued under the concurrency limit: `running + queued`.
     pub processing: usize,
     /// Retained jobs that finished COMPLETE.
     pub complete: usize,
     /// Retained jobs that finished FAILED.
     pub failed: usize,
+    /// PROCESSING jobs that run (hold a slot, if there is a limit).
+    pub running: usize,
+    /// PROCESSING jobs that wait for a slot under the concurrency limits.
+    pub queued: usize,
 }
 
 impl JobCounts {
+    /// Counts with every PROCESSING job running.
+    pub(crate) fn new(processing: usize, complete: usize, failed: usize) -> Self {
+        JobCounts {
+            processing,
+            complete,
+            failed,
+            running: processing,
+            queued: 0,
+        }
+    }
+
+    /// These counts with `queued` of the PROCESSING jobs waiting rather than running (at most all
+    /// of them: the two numbers are read one after the other).
+    pub(crate) fn with_queued(self, queued: usize) -> Self {
+        let queued = queued.min(self.processing);
+        JobCounts {
+            running: self.processing - queued,
+            queued,
+            ..self
+        }
+    }
+
     /// All jobs counted.
     pub fn total(&self) -> usize {
         self.processing + self.complete + self.failed
@@ -29,12 +65,13 @@ impl JobCounts {
 }
 
 impl std::fmt::Display for JobCounts {
-    /// E.g. `3 processing, 120 complete, 2 failed`.
+    /// E.g. `3 processing, 120 complete, 2 failed`, and `3 processing (1 running, 2 queued), …`
+    /// when some are queued.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} processing, {} complete, {} failed",
-            self.processing, self.complete, self.failed
-        )
+        write!(f, "{} processing", self.processing)?;
+        if self.queued > 0 {
+            write!(f, " ({} running, {} queued)", self.running, self.queued)?;
+        }
+        write!(f, ", {} complete, {} failed", self.complete, self.failed)
     }
 }

@@ -12,6 +12,7 @@
 //! its status lock is a leaf, never held while another lock is taken, across an `.await`, or
 //! while user code runs (serialization and error formatting happen before `apply`).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -46,6 +47,10 @@ pub(crate) struct Job {
     started_at: Instant,
     /// The job's turn to deliver an event: see [`crate::seam`].
     turn: Mutex<()>,
+    /// The stamp of the last place in the queue it was shown ([`Change::Placed`]). Read and
+    /// written only under the status lock; an atomic only so that it can sit here, in padding
+    /// that `Job` has anyway, rather than make every retained job's `State` 8 bytes larger.
+    placed: AtomicU32,
     state: Mutex<State>,
 }
 
@@ -55,7 +60,7 @@ struct State {
     /// What asked the job to cancel, once `canceling` is set.
     cause: Option<CancelCause>,
     /// Waiting for a slot under the registry's concurrency limit. Stays set if the job ends
-    /// while queued, which tells the limiter that the job never held a slot.
+    /// while queued, which tells the scheduler that the job never held a slot.
     queued: bool,
     /// Whether the job reported progress: `current` and `total` mean something only then (two
     /// plain integers and a flag take less room than two `Option<u64>`, in every retained job).
@@ -128,6 +133,7 @@ impl Job {
             started_on: unix_nanos_now(),
             started_at,
             turn: Mutex::new(()),
+            placed: AtomicU32::new(0),
             state: Mutex::new(State {
                 phase: AsynchJobState::Processing,
                 canceling: false,
@@ -292,6 +298,28 @@ impl Job {
                     st.message = None;
                 }
             }
+            Change::Placed { message, stamp } => {
+                // Only a waiting job shows its place, and not over progress of its own.
+                if !st.queued || st.canceling || st.reported {
+                    return Applied::Unchanged;
+                }
+                // Stamps compare as serial numbers: a place newer than the last by less than
+                // 2^31 is newer, however long the job waits.
+                let last = self.placed.load(Ordering::Relaxed);
+                if (stamp.wrapping_sub(last) as i32) <= 0 {
+                    return Applied::Unchanged;
+                }
+                self.placed.store(stamp, Ordering::Relaxed);
+                // The scheduler makes each message once, so an equal one is the same `Arc`.
+                if st
+                    .message
+                    .as_ref()
+                    .is_some_and(|m| Arc::ptr_eq(m, &message))
+                {
+                    return Applied::Unchanged;
+                }
+                st.message = Some(message);
+            }
             Change::Complete(response) => {
                 st.phase = AsynchJobState::Complete;
                 st.current = st.total;
@@ -367,6 +395,12 @@ impl Job {
 
     pub(crate) fn is_queued(&self) -> bool {
         self.state.lock().queued
+    }
+
+    /// Its state, whether it waits for a slot, and when it last changed, read under one lock.
+    pub(crate) fn standing(&self) -> (AsynchJobState, bool, Instant) {
+        let st = self.state.lock();
+        (st.phase, st.queued, st.changed_at)
     }
 
     /// How the job ended, read under one lock; `None` while it runs.
@@ -639,6 +673,43 @@ mod tests {
         );
         assert_eq!(done.progress_message.as_deref(), Some(COMPLETE_MESSAGE));
         assert!(job.ended().is_some_and(|e| e.at == job.changed_at()));
+    }
+
+    #[test]
+    fn a_waiting_job_shows_only_its_latest_place_and_none_once_it_runs() {
+        let seam = Seam::new(Vec::new());
+        let job = Job::new(
+            JobId::from_u64(3),
+            JobRequest::default(),
+            CancellationToken::new(),
+            Some(Arc::from("Queued: 3 of your jobs ahead")),
+        );
+        let placed = |message: &str, stamp| Change::Placed {
+            message: Arc::from(message),
+            stamp,
+        };
+        assert_eq!(
+            job.apply(&seam, placed("Queued: 1 of your jobs ahead", 2)),
+            Applied::Changed
+        );
+        // Decided before the one above, applied after it: ignored.
+        assert_eq!(
+            job.apply(&seam, placed("Queued: 2 of your jobs ahead", 1)),
+            Applied::Unchanged
+        );
+        let shown = job.snapshot();
+        assert_eq!(
+            shown.progress_message.as_deref(),
+            Some("Queued: 1 of your jobs ahead")
+        );
+        assert_eq!(shown.etag.to_string(), "2");
+        assert_eq!(job.apply(&seam, Change::Dequeued), Applied::Changed);
+        assert_eq!(
+            job.apply(&seam, placed("Queued: next", 3)),
+            Applied::Unchanged,
+            "it runs"
+        );
+        assert_eq!(job.snapshot().progress_message, None);
     }
 
     #[test]

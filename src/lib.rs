@@ -82,7 +82,10 @@
 //! # Concurrency limit and request caching
 //!
 //! [`max_running`](JobRegistryBuilder::max_running) bounds how many jobs run at once; the rest
-//! wait in FIFO order, PROCESSING with a "Queued" message. A [cacheable](JobRequest::cacheable)
+//! wait, PROCESSING with a "Queued" message, by [priority](JobRequest::priority) and then in FIFO
+//! order. [`max_running_per_user`](JobRegistryBuilder::max_running_per_user) also bounds one
+//! user's jobs, and with it (or [`fair_queue`](JobRegistryBuilder::fair_queue)) slots go in turns
+//! across users and a queued job's message says its place. A [cacheable](JobRequest::cacheable)
 //! request equal to an earlier one by the same user, whose job is running or COMPLETE, gets that
 //! job's id instead of a new job.
 //!
@@ -194,14 +197,14 @@
 // 2. Façade: `registry` (JobRegistry), `user_view`, `builder`, `feed`, `watch`, `handle`: thin
 //    types over the engine, each call one engine call with its scope.
 // 3. Engine (`engine/`): spawning, ending jobs exactly once, scoped reads, cancel, shutdown, and
-//    its machinery (job table, retention, concurrency limiter, request de-duplication, the
-//    supervisor task that runs one job).
+//    its machinery (job table, retention, the scheduler of the concurrency limits, request
+//    de-duplication, the supervisor task that runs one job).
 // 4. The job and its seam: `job` (one job's state; `Job::apply` is the only writer of a status)
 //    and `seam` (where every event of a job's life goes: counts, feeds, `trace`, `observer`s).
 // 5. Leaves: `status`, `id`, `etag`, `error`, `exception`, `request`, `filter`, `counts`,
 //    `change`, `failure`, `text`.
 //
-// Lock order: request de-duplication index -> a job's turn -> table shard -> limiter ->
+// Lock order: request de-duplication index -> a job's turn -> table shard -> scheduler ->
 // retention queue -> a job's status lock (a leaf); the seam's feed index and a feed's queue are
 // taken only while delivering, after the status lock is released. Details in `engine` and `seam`.
 

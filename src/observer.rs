@@ -70,7 +70,8 @@ pub enum JobEventKind {
     /// The job was spawned: it is PROCESSING (running, or queued under the concurrency limit).
     /// Always the job's first event.
     Created,
-    /// Its status changed while PROCESSING: progress, the cancel flag, leaving the queue.
+    /// Its status changed while PROCESSING: progress, the cancel flag, a new place in the queue
+    /// (with the [fair order](crate::JobRegistryBuilder::fair_queue)), leaving the queue.
     Changed,
     /// It finished, COMPLETE or FAILED: its final status, which never changes again.
     Finished,

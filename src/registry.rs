@@ -313,6 +313,13 @@ impl JobRegistry {
         self.engine.counts()
     }
 
+    /// How many of one user's jobs are in each state (queued and running ones apart), as
+    /// [`UserView::counts`]. Unlike [`counts`](JobRegistry::counts), it reads each of the
+    /// registry's jobs, as [`list`](JobRegistry::list) does.
+    pub fn counts_for(&self, user_id: u64) -> JobCounts {
+        self.engine.counts_for(user_id)
+    }
+
     /// A view of this registry scoped to one user: it reads, waits for, lists and cancels only
     /// jobs that user started, and starts jobs as that user.
     #[must_use]

@@ -26,6 +26,7 @@ pub struct JobRequest {
     pub(crate) time_limit: Option<Duration>,
     pub(crate) stall_limit: Option<Duration>,
     pub(crate) name: Option<Arc<str>>,
+    pub(crate) priority: i32,
 }
 
 impl JobRequest {
@@ -92,6 +93,34 @@ impl JobRequest {
     /// The job's name, if one was given.
     pub fn job_name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// How soon the job starts when it has to wait for a slot under the registry's
+    /// [concurrency limits](crate::JobRegistryBuilder::max_running): a job waiting with a higher
+    /// priority starts before those with a lower one, and jobs of equal priority start in the
+    /// order they were spawned. Negative values are for work that can wait.
+    ///
+    /// With the [fair order](crate::JobRegistryBuilder::fair_queue), priority orders only the
+    /// jobs of the same user: across users, slots go round-robin whatever the priorities, so no
+    /// user's jobs wait longer because another user gave theirs a higher priority. Without it,
+    /// every waiting job is in one queue, which priority orders.
+    ///
+    /// A job that runs at once (a slot was free) is not affected, nor is a running job.
+    ///
+    /// Defaults to: 0.
+    ///
+    /// ```
+    /// use asyncjobs::JobRequest;
+    ///
+    /// let preview = JobRequest::new(serde_json::json!({"concreteType": "org.example.Preview"}))
+    ///     .started_by(42)
+    ///     .priority(10);
+    /// # drop(preview);
+    /// ```
+    #[must_use]
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
     }
 
     /// The request body, if any.

@@ -243,11 +243,11 @@ impl Seam {
     }
 
     pub(crate) fn counts(&self) -> JobCounts {
-        JobCounts {
-            processing: self.processing.load(Ordering::Acquire),
-            complete: self.complete.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-        }
+        JobCounts::new(
+            self.processing.load(Ordering::Acquire),
+            self.complete.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 
     /// Starts telling `feed` of the changes of `user`'s jobs (of every job for `None`).

@@ -24,6 +24,7 @@ mod enabled {
         Canceling(CancelCause),
         TimedOut(Timeout),
         Dequeued,
+        Placed(Arc<str>),
         Complete,
         Fail {
             message: Arc<str>,
@@ -54,6 +55,7 @@ mod enabled {
                 Change::Canceling(cause) => Note::Canceling(*cause),
                 Change::TimedOut(timeout) => Note::TimedOut(*timeout),
                 Change::Dequeued => Note::Dequeued,
+                Change::Placed { message, .. } => Note::Placed(message.clone()),
                 Change::Complete(_) => Note::Complete,
                 Change::Fail(f) => Note::Fail {
                     message: f.message.clone(),
@@ -92,6 +94,9 @@ mod enabled {
                 }
                 Note::Dequeued => {
                     debug!(target: "asyncjobs", parent: None, job_id = id, user, etag, "job dequeued")
+                }
+                Note::Placed(message) => {
+                    trace!(target: "asyncjobs", job_id = id, user, etag, progress_message = &*message, "job moved in the queue")
                 }
                 Note::Complete => {
                     debug!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms = runtime_ms(), "job complete")

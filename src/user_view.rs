@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::engine::{Engine, Scope};
 use crate::{
-    AsynchronousJobStatus, CancelOutcome, Error, Etag, JobFilter, JobHandle, JobId, JobRequest,
-    JobWatch, Spawned, StatusFeed,
+    AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobHandle, JobId,
+    JobRequest, JobWatch, Spawned, StatusFeed,
 };
 
 /// A view of a [`JobRegistry`](crate::JobRegistry) scoped to one user, from [`JobRegistry::as_user`](crate::JobRegistry::as_user): what an API
@@ -236,6 +236,12 @@ impl UserView {
     /// is ignored.
     pub fn list(&self, filter: &JobFilter) -> Vec<AsynchronousJobStatus> {
         self.engine.list(filter, self.scope())
+    }
+
+    /// How many of this user's jobs are in each state, queued and running ones apart; see
+    /// [`JobRegistry::counts_for`](crate::JobRegistry::counts_for).
+    pub fn counts(&self) -> JobCounts {
+        self.engine.counts_for(self.user)
     }
 }
 

@@ -4,20 +4,21 @@
 //! here with its scope.
 //!
 //! Parts, each in its own file: the sharded job [`table`], [`retention`] of finished statuses,
-//! the concurrency [`limiter`], request de-duplication ([`dedup`]), the [`supervisor`] task that
-//! runs one job, [`cancel`] and [`shutdown`]. Every change of a job goes through
+//! the [`scheduler`] (concurrency limits, and the order waiting jobs start in), request
+//! de-duplication ([`dedup`]), the [`supervisor`] task that runs one job, [`cancel`] and
+//! [`shutdown`]. Every change of a job goes through
 //! [`Job::apply`], which hands it to the [seam](crate::seam); the engine knows nothing of who
 //! listens there (feeds, tracing, observers, a store).
 //!
 //! Locks, in the order they may be taken: the request de-duplication index, a job's turn, a table
-//! shard, the limiter, the retention queue, a job's status lock. None is held across an `.await`
+//! shard, the scheduler, the retention queue, a job's status lock. None is held across an `.await`
 //! or while user code runs, except that a job's turn is held while its events are delivered.
 
 pub(crate) mod cancel;
 mod cluster;
 mod dedup;
-mod limiter;
 mod retention;
+mod scheduler;
 pub(crate) mod shutdown;
 pub(crate) mod spawn;
 mod supervisor;
@@ -40,8 +41,8 @@ use crate::{
 };
 
 use self::dedup::Dedup;
-use self::limiter::Limiter;
 use self::retention::Retention;
+use self::scheduler::Scheduler;
 use self::table::Table;
 
 /// What every clone of a registry, every view and feed, and every job's task share.
@@ -50,7 +51,7 @@ pub(crate) struct Engine {
     table: Table,
     retention: Retention,
     pub(crate) seam: Arc<Seam>,
-    limiter: Option<Limiter>,
+    scheduler: Option<Scheduler>,
     dedup: Dedup,
     next_id: AtomicU64,
     /// Every job's token is a child of this one.
@@ -103,7 +104,14 @@ impl Engine {
                 table: Table::new(cores * 4),
                 retention: Retention::new(config.keep_finished_for, config.keep_finished_at_most),
                 seam: Arc::new(Seam::new(observers)),
-                limiter: config.max_running.map(|max| Limiter::new(max.max(1))),
+                scheduler: (config.max_running.is_some() || config.max_running_per_user.is_some())
+                    .then(|| {
+                        Scheduler::new(
+                            config.max_running,
+                            config.max_running_per_user,
+                            config.fair_queue,
+                        )
+                    }),
                 dedup: Dedup::default(),
                 next_id: AtomicU64::new(config.first_job_id),
                 root: CancellationToken::new(),
@@ -143,12 +151,12 @@ impl Engine {
     /// Called once, by whoever ended the job, so `ended` is always there.
     fn retire(&self, job: &Job) {
         let Some(ended) = job.ended() else { return };
-        if let Some(limiter) = &self.limiter {
+        if let Some(scheduler) = &self.scheduler {
             // A job that ended while still queued never held a slot; it leaves the queue.
             if ended.queued {
-                limiter.remove(job.id);
+                scheduler.remove(&self.seam, job);
             } else {
-                limiter.release(&self.seam);
+                scheduler.release(&self.seam, job);
             }
         }
         if job.cacheable && ended.state == AsynchJobState::Failed {
@@ -271,14 +279,34 @@ impl Engine {
 
     /// The per-state counts, without sweeping (for `Debug`, which must not change anything).
     pub(crate) fn counts_now(&self) -> JobCounts {
-        self.seam.counts()
+        let waiting = self.scheduler.as_ref().map_or(0, Scheduler::waiting);
+        self.seam.counts().with_queued(waiting)
     }
 
     /// The per-state counts, after dropping statuses past their retention time, so that they are
     /// not counted even in an idle registry.
     pub(crate) fn counts(&self) -> JobCounts {
         self.sweep();
-        self.seam.counts()
+        self.counts_now()
+    }
+
+    /// One user's per-state counts, read from each of the user's jobs (after a sweep, as
+    /// [`counts`](Engine::counts)).
+    pub(crate) fn counts_for(&self, user: u64) -> JobCounts {
+        self.sweep();
+        let now = Instant::now();
+        let (mut running, mut queued, mut complete, mut failed) = (0, 0, 0, 0);
+        for job in self.table.jobs(|job| job.user == Some(user)) {
+            let (state, is_queued, changed_at) = job.standing();
+            match state {
+                _ if state.is_terminal() && self.retention.expired(changed_at, now) => {}
+                AsynchJobState::Processing if is_queued => queued += 1,
+                AsynchJobState::Processing => running += 1,
+                AsynchJobState::Complete => complete += 1,
+                AsynchJobState::Failed => failed += 1,
+            }
+        }
+        JobCounts::new(running + queued, complete, failed).with_queued(queued)
     }
 
     /// How many jobs are held, after dropping statuses past their retention time.
@@ -292,6 +320,6 @@ impl Engine {
     }
 
     pub(crate) fn max_running(&self) -> Option<usize> {
-        self.limiter.as_ref().map(Limiter::max)
+        self.scheduler.as_ref().and_then(Scheduler::max)
     }
 }

@@ -55,9 +55,13 @@ impl Engine {
     pub(crate) async fn shutdown(&self, grace: Duration) -> ShutdownSummary {
         self.shut_down.store(true, Ordering::SeqCst);
         let running = self.table.jobs(|job| !job.is_finished());
-        // Admission closes before anything else: every job's token fires at once (also those of
-        // jobs spawned while this began: theirs are born canceled), so a slot that a canceled job
-        // frees can no longer start a queued job, whose supervisor sees its token first.
+        // Admission closes before anything else: the scheduler hands no more slots to queued jobs,
+        // and every job's token fires at once (also those of jobs spawned while this began: theirs
+        // are born canceled), so a slot that a canceled job frees can no longer start a queued
+        // job, whose supervisor would see its token first anyway.
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.close();
+        }
         self.root.cancel();
         for job in &running {
             self.cancel_for(job, CancelCause::Shutdown);

@@ -1,5 +1,5 @@
 //! Starting a job: request de-duplication, an id, the job's record, its place under the
-//! concurrency limit, and its task.
+//! concurrency limits, and its task.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -17,7 +17,6 @@ use crate::job::Job;
 use crate::{exception, CancelCause, Error, JobHandle, JobId, JobRequest};
 
 use super::dedup::Lookup;
-use super::limiter::Limiter;
 use super::supervisor::Supervisor;
 use super::Engine;
 
@@ -83,23 +82,22 @@ impl Engine {
 
         let id = self.next_id()?;
         let (time_limit, stall_limit) = (request.time_limit, request.stall_limit);
-        let admitted = self.limiter.as_ref().is_none_or(Limiter::try_acquire);
-        let queued_message = match &self.limiter {
-            Some(limiter) if !admitted => Some(limiter.queued_message()),
-            _ => None,
+        let priority = request.priority;
+        let ticket = match &self.scheduler {
+            Some(scheduler) => scheduler.try_acquire(request.user, priority).err(),
+            None => None,
         };
         let token = self.root.child_token();
+        let queued_message = ticket.as_ref().map(|ticket| ticket.message.clone());
         let entry = Arc::new(Job::new(id, request, token.clone(), queued_message));
-        entry.created(&self.seam, !admitted, || {
+        entry.created(&self.seam, ticket.is_some(), || {
             self.table.insert(entry.clone());
             if let Some(reservation) = reservation {
                 reservation.insert(entry.clone());
             }
         });
-        if !admitted {
-            if let Some(limiter) = &self.limiter {
-                limiter.enqueue(&self.seam, &entry);
-            }
+        if let (Some(ticket), Some(scheduler)) = (ticket, &self.scheduler) {
+            scheduler.enqueue(&self.seam, &entry, priority, ticket);
         }
         // A shutdown that began after the check above may have listed the running jobs before
         // this one was added: then it ends here, never runs, and its id still tells the caller so.

@@ -556,7 +556,14 @@ impl Model {
         let mut counts = JobCounts::default();
         for job in self.jobs.iter().filter(|job| job.in_table) {
             match job.state {
-                AsynchJobState::Processing => counts.processing += 1,
+                AsynchJobState::Processing => {
+                    counts.processing += 1;
+                    if job.queued {
+                        counts.queued += 1;
+                    } else {
+                        counts.running += 1;
+                    }
+                }
                 AsynchJobState::Complete => counts.complete += 1,
                 AsynchJobState::Failed => counts.failed += 1,
             }
