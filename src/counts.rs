@@ -16,11 +16,15 @@
 /// From a shared store ([`JobRegistry::counts_anywhere`]) only `processing` is known of the
 /// PROCESSING jobs: `running` and `queued` are 0.
 ///
+/// It serializes as a JSON object of its fields, e.g. `{"processing":3,"running":2,"queued":1,
+/// "complete":120,"failed":2}`, for a dashboard's endpoint.
+///
 /// [`JobRegistry::counts`]: crate::JobRegistry::counts
 /// [`JobRegistry::counts_for`]: crate::JobRegistry::counts_for
 /// [`JobRegistry::counts_anywhere`]: crate::JobRegistry::counts_anywhere
 /// [`JobRegistry::len`]: crate::JobRegistry::len
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct JobCounts {
     /// Jobs running or queued under the concurrency limit: `running + queued`.

@@ -372,3 +372,13 @@ async fn lists_filter_by_name_and_a_handle_knows_its_name() {
     );
     assert_eq!(registry.list(&JobFilter::new().named("nothing")).len(), 0);
 }
+
+/// Counts serialize for a dashboard's endpoint.
+#[test]
+fn counts_serialize_as_a_json_object() {
+    let counts = JobRegistry::new().counts();
+    assert_eq!(
+        serde_json::to_value(counts).unwrap(),
+        serde_json::json!({"processing": 0, "running": 0, "queued": 0, "complete": 0, "failed": 0})
+    );
+}
