@@ -654,8 +654,11 @@ async fn flood(per_user: Option<usize>) {
     canceler.await.unwrap();
     let waited_most = *delays.iter().max().unwrap();
     let fair_share = OTHERS as usize + MAX + 4;
+    // Measured in real time on a shared machine, a start counted just before a spawn can land a
+    // few places late (19 against 18 was seen once under load): twice the share still tells fair
+    // turns from the global FIFO, under which a job waits for about 1,300 starts.
     assert!(
-        waited_most <= fair_share,
+        waited_most <= 2 * fair_share,
         "per user {per_user:?}: a job of another user waited for {waited_most} starts (fair share {fair_share}); delays {delays:?}"
     );
 
