@@ -321,5 +321,10 @@ fn contention(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, contention);
+criterion_group! {
+    name = benches;
+    // Plots would take most of a run's time, and no figure is read from them.
+    config = Criterion::default().without_plots();
+    targets = contention
+}
 criterion_main!(benches);

@@ -184,5 +184,10 @@ fn lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lifecycle);
+criterion_group! {
+    name = benches;
+    // Plots would take most of a run's time, and no figure is read from them.
+    config = Criterion::default().without_plots();
+    targets = lifecycle
+}
 criterion_main!(benches);

@@ -329,6 +329,7 @@ fn main() {
     };
 
     let mut c = Criterion::default()
+        .without_plots()
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))

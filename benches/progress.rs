@@ -232,5 +232,10 @@ fn set_progress(c: &mut Criterion) {
     drop((registry, atomic_registry, dirty_registry, feed_registry));
 }
 
-criterion_group!(benches, set_progress);
+criterion_group! {
+    name = benches;
+    // Plots would take most of a run's time, and no figure is read from them.
+    config = Criterion::default().without_plots();
+    targets = set_progress
+}
 criterion_main!(benches);

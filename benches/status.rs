@@ -118,5 +118,10 @@ fn status(c: &mut Criterion) {
     drop(handles);
 }
 
-criterion_group!(benches, status);
+criterion_group! {
+    name = benches;
+    // Plots would take most of a run's time, and no figure is read from them.
+    config = Criterion::default().without_plots();
+    targets = status
+}
 criterion_main!(benches);
