@@ -1,4 +1,4 @@
-//! Reading: `registry.status(&id)`.
+//! Reading: `registry.status(&id)`, and a user's `list()`.
 //!
 //! Against: the lean registry (see `common`: lock + SipHash get + clone of a small status; it
 //! keeps no request body) and, for large bodies only, `BodyCloning`, a registry that stores each
@@ -14,16 +14,21 @@
 //!   among the same 10,000; 10,000 distinct 1 MB bodies would need gigabytes). Ours against
 //!   `BodyCloning`.
 //!
-//! Group `status_retained`: `status()` of random finished jobs (each COMPLETE with a small
-//! response, no request body) in a registry of 1,000 retained jobs and in one of
-//! `BENCH_RETAINED` (1,000,000): what the memory hierarchy adds at size N. (It was `memory`'s
-//! `status_by_size`, where the counting allocator skewed the baseline's timings.)
+//! Group `status_retained`: a registry of N finished jobs (each COMPLETE with a small response,
+//! no request body) and one running job, N = 1,000 and N = `BENCH_RETAINED` (1,000,000):
+//! - `running`: the one running job, every time (a poller's loop: the fixed cost of a read);
+//! - `finished`: one finished job, every time;
+//! - `finished_random`: random finished jobs (what the memory hierarchy adds at size N).
+//!
+//! Group `list_user`: `list()` of one user's 100 jobs in the same registries (job `i` is user
+//! `i % (N / 100)`'s), ours through `as_user(u).list()` and its per-user index, lean by scanning
+//! its map (it has no index). Ours is also compared with 100 of its own `status()` reads.
 
 use std::hint::black_box;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use asyncjobs::{JobHandle, JobId, JobRegistry, JobRequest};
+use asyncjobs::{JobFilter, JobHandle, JobId, JobRegistry, JobRequest};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
 use tokio::runtime::Runtime;
@@ -226,8 +231,21 @@ fn status_retained(c: &mut Criterion) {
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    for (n, _, ours, ours_ids, _, lean, lean_ids, _) in &sizes {
+    for (n, _, ours, ours_ids, ours_running, lean, lean_ids, lean_running) in &sizes {
         let n = *n;
+        group.bench_function(BenchmarkId::new("lean/running", n), |b| {
+            b.iter(|| black_box(lean.status(black_box(lean_running.id))));
+        });
+        group.bench_function(BenchmarkId::new("ours/running", n), |b| {
+            b.iter(|| black_box(ours.status(black_box(ours_running))));
+        });
+        let (lean_one, ours_one) = (lean_ids[n / 2], ours_ids[n / 2]);
+        group.bench_function(BenchmarkId::new("lean/finished", n), |b| {
+            b.iter(|| black_box(lean.status(black_box(lean_one))));
+        });
+        group.bench_function(BenchmarkId::new("ours/finished", n), |b| {
+            b.iter(|| black_box(ours.status(black_box(&ours_one))));
+        });
         let picks = draws(&mut rng, 0, n);
         group.bench_function(BenchmarkId::new("lean/finished_random", n), |b| {
             let mut k = 0;
@@ -246,6 +264,38 @@ fn status_retained(c: &mut Criterion) {
     }
     group.finish();
 
+    let mut group = c.benchmark_group("list_user");
+    group
+        .throughput(Throughput::Elements(PER_USER as u64))
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    for (n, users, ours, _, _, lean, _, _) in &sizes {
+        let (n, users) = (*n, *users);
+        let user = users / 2;
+        let view = ours.as_user(user);
+        assert_eq!(view.list(&JobFilter::new()).len(), PER_USER.min(n));
+        assert_eq!(lean.list_of(user).len(), PER_USER.min(n));
+        let mine: Vec<JobId> = view
+            .list(&JobFilter::new())
+            .iter()
+            .map(|s| s.job_id)
+            .collect();
+        group.bench_function(BenchmarkId::new("lean/scan", n), |b| {
+            b.iter(|| black_box(lean.list_of(black_box(user))));
+        });
+        group.bench_function(BenchmarkId::new("ours/list", n), |b| {
+            b.iter(|| black_box(view.list(&JobFilter::new())));
+        });
+        group.bench_function(BenchmarkId::new("ours/100_status", n), |b| {
+            b.iter(|| {
+                for id in &mine {
+                    black_box(view.status(id).unwrap());
+                }
+            });
+        });
+    }
+    group.finish();
     drop(sizes);
 }
 
