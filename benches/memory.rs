@@ -1,36 +1,28 @@
-//! Memory, and what it costs to read from a big registry.
+//! Memory and allocations, measured with a counting global allocator (bytes as requested from the
+//! allocator, so the allocator's own per-block overhead, typically 8-16 bytes, comes on top). It
+//! prints figures and times nothing; how reads scale with a registry's size is in `status`
+//! (`status_retained`), where no counting allocator skews timings.
 //!
-//! Printed first, measured with a counting global allocator (bytes as requested from the
-//! allocator, so the allocator's own per-block overhead, typically 8-16 bytes, comes on top):
 //! - bytes per retained finished job, without request or response bodies, at N retained jobs
-//!   (`BENCH_MEMORY_JOBS`, default 1,000,000; `keep_finished_at_most(N)`), against the
-//!   hand-rolled registry's map of N finished statuses (the raw floor retains nothing). Target:
-//!   at most 256 bytes per job besides bodies and strings.
+//!   (`BENCH_MEMORY_JOBS`, default 1,000,000; `keep_finished_at_most(N)`), against the lean
+//!   registry's map of N finished statuses (the raw floor retains nothing). Target: at most 256
+//!   bytes per job besides bodies and strings.
 //! - allocations per operation: `set_progress` (same message, changed message, unchanged),
 //!   `status()`, and a whole job's life, against the same operations of both baselines. Target:
 //!   no allocation for a report whose message is unchanged.
-//!
-//! Then a criterion group, `status_by_size`: `status()` of random finished jobs in a registry
-//! of 1,000 retained jobs against one of N, ours and hand-rolled (lock + get + clone): how the
-//! cost grows with the registry, i.e. what cache and TLB misses add. The counting allocator adds a relaxed atomic add or two to
-//! each allocation and free, which only the hand-rolled clone does here (ours allocates nothing
-//! in `status()`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use asyncjobs::{JobHandle, JobId, JobRegistry, JobRequest};
-use criterion::{BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
 mod common;
-use common::{
-    env_usize, request_body, response_body, runtime, HandRolled, Latch, RawFloor, XorShift, STEPS,
-};
+use common::{env_usize, request_body, response_body, runtime, Latch, Lean, RawFloor, STEPS};
 
 struct Counting;
 
@@ -132,22 +124,19 @@ fn ours_finished(rt: &Runtime, n: usize) -> (JobRegistry, Vec<JobId>) {
     (registry, ids)
 }
 
-/// The hand-rolled registry with `n` finished statuses without bodies; prints bytes per job.
-fn theirs_finished(n: usize) -> (HandRolled, Vec<u64>) {
-    let registry = HandRolled::new();
-    let mut ids = Vec::with_capacity(n);
+/// The lean registry with `n` finished statuses without bodies; prints bytes per job.
+fn theirs_finished(n: usize) -> Lean {
+    let registry = Lean::new();
     let before = live_bytes();
     for _ in 0..n {
-        let job = registry.insert(Value::Null);
-        job.finish(Ok(Value::Null));
-        ids.push(job.id);
+        registry.insert(None).finish(Ok(Value::Null));
     }
     let bytes = live_bytes() - before;
     println!(
-        "  hand-rolled: {:>7.1} bytes per retained finished job at {n} jobs",
+        "  lean:        {:>7.1} bytes per retained finished job at {n} jobs",
         bytes as f64 / n as f64
     );
-    (registry, ids)
+    registry
 }
 
 /// Allocations per operation, ours against both baselines.
@@ -167,15 +156,14 @@ fn allocation_report(rt: &Runtime) {
         )
         .unwrap();
     let ours: JobHandle = rx.recv().unwrap();
-    let hand_rolled = HandRolled::new();
-    let theirs = hand_rolled.insert(request_body(1024));
-    let floor = RawFloor::new();
-    let raw = floor.spawn(|_job| std::future::pending::<()>());
+    let lean = Lean::new();
+    let theirs = lean.insert(None);
+    let (raw, _task) = RawFloor::new().spawn(|_job| std::future::pending::<()>());
 
     println!("allocations per call (over {CALLS} calls):");
     let row = |what: &str, ours: f64, theirs: f64, raw: Option<f64>| {
         let raw = raw.map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
-        println!("  {what:<42} ours {ours:>6.2}   hand-rolled {theirs:>6.2}   raw floor {raw:>5}");
+        println!("  {what:<42} ours {ours:>6.2}   lean {theirs:>6.2}   raw floor {raw:>5}");
     };
 
     ours.set_progress(0, 1, "copying rows");
@@ -211,12 +199,12 @@ fn allocation_report(rt: &Runtime) {
         None,
     );
     row(
-        "status() with a 1 KB request body",
+        "status() (ours with a 1 KB request body)",
         allocs_per_call(CALLS, |_| {
             black_box(registry.status(&id).unwrap());
         }),
         allocs_per_call(CALLS, |_| {
-            black_box(hand_rolled.status(theirs.id).unwrap());
+            black_box(lean.status(theirs.id).unwrap());
         }),
         Some(allocs_per_call(CALLS, |_| {
             black_box(raw.progress());
@@ -250,18 +238,18 @@ fn allocation_report(rt: &Runtime) {
         });
     });
     let theirs_life = per_job(&|| {
-        let registry = HandRolled::new();
+        let registry = Lean::new();
         let latch = Latch::new(JOBS);
         rt.block_on(async {
             for _ in 0..JOBS {
                 let latch = latch.clone();
-                registry.spawn(Value::Null, move |job| async move {
+                drop(registry.spawn(None, move |job| async move {
                     for (i, m) in STEPS.iter().enumerate() {
                         job.set_progress(i as u64 + 1, STEPS.len() as u64, m);
                     }
                     latch.count_down();
                     Ok(response_body())
-                });
+                }));
             }
             latch.wait().await;
             registry.wait_all().await;
@@ -270,18 +258,23 @@ fn allocation_report(rt: &Runtime) {
     let raw_life = per_job(&|| {
         let floor = RawFloor::new();
         rt.block_on(async {
+            let mut tasks = Vec::with_capacity(JOBS);
             for _ in 0..JOBS {
-                floor.spawn(|job| async move {
+                let (_job, task) = floor.spawn(|job| async move {
                     for i in 0..STEPS.len() as u64 {
                         job.set_progress(i + 1);
                     }
+                    response_body()
                 });
+                tasks.push(task);
             }
-            floor.wait_all().await;
+            for task in tasks {
+                black_box(task.await.unwrap());
+            }
         });
     });
     println!(
-        "  {:<42} ours {ours_life:>6.2}   hand-rolled {theirs_life:>6.2}   raw floor {raw_life:>5.2}",
+        "  {:<42} ours {ours_life:>6.2}   lean {theirs_life:>6.2}   raw floor {raw_life:>5.2}",
         "a whole job (spawn, 10 reports, complete)"
     );
     drop(registry);
@@ -289,82 +282,14 @@ fn allocation_report(rt: &Runtime) {
 
 fn main() {
     let n = env_usize("BENCH_MEMORY_JOBS", 1_000_000).max(1);
-    let small = 1_000.min(n);
     let rt = runtime(2);
 
     allocation_report(&rt);
 
     println!("memory (bytes requested from the allocator; its own overhead is extra):");
     let started = Instant::now();
-    let (ours_big, ours_big_ids) = ours_finished(&rt, n);
-    let (theirs_big, theirs_big_ids) = theirs_finished(n);
+    let (ours, ids) = ours_finished(&rt, n);
+    let theirs = theirs_finished(n);
     println!("  (built in {:.1?})", started.elapsed());
-    let (ours_small, ours_small_ids) = rt.block_on(async {
-        let registry = JobRegistry::builder().keep_finished_at_most(small).build();
-        let mut ids = Vec::new();
-        for _ in 0..small {
-            ids.push(
-                registry
-                    .spawn(JobRequest::default(), |_job: JobHandle| async {
-                        Ok::<(), std::io::Error>(())
-                    })
-                    .unwrap(),
-            );
-        }
-        for id in &ids {
-            registry.wait(id).await.unwrap();
-        }
-        (registry, ids)
-    });
-    let (theirs_small, theirs_small_ids) = {
-        let registry = HandRolled::new();
-        let ids: Vec<u64> = (0..small)
-            .map(|_| {
-                let job = registry.insert(Value::Null);
-                job.finish(Ok(Value::Null));
-                job.id
-            })
-            .collect();
-        (registry, ids)
-    };
-
-    let mut c = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .configure_from_args();
-    let mut group = c.benchmark_group("status_by_size");
-    group.throughput(Throughput::Elements(1));
-    let mut rng = XorShift::new(0xfeed);
-    let draws = |rng: &mut XorShift, len: usize| -> Vec<usize> {
-        (0..1 << 12).map(|_| rng.below(len)).collect()
-    };
-    for (jobs, ours, ours_ids, theirs, theirs_ids) in [
-        (
-            small,
-            &ours_small,
-            &ours_small_ids,
-            &theirs_small,
-            &theirs_small_ids,
-        ),
-        (n, &ours_big, &ours_big_ids, &theirs_big, &theirs_big_ids),
-    ] {
-        let picks = draws(&mut rng, jobs);
-        group.bench_function(BenchmarkId::new("hand_rolled", jobs), |b| {
-            let mut k = 0;
-            b.iter(|| {
-                k += 1;
-                black_box(theirs.status(theirs_ids[picks[k % picks.len()]]))
-            });
-        });
-        group.bench_function(BenchmarkId::new("ours", jobs), |b| {
-            let mut k = 0;
-            b.iter(|| {
-                k += 1;
-                black_box(ours.status(&ours_ids[picks[k % picks.len()]]))
-            });
-        });
-    }
-    group.finish();
-    c.final_summary();
+    drop((ours, ids, theirs));
 }

@@ -1,14 +1,20 @@
-//! What the benches share: the two baselines every measured case is paired with, and small
-//! helpers (bodies, ids, a cheap RNG, env-configurable sizes).
+//! What the benches share: the baselines every measured case is paired with, and small helpers
+//! (bodies, a cheap RNG, env-configurable sizes, a countdown latch).
 //!
-//! - [`RawFloor`]: the least any job runner can do. `tokio::spawn` tracked by a
-//!   `TaskTracker`, a child `CancellationToken` per task, progress in an `AtomicU64`. No
-//!   statuses, no messages, no timestamps: nothing to read but a number.
-//! - [`HandRolled`]: the registry a user writes in an afternoon. One
-//!   `Arc<std::sync::Mutex<HashMap<u64, Status>>>`; every progress report takes the lock, stamps
-//!   `Utc::now()`, mints an etag and copies the message; `status()` is lock + get + clone. It
-//!   has no cancellation and no retention, so it is if anything cheaper than what it stands in
-//!   for: ratios against it are conservative.
+//! - [`RawFloor`]: the least any job runner can do, the floor a figure is read against. A plain
+//!   `tokio::spawn` whose `JoinHandle` is the only way to wait, progress in an `AtomicU64`. No
+//!   statuses, no messages, no timestamps, no cancellation: nothing to read but a number.
+//! - [`Lean`]: the registry a careful engineer writes in an afternoon, and the baseline every
+//!   ratio is quoted against. One `std::sync::Mutex<HashMap<u64, LeanEntry>>` (std's hasher);
+//!   a `u64` etag per job; `SystemTime::now()` on every change; the message copied (into the
+//!   status's own `String`) only when it changed, and an identical report changes nothing; a
+//!   small status (id, user, state, progress, message, etag, times, optional response) cloned on
+//!   read; one child `CancellationToken` per job; jobs spawned on a `TaskTracker`, waited for
+//!   through their `JoinHandle`. It keeps no request body, no retention, no feeds, no observers
+//!   and no per-user index, so it does less than we do: ratios against it are conservative.
+//! - [`BodyCloning`]: not a baseline, a foil. A registry that stores each request body in the
+//!   status and deep-clones it (and formats a `String` etag, and reads chrono's `Utc::now()`) on
+//!   every read. Only `status` uses it, to show what sharing bodies buys when bodies are large.
 //!
 //! Each bench uses a part of this module, so unused items are expected in any one of them.
 #![allow(dead_code)]
@@ -18,10 +24,11 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -103,8 +110,8 @@ pub fn response_body() -> Value {
     json!({"concreteType": "org.example.ExportResponse", "rows": 10})
 }
 
-/// Counts jobs down to zero and wakes one waiter then: the same "all done" signal for every
-/// variant of a batch, so that no variant is charged for a costlier way of waiting.
+/// Counts down to zero and wakes one waiter then: the same "all done" (or "all ready") signal
+/// for every variant, so that no variant is charged for a costlier way of waiting.
 #[derive(Debug, Clone)]
 pub struct Latch(Arc<(AtomicUsize, Notify)>);
 
@@ -128,19 +135,15 @@ impl Latch {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Baseline (a): the raw floor.
+// The raw floor.
 
-/// `tokio::spawn` under a `TaskTracker`, a child token per task, progress in an atomic.
+/// `tokio::spawn` and its `JoinHandle`; progress in an atomic.
 #[derive(Debug, Clone, Default)]
-pub struct RawFloor {
-    tracker: TaskTracker,
-    root: CancellationToken,
-}
+pub struct RawFloor;
 
 /// What a raw-floor task holds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RawJob {
-    pub token: CancellationToken,
     pub progress: Arc<AtomicU64>,
 }
 
@@ -156,21 +159,198 @@ impl RawJob {
 
 impl RawFloor {
     pub fn new() -> Self {
-        RawFloor::default()
+        RawFloor
     }
 
-    /// Spawns `job` on the current runtime; must be called within one.
-    pub fn spawn<F, Fut>(&self, job: F) -> RawJob
+    /// Spawns `job` on the current runtime (must be called within one); its output comes back
+    /// through the `JoinHandle`.
+    pub fn spawn<F, Fut, T>(&self, job: F) -> (RawJob, JoinHandle<T>)
     where
         F: FnOnce(RawJob) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
     {
-        let handle = RawJob {
-            token: self.root.child_token(),
-            progress: Arc::new(AtomicU64::new(0)),
+        let handle = RawJob::default();
+        let task = tokio::spawn(job(handle.clone()));
+        (handle, task)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lean registry.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Processing,
+    Failed,
+    Complete,
+}
+
+/// The lean registry's status: small, and cloned whole on every read.
+#[derive(Debug, Clone)]
+pub struct LeanStatus {
+    pub id: u64,
+    pub user: Option<u64>,
+    pub state: State,
+    pub canceling: bool,
+    pub current: u64,
+    pub total: u64,
+    pub message: String,
+    pub etag: u64,
+    pub started: SystemTime,
+    pub changed: SystemTime,
+    pub response: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// One job in the lean map: its status, and the registry's link to its token until it ends.
+#[derive(Debug)]
+pub struct LeanEntry {
+    status: LeanStatus,
+    token: Option<CancellationToken>,
+}
+
+type LeanMap = Arc<Mutex<HashMap<u64, LeanEntry>>>;
+
+/// One mutex around one map.
+#[derive(Debug, Clone, Default)]
+pub struct Lean {
+    jobs: LeanMap,
+    next_id: Arc<AtomicU64>,
+    root: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// What a lean job holds: its id, the map, and its token.
+#[derive(Debug, Clone)]
+pub struct LeanJob {
+    pub id: u64,
+    pub token: CancellationToken,
+    jobs: LeanMap,
+}
+
+impl Lean {
+    pub fn new() -> Self {
+        Lean::default()
+    }
+
+    /// Registers a PROCESSING status, without a task: for benches that drive a job by hand.
+    pub fn insert(&self, user: Option<u64>) -> LeanJob {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = SystemTime::now();
+        let token = self.root.child_token();
+        let status = LeanStatus {
+            id,
+            user,
+            state: State::Processing,
+            canceling: false,
+            current: 0,
+            total: 0,
+            message: String::new(),
+            etag: 1,
+            started: now,
+            changed: now,
+            response: None,
+            error: None,
         };
-        drop(self.tracker.spawn(job(handle.clone())));
-        handle
+        let entry = LeanEntry {
+            status,
+            token: Some(token.clone()),
+        };
+        self.jobs.lock().unwrap().insert(id, entry);
+        LeanJob {
+            id,
+            token,
+            jobs: self.jobs.clone(),
+        }
+    }
+
+    /// Registers a status and runs `job` as a tracked task that records its outcome at its end;
+    /// the `JoinHandle` resolves once the outcome is recorded.
+    pub fn spawn<F, Fut>(&self, user: Option<u64>, job: F) -> (u64, JoinHandle<()>)
+    where
+        F: FnOnce(LeanJob) -> Fut,
+        Fut: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        let handle = self.insert(user);
+        let id = handle.id;
+        let future = job(handle.clone());
+        let task = self.tracker.spawn(async move {
+            let outcome = future.await;
+            handle.finish(outcome);
+        });
+        (id, task)
+    }
+
+    /// Lock + get + clone.
+    pub fn status(&self, id: u64) -> Option<LeanStatus> {
+        self.jobs.lock().unwrap().get(&id).map(|e| e.status.clone())
+    }
+
+    /// Sets the canceling flag and fires the job's token; false if it was set or the job ended.
+    pub fn cancel(&self, id: u64) -> bool {
+        let token = {
+            let mut jobs = self.jobs.lock().unwrap();
+            let Some(e) = jobs.get_mut(&id) else {
+                return false;
+            };
+            if e.status.canceling || e.status.state != State::Processing {
+                return false;
+            }
+            e.status.canceling = true;
+            e.status.etag += 1;
+            e.status.changed = SystemTime::now();
+            e.token.take()
+        };
+        if let Some(token) = token {
+            token.cancel();
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.lock().unwrap().len()
+    }
+
+    /// Lock + clone every status, then sort by id outside the lock.
+    pub fn list(&self) -> Vec<LeanStatus> {
+        let mut all: Vec<LeanStatus> = self
+            .jobs
+            .lock()
+            .unwrap()
+            .values()
+            .map(|e| e.status.clone())
+            .collect();
+        all.sort_unstable_by_key(|s| s.id);
+        all
+    }
+
+    /// One user's statuses: lock + a scan of the whole map (it has no per-user index).
+    pub fn list_of(&self, user: u64) -> Vec<LeanStatus> {
+        let mut mine: Vec<LeanStatus> = self
+            .jobs
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.status.user == Some(user))
+            .map(|e| e.status.clone())
+            .collect();
+        mine.sort_unstable_by_key(|s| s.id);
+        mine
+    }
+
+    /// Jobs per state (processing, complete, failed): lock + one pass over the map.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let jobs = self.jobs.lock().unwrap();
+        let mut counts = (0, 0, 0);
+        for e in jobs.values() {
+            match e.status.state {
+                State::Processing => counts.0 += 1,
+                State::Complete => counts.1 += 1,
+                State::Failed => counts.2 += 1,
+            }
+        }
+        counts
     }
 
     /// Waits for every task spawned so far; no task can be spawned afterwards.
@@ -180,169 +360,120 @@ impl RawFloor {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Baseline (b): the hand-rolled registry.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Processing,
-    Failed,
-    Complete,
-}
-
-/// The status struct a user would write.
-#[derive(Debug, Clone)]
-pub struct Status {
-    pub id: u64,
-    pub state: State,
-    pub current: u64,
-    pub total: u64,
-    pub message: String,
-    pub etag: String,
-    pub started: DateTime<Utc>,
-    pub changed: DateTime<Utc>,
-    pub request: Value,
-    pub response: Option<Value>,
-    pub error: Option<String>,
-}
-
-/// Etags of the hand-rolled registry: a counter written as hex (a UUID would cost more).
-static ETAGS: AtomicU64 = AtomicU64::new(1);
-
-fn new_etag(etag: &mut String) {
-    etag.clear();
-    let _ = write!(etag, "{:x}", ETAGS.fetch_add(1, Ordering::Relaxed));
-}
-
-/// One mutex around one map.
-#[derive(Debug, Clone, Default)]
-pub struct HandRolled {
-    jobs: Arc<Mutex<HashMap<u64, Status>>>,
-    next_id: Arc<AtomicU64>,
-    tracker: TaskTracker,
-}
-
-/// What a hand-rolled job holds to report progress.
-#[derive(Debug, Clone)]
-pub struct HandRolledJob {
-    pub id: u64,
-    jobs: Arc<Mutex<HashMap<u64, Status>>>,
-}
-
-impl HandRolled {
-    pub fn new() -> Self {
-        HandRolled::default()
-    }
-
-    /// Registers a PROCESSING status, without a task: for benches that drive a job by hand.
-    pub fn insert(&self, request: Value) -> HandRolledJob {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let now = Utc::now();
-        let mut etag = String::new();
-        new_etag(&mut etag);
-        let status = Status {
-            id,
-            state: State::Processing,
-            current: 0,
-            total: 0,
-            message: String::new(),
-            etag,
-            started: now,
-            changed: now,
-            request,
-            response: None,
-            error: None,
+impl LeanJob {
+    /// Updates the status under the lock with a fresh time and etag; an identical report changes
+    /// nothing, and the message is copied into the status's buffer only when it differs (so it
+    /// allocates only when it grows). Returns whether the status changed.
+    pub fn set_progress(&self, current: u64, total: u64, message: &str) -> bool {
+        let mut jobs = self.jobs.lock().unwrap();
+        let Some(e) = jobs.get_mut(&self.id) else {
+            return false;
         };
-        self.jobs.lock().unwrap().insert(id, status);
-        HandRolledJob {
-            id,
-            jobs: self.jobs.clone(),
+        let s = &mut e.status;
+        if s.state != State::Processing {
+            return false;
         }
-    }
-
-    /// Registers a status and runs `job` as a tracked task that records its outcome at the end.
-    pub fn spawn<F, Fut>(&self, request: Value, job: F) -> u64
-    where
-        F: FnOnce(HandRolledJob) -> Fut,
-        Fut: Future<Output = Result<Value, String>> + Send + 'static,
-    {
-        let handle = self.insert(request);
-        let id = handle.id;
-        let future = job(handle.clone());
-        drop(self.tracker.spawn(async move {
-            let outcome = future.await;
-            handle.finish(outcome);
-        }));
-        id
-    }
-
-    /// Lock + get + clone.
-    pub fn status(&self, id: u64) -> Option<Status> {
-        self.jobs.lock().unwrap().get(&id).cloned()
-    }
-
-    pub fn len(&self) -> usize {
-        self.jobs.lock().unwrap().len()
-    }
-
-    /// Lock + clone every status, then sort by id outside the lock.
-    pub fn list(&self) -> Vec<Status> {
-        let mut all: Vec<Status> = self.jobs.lock().unwrap().values().cloned().collect();
-        all.sort_unstable_by_key(|s| s.id);
-        all
-    }
-
-    /// Jobs per state (processing, complete, failed): lock + one pass over the map.
-    pub fn counts(&self) -> (usize, usize, usize) {
-        let jobs = self.jobs.lock().unwrap();
-        let mut counts = (0, 0, 0);
-        for s in jobs.values() {
-            match s.state {
-                State::Processing => counts.0 += 1,
-                State::Complete => counts.1 += 1,
-                State::Failed => counts.2 += 1,
-            }
+        let same_message = s.message == message;
+        if same_message && s.current == current && s.total == total {
+            return false;
         }
-        counts
-    }
-
-    pub async fn wait_all(&self) {
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-}
-
-impl HandRolledJob {
-    /// Updates the status under the lock, with a fresh timestamp and etag. The message is copied
-    /// into the existing buffer, so a careful user's version allocates only when it grows.
-    pub fn set_progress(&self, current: u64, total: u64, message: &str) {
-        let mut jobs = self.jobs.lock().unwrap();
-        if let Some(s) = jobs.get_mut(&self.id) {
-            s.current = current;
-            s.total = total;
+        s.current = current;
+        s.total = total;
+        if !same_message {
             message.clone_into(&mut s.message);
-            new_etag(&mut s.etag);
-            s.changed = Utc::now();
         }
+        s.etag += 1;
+        s.changed = SystemTime::now();
+        true
     }
 
+    /// Records the outcome; the registry's link to the token is dropped after the lock.
     pub fn finish(&self, outcome: Result<Value, String>) {
-        let mut jobs = self.jobs.lock().unwrap();
-        if let Some(s) = jobs.get_mut(&self.id) {
+        let token = {
+            let mut jobs = self.jobs.lock().unwrap();
+            let Some(e) = jobs.get_mut(&self.id) else {
+                return;
+            };
+            let s = &mut e.status;
+            if s.state != State::Processing {
+                return;
+            }
             match outcome {
                 Ok(response) => {
                     s.state = State::Complete;
                     s.current = s.total;
                     "Complete".clone_into(&mut s.message);
-                    s.response = Some(response);
+                    s.response = (!response.is_null()).then_some(response);
                 }
                 Err(error) => {
                     s.state = State::Failed;
                     s.error = Some(error);
                 }
             }
-            new_etag(&mut s.etag);
-            s.changed = Utc::now();
-        }
+            s.etag += 1;
+            s.changed = SystemTime::now();
+            e.token.take()
+        };
+        drop(token);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The foil: a registry that stores request bodies and clones them on every read.
+
+/// A status that holds its request body by value.
+#[derive(Debug, Clone)]
+pub struct CloningStatus {
+    pub id: u64,
+    pub state: State,
+    pub current: u64,
+    pub total: u64,
+    pub message: String,
+    pub etag: String,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub changed: chrono::DateTime<chrono::Utc>,
+    pub request: Value,
+    pub response: Option<Value>,
+}
+
+static CLONING_ETAGS: AtomicU64 = AtomicU64::new(1);
+
+/// One mutex around one map of statuses that own their bodies; `status()` deep-clones them.
+#[derive(Debug, Clone, Default)]
+pub struct BodyCloning {
+    jobs: Arc<Mutex<HashMap<u64, CloningStatus>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl BodyCloning {
+    pub fn new() -> Self {
+        BodyCloning::default()
+    }
+
+    /// Registers a PROCESSING status holding `request`, with some progress; returns its id.
+    pub fn insert(&self, request: Value, current: u64, total: u64, message: &str) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = chrono::Utc::now();
+        let mut etag = String::new();
+        let _ = write!(etag, "{:x}", CLONING_ETAGS.fetch_add(1, Ordering::Relaxed));
+        let status = CloningStatus {
+            id,
+            state: State::Processing,
+            current,
+            total,
+            message: message.to_owned(),
+            etag,
+            started: now,
+            changed: now,
+            request,
+            response: None,
+        };
+        self.jobs.lock().unwrap().insert(id, status);
+        id
+    }
+
+    /// Lock + get + deep clone, body included.
+    pub fn status(&self, id: u64) -> Option<CloningStatus> {
+        self.jobs.lock().unwrap().get(&id).cloned()
     }
 }
