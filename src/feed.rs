@@ -1,12 +1,14 @@
 //! Following every job's changes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::engine::{Engine, Scope};
+use crate::id::IdHasher;
 use crate::seam::Subscriber;
 use crate::{AsynchronousJobStatus, JobId};
 
@@ -170,11 +172,11 @@ struct Pending {
     next_seq: u64,
     /// Unread jobs by the order of their first unread change, with the newest version published.
     order: BTreeMap<u64, (JobId, u64)>,
-    index: HashMap<JobId, u64>,
+    index: HashMap<JobId, u64, BuildHasherDefault<IdHasher>>,
     /// The version of the status last returned for each job. A change is published just after it
     /// is made, so a reader can return a status before its own publication arrives; that
     /// publication must then not return the same status again. Entries leave with their job.
-    delivered: HashMap<JobId, u64>,
+    delivered: HashMap<JobId, u64, BuildHasherDefault<IdHasher>>,
 }
 
 impl Subscriber for FeedQueue {

@@ -523,6 +523,11 @@ impl Job {
         // whenever it counts a waiter, and this is that `Notify`.
         let (changed, _waiting) = {
             let mut st = self.state.lock();
+            // Already there (a wait on a finished job, the common poll): no `Notify`, no more
+            // locks.
+            if done(&st) {
+                return;
+            }
             st.waiters += 1;
             let changed = st.changed.get_or_insert_with(Arc::default).clone();
             (changed, Waiting(self))
