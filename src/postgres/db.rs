@@ -126,6 +126,20 @@ impl Db {
     }
 }
 
+/// Takes the transaction-scoped advisory lock `key` if no one holds it: the reaper and the
+/// retention sweep each run on one instance at a time this way.
+pub(super) async fn try_xact_lock(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: i64,
+    what: &str,
+) -> Result<bool, StoreError> {
+    Ok(tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&key])
+        .await
+        .map_err(|e| StoreError::query(what, e))?
+        .get(0))
+}
+
 impl fmt::Debug for Db {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let status = self.inner.pool.status();

@@ -208,12 +208,7 @@ impl Db {
             .transaction()
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
-        let locked: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&REAP_LOCK])
-            .await
-            .map_err(|e| StoreError::query(WHAT, e))?
-            .get(0);
-        if !locked {
+        if !super::db::try_xact_lock(&tx, REAP_LOCK, WHAT).await? {
             return Ok(Vec::new());
         }
         let row = tx

@@ -66,12 +66,7 @@ impl Db {
             .transaction()
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
-        let locked: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])
-            .await
-            .map_err(|e| StoreError::query(WHAT, e))?
-            .get(0);
-        if !locked {
+        if !super::db::try_xact_lock(&tx, SWEEP_LOCK, WHAT).await? {
             return Ok(0);
         }
         let mut deleted = 0;
