@@ -123,6 +123,41 @@ impl JobRegistry {
         self.engine.spawn(request, job)
     }
 
+    /// Starts a job as [`submit`](JobRegistry::submit) does, with request caching across every
+    /// instance that shares this registry's [store](crate::JobRegistryBuilder::store): a
+    /// [cacheable](JobRequest::cacheable) request equal to one the same user sent to any
+    /// instance is answered with that job (running and not being canceled, or COMPLETE within
+    /// [`keep_finished_for`](crate::JobRegistryBuilder::keep_finished_for)), and equal requests
+    /// sent to several instances at once start one job. The HTTP front starts its jobs so.
+    ///
+    /// Without a store, or for a request that is not cacheable, this is `submit`. With one, a
+    /// cacheable request is looked up in this instance first, then in the store: one round trip,
+    /// and for a request no job answers, a second one to record the new job. If the store cannot
+    /// be reached, the job is not refused: the request is answered from this instance's jobs
+    /// alone, as without a store, and a warning is logged.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](JobRegistry::spawn).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it resolves may leave the job started but not found by equal
+    /// requests on other instances; it never blocks them.
+    pub async fn submit_anywhere<F, Fut, R, E>(
+        &self,
+        request: JobRequest,
+        job: F,
+    ) -> Result<Spawned, Error>
+    where
+        F: FnOnce(JobHandle) -> Fut,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        self.engine.submit_anywhere(request, job).await
+    }
+
     /// A snapshot of the job's status, at any time.
     ///
     /// # Errors

@@ -11,6 +11,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::{AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, StatusObserver};
 
 /// A boxed future, as the store's methods return (no `async fn` in object-safe traits).
@@ -45,6 +47,25 @@ pub(crate) enum RemoteCancel {
     Requested,
 }
 
+/// What [`Store::find_or_claim`] found.
+pub(crate) enum Cached {
+    /// A job that answers the request.
+    Found(JobId),
+    /// None; the claimer starts the job and settles the claim.
+    Claimed(Box<dyn CacheClaim>),
+}
+
+/// The right, held by one caller at a time across every instance, to start the job that
+/// answers a cacheable request. Dropped unsettled, it frees the request for the next caller.
+pub(crate) trait CacheClaim: Send {
+    /// Records `status`, the job started for the request, so that equal requests find it, and
+    /// releases the claim.
+    fn settle(
+        self: Box<Self>,
+        status: AsynchronousJobStatus,
+    ) -> BoxFuture<'static, Result<(), Error>>;
+}
+
 /// What a registry asks of a shared store. Errors are [`Error::StoreUnavailable`].
 pub(crate) trait Store: Send + Sync + 'static {
     /// Called once, when the registry is built: the store starts following the registry's jobs
@@ -70,6 +91,18 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Asks the instance that runs job `id` to cancel it, for `user` (any user for `None`).
     fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<RemoteCancel, Error>>;
+
+    /// For a cacheable request of `user` with request-cache key `key` and request `body`: a job
+    /// of any instance that answers it (running and not being canceled, or COMPLETE within
+    /// `fresh_for`), or else a claim, which makes equal lookups on every instance wait until it
+    /// is settled with the job started for the request, or dropped.
+    fn find_or_claim<'a>(
+        &'a self,
+        user: Option<u64>,
+        key: u64,
+        body: Option<&'a Value>,
+        fresh_for: Duration,
+    ) -> BoxFuture<'a, Result<Cached, Error>>;
 
     /// Resolves when the store hears that job `id` changed (or at the latest after
     /// `at_most`): the caller then reads it again.

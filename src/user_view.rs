@@ -102,6 +102,29 @@ impl UserView {
         self.engine.spawn(request.started_by(self.user), job)
     }
 
+    /// Starts a job for this user as [`JobRegistry::submit_anywhere`](crate::JobRegistry::submit_anywhere)
+    /// does: a cacheable request equal to one this user sent to any instance sharing the store
+    /// is answered with that job.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](UserView::spawn).
+    pub async fn submit_anywhere<F, Fut, R, E>(
+        &self,
+        request: JobRequest,
+        job: F,
+    ) -> Result<Spawned, Error>
+    where
+        F: FnOnce(JobHandle) -> Fut,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        self.engine
+            .submit_anywhere(request.started_by(self.user), job)
+            .await
+    }
+
     /// A snapshot of one of this user's jobs.
     ///
     /// # Errors

@@ -493,6 +493,233 @@ async fn user_views_scope_jobs_across_instances() {
     assert_eq!(done, a.status(&id).unwrap());
 }
 
+/// A cacheable job that runs until `release` opens, then completes with `result`.
+fn gated(
+    mut release: watch::Receiver<bool>,
+    result: serde_json::Value,
+) -> impl FnOnce(
+    JobHandle,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<serde_json::Value, std::io::Error>> + Send>,
+> {
+    move |job: JobHandle| {
+        Box::pin(async move {
+            job.set_progress(1, 2, "running");
+            release.wait_for(|open| *open).await.ok();
+            Ok(result)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_caching_answers_equal_requests_from_any_instance() {
+    use asyncjobs::Spawned;
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+    let query = |sql: &str| {
+        JobRequest::new(json!({"concreteType": "org.example.Query", "sql": sql, "limit": 10}))
+            .cacheable()
+    };
+    // The same body with its keys in another order: equal as JSON.
+    let reordered = JobRequest::new(
+        json!({"limit": 10, "sql": "select 1", "concreteType": "org.example.Query"}),
+    )
+    .cacheable();
+    let (finish, release) = watch::channel(false);
+
+    let first = a
+        .as_user(1)
+        .submit_anywhere(query("select 1"), gated(release.clone(), json!(1)))
+        .await
+        .unwrap();
+    let Spawned::Started(id) = first else {
+        panic!("the first request starts a job: {first:?}")
+    };
+
+    // Running on A: B answers an equal request of the same user with it, and calls no job.
+    let never_called = |_job: JobHandle| async {
+        panic!("a reused request's job function is never called");
+        #[allow(unreachable_code)]
+        Ok::<_, std::io::Error>(())
+    };
+    assert_eq!(
+        b.as_user(1).submit_anywhere(reordered, never_called).await,
+        Ok(Spawned::Reused(id))
+    );
+    // Another user, another body, or a request not marked cacheable: a job of its own.
+    let other_user = b
+        .as_user(2)
+        .submit_anywhere(query("select 1"), gated(release.clone(), json!(2)))
+        .await
+        .unwrap();
+    assert!(!other_user.is_reused() && other_user.id() != id);
+    let other_body = b
+        .as_user(1)
+        .submit_anywhere(query("select 2"), gated(release.clone(), json!(3)))
+        .await
+        .unwrap();
+    assert!(!other_body.is_reused() && other_body.id() != id);
+    let not_cacheable = b
+        .as_user(1)
+        .submit_anywhere(
+            JobRequest::new(
+                json!({"concreteType": "org.example.Query", "sql": "select 1", "limit": 10}),
+            ),
+            gated(release.clone(), json!(4)),
+        )
+        .await
+        .unwrap();
+    assert!(!not_cacheable.is_reused() && not_cacheable.id() != id);
+    // B's own new job answers B's equal requests from memory, and A's from the store.
+    assert_eq!(
+        a.as_user(2)
+            .submit_anywhere(query("select 1"), never_called)
+            .await,
+        Ok(Spawned::Reused(other_user.id()))
+    );
+
+    // COMPLETE on A: still reused from B, with A's result.
+    finish.send(true).unwrap();
+    let done = within("A's job completes", a.wait(&id)).await.unwrap();
+    assert_eq!(done.job_state, Complete);
+    eventually("B sees A's job COMPLETE", async || {
+        final_status_on(&b, id).await
+    })
+    .await;
+    assert_eq!(
+        b.as_user(1)
+            .submit_anywhere(query("select 1"), never_called)
+            .await,
+        Ok(Spawned::Reused(id))
+    );
+    assert_eq!(
+        b.as_user(1)
+            .wait(&id)
+            .await
+            .unwrap()
+            .response_body
+            .as_deref(),
+        Some(&json!(1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
+    use asyncjobs::Spawned;
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+    let request = || {
+        JobRequest::new(json!({"export": "all"}))
+            .started_by(5)
+            .cacheable()
+    };
+
+    // Failed on A: B starts anew.
+    let failed = a
+        .submit_anywhere(request(), |_job| async {
+            Err::<(), _>(std::io::Error::other("disk full"))
+        })
+        .await
+        .unwrap();
+    let failed = failed.id();
+    assert_eq!(
+        within("A's job fails", a.wait(&failed))
+            .await
+            .unwrap()
+            .job_state,
+        Failed
+    );
+    eventually("B sees A's job FAILED", async || {
+        final_status_on(&b, failed).await
+    })
+    .await;
+    let (finish, release) = watch::channel(false);
+    let second = b
+        .submit_anywhere(request(), gated(release.clone(), json!("second")))
+        .await
+        .unwrap();
+    assert!(!second.is_reused() && second.id() != failed, "{second:?}");
+
+    // Being canceled (asked from A, applied by B): A starts anew.
+    assert_eq!(
+        a.cancel_anywhere(&second.id()).await,
+        Ok(CancelOutcome::Requested)
+    );
+    let third = a
+        .submit_anywhere(request(), gated(release.clone(), json!("third")))
+        .await
+        .unwrap();
+    assert!(!third.is_reused() && third.id() != second.id(), "{third:?}");
+    finish.send(true).unwrap();
+    assert_eq!(
+        within("A's third job completes", a.wait(&third.id()))
+            .await
+            .unwrap()
+            .job_state,
+        Complete
+    );
+    assert_eq!(
+        b.submit_anywhere(request(), |_job| async { Ok::<_, std::io::Error>(()) })
+            .await,
+        Ok(Spawned::Reused(third.id()))
+    );
+}
+
+/// Equal requests sent to two instances at the same moment start one job: every other request
+/// is answered with it, wherever it was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_requests_racing_on_two_instances_start_one_job() {
+    const ROUNDS: u64 = 5;
+    const PER_INSTANCE: usize = 8;
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+    let called = Arc::new(AtomicU64::new(0));
+    let (_finish, release) = watch::channel(false);
+    for round in 0..ROUNDS {
+        let barrier = Arc::new(tokio::sync::Barrier::new(2 * PER_INSTANCE));
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..2 * PER_INSTANCE {
+            let instance = if n % 2 == 0 { a.clone() } else { b.clone() };
+            let (barrier, called, release) = (barrier.clone(), called.clone(), release.clone());
+            tasks.spawn(async move {
+                barrier.wait().await;
+                let request = JobRequest::new(json!({"round": round}))
+                    .started_by(9)
+                    .cacheable();
+                instance
+                    .submit_anywhere(request, move |job| {
+                        called.fetch_add(1, Ordering::SeqCst);
+                        gated(release, json!(round))(job)
+                    })
+                    .await
+                    .expect("submit")
+            });
+        }
+        let answers: Vec<asyncjobs::Spawned> =
+            within("every racing request is answered", tasks.join_all()).await;
+        let started: Vec<_> = answers.iter().filter(|s| !s.is_reused()).collect();
+        assert_eq!(
+            started.len(),
+            1,
+            "round {round}: one job starts; answers {answers:?}"
+        );
+        let ids: HashSet<JobId> = answers.iter().map(|s| s.id()).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "round {round}: every answer names that job: {answers:?}"
+        );
+    }
+    assert_eq!(
+        called.load(Ordering::SeqCst),
+        ROUNDS,
+        "one job function call per round"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // An instance killed with SIGKILL, in a process of its own
 
@@ -803,11 +1030,31 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
         assert!(!done.job_canceling, "A kept its jobs: its lease still held");
         assert_eq!(done.response_body.as_deref(), Some(&json!({"job": n})));
     }
-    let late = a
-        .spawn(JobRequest::new(json!({"late": true})), |_job| async {
+    // A cacheable request is not refused for want of the store's request cache: it is answered
+    // from A's own jobs, as without a store.
+    let late_request = || JobRequest::new(json!({"late": true})).cacheable();
+    let (go_late, mut late_gate) = watch::channel(false);
+    let late = within(
+        "A starts a cacheable job without the store",
+        a.submit_anywhere(late_request(), |_job| async move {
+            late_gate.wait_for(|open| *open).await.ok();
             Ok::<_, std::io::Error>(json!({"late": true}))
-        })
-        .unwrap();
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(!late.is_reused());
+    let again = within(
+        "A answers an equal request without the store",
+        a.submit_anywhere(late_request(), |_job| async {
+            Ok::<_, std::io::Error>(json!({"again": true}))
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, asyncjobs::Spawned::Reused(late.id()));
+    go_late.send(true).unwrap();
+    let late = late.id();
     assert_eq!(
         within("the late job completes", a.wait(&late))
             .await

@@ -13,7 +13,7 @@ use std::future::poll_fn;
 use std::time::Duration;
 
 use asyncjobs::postgres::__db::{
-    CancelRequest, Db, Listener, Notice, StatusRow, ID_BASE, ID_BLOCK_SIZE,
+    CacheLookup, CancelRequest, Db, Listener, Notice, StatusRow, ID_BASE, ID_BLOCK_SIZE,
 };
 use asyncjobs::postgres::{PostgresStore, StoreErrorKind};
 use asyncjobs::{exception, AsynchJobState, AsynchronousJobStatus};
@@ -26,6 +26,9 @@ use AsynchJobState::{Complete, Failed, Processing};
 
 /// How long any single wait for the database or a notification may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How long a COMPLETE job answers equal cacheable requests, in the request-cache tests.
+const FRESH: Duration = Duration::from_secs(3600);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -211,7 +214,8 @@ fn handles_errors_and_futures_are_send() {
         send(db.request_cancel(1, None));
         send(db.cancels_for(1));
         send(db.sweep_retention(Duration::ZERO, 1, 1));
-        send(db.find_cached(None, 1, body));
+        send(db.find_cached(None, 1, Some(body), Duration::ZERO));
+        send(db.find_or_claim(None, 1, Some(body), Duration::ZERO));
     }
 }
 
@@ -1041,7 +1045,7 @@ async fn find_cached_matches_user_key_and_body() {
     write(&db, &[&running]).await;
 
     assert_eq!(
-        db.find_cached(Some(7), 42, &same_body_reordered)
+        db.find_cached(Some(7), 42, Some(&same_body_reordered), FRESH)
             .await
             .unwrap(),
         Some(running.id)
@@ -1049,16 +1053,36 @@ async fn find_cached_matches_user_key_and_body() {
     let other_body =
         json!({"concreteType": "org.example.Query", "sql": "select 2", "args": [1, 2]});
     assert_eq!(
-        db.find_cached(Some(7), 42, &other_body).await.unwrap(),
+        db.find_cached(Some(7), 42, Some(&other_body), FRESH)
+            .await
+            .unwrap(),
         None
     );
-    assert_eq!(db.find_cached(Some(8), 42, &body).await.unwrap(), None);
-    assert_eq!(db.find_cached(None, 42, &body).await.unwrap(), None);
-    assert_eq!(db.find_cached(Some(7), 43, &body).await.unwrap(), None);
+    assert_eq!(
+        db.find_cached(Some(8), 42, Some(&body), FRESH)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        db.find_cached(None, 42, Some(&body), FRESH).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        db.find_cached(Some(7), 43, Some(&body), FRESH)
+            .await
+            .unwrap(),
+        None
+    );
 
     // Not once a cancel was requested.
     db.request_cancel(running.id, Some(7)).await.unwrap();
-    assert_eq!(db.find_cached(Some(7), 42, &body).await.unwrap(), None);
+    assert_eq!(
+        db.find_cached(Some(7), 42, Some(&body), FRESH)
+            .await
+            .unwrap(),
+        None
+    );
 
     // A COMPLETE one serves; FAILED and canceling ones do not, newer or not.
     let complete = job(ID_BASE + 2, 2, Complete, 1)
@@ -1073,8 +1097,17 @@ async fn find_cached_matches_user_key_and_body() {
         .canceling();
     write(&db, &[&complete, &failed, &canceling]).await;
     assert_eq!(
-        db.find_cached(Some(7), 42, &body).await.unwrap(),
+        db.find_cached(Some(7), 42, Some(&body), FRESH)
+            .await
+            .unwrap(),
         Some(complete.id)
+    );
+    // Not once it finished longer ago than the retention time.
+    assert_eq!(
+        db.find_cached(Some(7), 42, Some(&body), Duration::ZERO)
+            .await
+            .unwrap(),
+        None
     );
 
     // The newest of several.
@@ -1083,7 +1116,9 @@ async fn find_cached_matches_user_key_and_body() {
         .cached(42, body.clone());
     write(&db, &[&newer]).await;
     assert_eq!(
-        db.find_cached(Some(7), 42, &body).await.unwrap(),
+        db.find_cached(Some(7), 42, Some(&body), FRESH)
+            .await
+            .unwrap(),
         Some(newer.id)
     );
 
@@ -1091,9 +1126,102 @@ async fn find_cached_matches_user_key_and_body() {
     let nobodys = job(ID_BASE + 6, 1, Complete, 1).cached(42, body.clone());
     write(&db, &[&nobodys]).await;
     assert_eq!(
-        db.find_cached(None, 42, &body).await.unwrap(),
+        db.find_cached(None, 42, Some(&body), FRESH).await.unwrap(),
         Some(nobodys.id)
     );
+}
+
+/// How many lookups wait for a request-cache claim (an advisory lock not granted).
+async fn waiting_for_a_claim(raw: &tokio_postgres::Client) -> i64 {
+    raw.query_one(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_holds_equal_lookups_until_it_is_settled_or_dropped() {
+    let test = pg::fresh_db().await;
+    let db = db(&test.url).await;
+    let raw = pg::connect(&test.url).await.unwrap();
+    let body = json!({"concreteType": "org.example.Query", "sql": "select 1"});
+    let lookup = |user: u64, key: i64| {
+        let (db, body) = (db.clone(), body.clone());
+        tokio::spawn(async move { db.find_or_claim(Some(user), key, Some(&body), FRESH).await })
+    };
+    let CacheLookup::Claimed(claim) = db
+        .find_or_claim(Some(7), 42, Some(&body), FRESH)
+        .await
+        .unwrap()
+    else {
+        panic!("nothing to find: a claim")
+    };
+    assert_eq!(claim.key(), 42);
+
+    // An equal lookup waits on the claim; one of another key does not.
+    let waiting = lookup(7, 42);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while waiting_for_a_claim(&raw).await < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the equal lookup never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!waiting.is_finished());
+    let other_key = tokio::time::timeout(PATIENCE, lookup(7, 43))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(other_key, Ok(CacheLookup::Claimed(_))),
+        "{other_key:?}"
+    );
+    drop(other_key);
+
+    // Settled with the new job's row (its key set to the claim's): the waiter finds that job.
+    let started = job(ID_BASE + 1, 1, Processing, 1)
+        .user(7)
+        .cached(0, body.clone());
+    claim.settle(started.row()).await.unwrap();
+    let found = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(found, Ok(CacheLookup::Found(id)) if id == started.id),
+        "{found:?}"
+    );
+    assert_eq!(
+        db.read(started.id).await.unwrap().unwrap().cache_key,
+        Some(42)
+    );
+
+    // A claim dropped unsettled (its holder failed or was canceled) frees the key at once.
+    let CacheLookup::Claimed(claim) = db
+        .find_or_claim(Some(8), 42, Some(&body), FRESH)
+        .await
+        .unwrap()
+    else {
+        panic!("user 8 has no job: a claim")
+    };
+    let waiting = lookup(8, 42);
+    while waiting_for_a_claim(&raw).await < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "user 8's lookup never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(claim);
+    let next = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(next, Ok(CacheLookup::Claimed(_))), "{next:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,12 +4,17 @@
 //! A job held here is always answered from memory (it is the freshest copy); the store is asked
 //! only about ids this instance does not hold. Without a store, every call here is the local one.
 
-use std::sync::Weak;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::store::{self, RemoteCancel, Store};
+use serde::Serialize;
+
+use crate::store::{self, Cached, RemoteCancel, Store};
 use crate::{
-    AsynchronousJobStatus, CancelCause, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobId,
+    AsynchronousJobStatus, CancelCause, CancelOutcome, Error, Etag, JobCounts, JobFilter,
+    JobHandle, JobId, JobRequest, Spawned,
 };
 
 use super::{Engine, Scope};
@@ -201,6 +206,65 @@ impl Engine {
             Some(store) => store.counts().await,
             None => Ok(self.counts()),
         }
+    }
+
+    /// [`Engine::spawn`], with request caching across every instance: a cacheable request is
+    /// first looked up here, then in the store, under a claim that makes equal requests on other
+    /// instances wait until this one's job is recorded (or the lookup found one).
+    ///
+    /// A store that cannot be reached does not stop the job: the request is answered from this
+    /// instance's jobs alone, as without a store (an equal request's job on another instance is
+    /// then not found, and a second job starts).
+    pub(crate) async fn submit_anywhere<F, Fut, R, E>(
+        self: &Arc<Self>,
+        request: JobRequest,
+        job: F,
+    ) -> Result<Spawned, Error>
+    where
+        F: FnOnce(JobHandle) -> Fut,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
+    {
+        let store = match self.store.as_ref() {
+            Some(store) if request.cacheable && !self.is_shut_down() => store,
+            _ => return self.spawn(request, job),
+        };
+        let now = tokio::time::Instant::now();
+        if let Some(id) = self
+            .dedup
+            .peek(&request, |at| self.retention.expired(at, now))
+        {
+            return Ok(Spawned::Reused(id));
+        }
+        let key = super::dedup::request_key(&request);
+        let lookup = store
+            .find_or_claim(
+                request.user,
+                key,
+                request.body.as_deref(),
+                self.config.keep_finished_for,
+            )
+            .await;
+        let claim = match lookup {
+            Ok(Cached::Found(id)) => return Ok(Spawned::Reused(id)),
+            Ok(Cached::Claimed(claim)) => Some(claim),
+            Err(_unreachable) => {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(target: "asyncjobs", error = %_unreachable, "request cache lookup failed; answering from this instance's jobs only");
+                None
+            }
+        };
+        let spawned = self.spawn(request, job)?;
+        if let (Some(claim), Spawned::Started(id)) = (claim, spawned) {
+            if let Some(status) = self.table.with(id, |job| job.snapshot()) {
+                if let Err(_unrecorded) = claim.settle(status).await {
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(target: "asyncjobs", job_id = %id, error = %_unrecorded, "could not record a cached request's job; equal requests on other instances will not find it");
+                }
+            }
+        }
+        Ok(spawned)
     }
 
     /// Waits until other instances can find job `id` (its start is written to the store); at

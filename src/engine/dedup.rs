@@ -47,6 +47,13 @@ impl Reservation<'_> {
     }
 }
 
+/// A cacheable request's key: a hash of its user and body, equal for requests whose bodies are
+/// equal as JSON. Stable across processes built by one compiler version (the shared store's
+/// lookups use it to narrow, and compare bodies to decide).
+pub(crate) fn request_key(request: &JobRequest) -> u64 {
+    key(request.user, request.body.as_deref())
+}
+
 fn key(user: Option<u64>, body: Option<&Value>) -> u64 {
     let mut hasher = DefaultHasher::new();
     user.hash(&mut hasher);
@@ -107,6 +114,19 @@ impl Dedup {
         match reusable {
             Some(earlier) => Lookup::Reuse(earlier.id),
             None => Lookup::Fresh(Reservation { entries, key }),
+        }
+    }
+
+    /// The job that may answer `request`, as [`lookup`](Dedup::lookup) finds it, without
+    /// reserving anything.
+    pub(crate) fn peek(
+        &self,
+        request: &JobRequest,
+        expired: impl Fn(Instant) -> bool,
+    ) -> Option<JobId> {
+        match self.lookup(request, expired) {
+            Lookup::Reuse(id) => Some(id),
+            Lookup::Fresh(_) => None,
         }
     }
 

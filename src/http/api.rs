@@ -153,7 +153,7 @@ impl AsyncJobApi {
     #[must_use]
     pub fn job<B, F, Fut, R, E>(self, concrete_type: impl Into<String>, job: F) -> Self
     where
-        B: DeserializeOwned + 'static,
+        B: DeserializeOwned + Send + 'static,
         F: Fn(B, JobHandle) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
         R: Serialize + Send + 'static,
@@ -192,7 +192,7 @@ impl AsyncJobApi {
         job: F,
     ) -> Self
     where
-        B: DeserializeOwned + 'static,
+        B: DeserializeOwned + Send + 'static,
         C: Fn(JobRequest) -> JobRequest + Send + Sync + 'static,
         F: Fn(B, JobHandle) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,

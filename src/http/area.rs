@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::rejection::Rejection;
-use super::state::StartFn;
+use super::state::{StartFn, StartFuture};
 use crate::{JobHandle, JobRequest, UserView};
 
 /// The path parameter that holds the job's token in `{area}/async/get/{asyncToken}`.
@@ -131,7 +131,7 @@ impl Area {
     #[must_use]
     pub fn job<B, F, Fut, R, E>(self, concrete_type: impl Into<String>, job: F) -> Self
     where
-        B: DeserializeOwned + 'static,
+        B: DeserializeOwned + Send + 'static,
         F: Fn(B, JobHandle) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
         R: Serialize + Send + 'static,
@@ -158,7 +158,7 @@ impl Area {
         job: F,
     ) -> Self
     where
-        B: DeserializeOwned + 'static,
+        B: DeserializeOwned + Send + 'static,
         C: Fn(JobRequest) -> JobRequest + Send + Sync + 'static,
         F: Fn(B, JobHandle) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -171,12 +171,24 @@ impl Area {
             "job kind {concrete_type} is registered twice"
         );
         let name = concrete_type.clone();
-        let start = move |user: &UserView, body: Value| {
-            let typed: B = serde_path_to_error::deserialize(&body).map_err(|e| {
-                Rejection::bad_request(format!("request body is not a valid {name}: {e}"))
-            })?;
+        let job = Arc::new(job);
+        let start = move |user: &UserView, body: Value| -> StartFuture {
+            let typed: Result<B, _> = serde_path_to_error::deserialize(&body);
+            let typed = match typed {
+                Ok(typed) => typed,
+                Err(e) => {
+                    let refused =
+                        Rejection::bad_request(format!("request body is not a valid {name}: {e}"));
+                    return Box::pin(std::future::ready(Err(refused)));
+                }
+            };
             let request = configure(JobRequest::new(body));
-            Ok(user.submit(request, |handle| job(typed, handle))?)
+            let (user, job) = (user.clone(), job.clone());
+            Box::pin(async move {
+                Ok(user
+                    .submit_anywhere(request, move |handle| job(typed, handle))
+                    .await?)
+            })
         };
         self.kinds.push((concrete_type, Arc::new(start)));
         self

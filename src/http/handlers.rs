@@ -115,7 +115,7 @@ pub(super) async fn start(
             kinds_of(&api, Some(&area))
         )));
     }
-    let spawned = (kind.start)(&user, Value::Object(body))?;
+    let spawned = (kind.start)(&user, Value::Object(body)).await?;
     // With a shared store, the client may poll another instance next: answer once it can.
     user.announced(&spawned.id()).await;
     let mut response = json(
@@ -143,7 +143,7 @@ pub(super) async fn launch(
 ) -> Result<Response, Rejection> {
     let body = object(&body)?;
     let (_, kind) = kind_of(&api, &body)?;
-    let spawned = (kind.start)(&user, Value::Object(body))?;
+    let spawned = (kind.start)(&user, Value::Object(body)).await?;
     user.announced(&spawned.id()).await;
     let status = user.status_anywhere(&spawned.id()).await?;
     let mut response = status_response(StatusCode::CREATED, &status);

@@ -38,7 +38,12 @@ pub(super) struct Kind {
 
 /// Starts one kind of job for a user from a request body that has already been parsed (and
 /// completed with its area's path parameters).
-pub(super) type StartFn = dyn Fn(&UserView, Value) -> Result<Spawned, Rejection> + Send + Sync;
+/// Request caching spans every instance sharing a store, so starting may ask the store first.
+pub(super) type StartFn = dyn Fn(&UserView, Value) -> StartFuture + Send + Sync;
+
+/// What a [`StartFn`] returns.
+pub(super) type StartFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Spawned, Rejection>> + Send>>;
 
 impl Api {
     /// The HTTP status `async/get` answers for this FAILED status. Never a 5xx unless the

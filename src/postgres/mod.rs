@@ -54,8 +54,14 @@
 //! - at the registry's shutdown, writes what is pending and leaves the cluster.
 //!
 //! Work does not survive its instance: a job whose instance dies ends FAILED
-//! ([`NODE_LOST`](crate::exception::NODE_LOST)) and is not run again, as in Synapse. Request
-//! caching ([`JobRequest::cacheable`](crate::JobRequest::cacheable)) is still per instance.
+//! ([`NODE_LOST`](crate::exception::NODE_LOST)) and is not run again, as in Synapse.
+//!
+//! Request caching ([`JobRequest::cacheable`](crate::JobRequest::cacheable)) spans the cluster
+//! through [`JobRegistry::submit_anywhere`](crate::JobRegistry::submit_anywhere) (which the
+//! HTTP front uses): an equal request of the same user is answered with the running or
+//! COMPLETE job of whichever instance, and equal requests sent to two instances at once start
+//! one job (the first takes a transaction-scoped advisory lock on the request's cache key until
+//! its job's row is written; the other waits for it, then finds that job).
 
 mod cancel;
 mod db;
@@ -65,6 +71,7 @@ mod instances;
 mod mirror;
 mod notify;
 mod reads;
+mod request_cache;
 mod retention;
 mod schema;
 mod store;
@@ -81,6 +88,7 @@ pub(crate) use self::{
     ids::{ID_BASE, ID_BLOCK_SIZE},
     notify::{Listener, Notice},
     reads::StoredJob,
+    request_cache::{CacheClaim, CacheLookup},
     writes::StatusRow,
 };
 
@@ -94,5 +102,6 @@ pub mod __db {
     pub use super::ids::{ID_BASE, ID_BLOCK_SIZE};
     pub use super::notify::{Listener, Notice};
     pub use super::reads::StoredJob;
+    pub use super::request_cache::{CacheClaim, CacheLookup};
     pub use super::writes::StatusRow;
 }

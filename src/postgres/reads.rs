@@ -1,5 +1,4 @@
-//! Reading statuses: one job, a user's newest jobs, counts per state, and the request-cache
-//! lookup.
+//! Reading statuses: one job, a user's newest jobs, counts per state.
 
 use serde_json::Value;
 use tokio_postgres::Row;
@@ -134,54 +133,6 @@ impl Db {
             }
         }
         Ok(counts)
-    }
-
-    /// A job that a cacheable request equal to `body`, sent by `user` with `cache_key`, can
-    /// reuse instead of starting a new job: one still PROCESSING and not being canceled, or
-    /// COMPLETE. The newest such job if there are several.
-    ///
-    /// Bodies are compared as `jsonb`: key order does not matter, and numbers compare by value
-    /// (`1.0` equals `1`). The key only narrows the search; equal bodies decide.
-    ///
-    /// # Errors
-    ///
-    /// A [`StoreError`] when the database cannot be reached.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: it only reads.
-    pub async fn find_cached(
-        &self,
-        user: Option<u64>,
-        cache_key: i64,
-        body: &Value,
-    ) -> Result<Option<u64>, StoreError> {
-        const WHAT: &str = "look up a cached request";
-        let user = user.map(|u| to_bigint(u, "user id", WHAT)).transpose()?;
-        // `user_id = $1` rather than `IS NOT DISTINCT FROM`, which no index serves.
-        let user_filter = if user.is_some() {
-            "user_id = $1"
-        } else {
-            "user_id IS NULL AND $1::bigint IS NULL"
-        };
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT id FROM asyncjobs_jobs
-                 WHERE {user_filter} AND cache_key = $2
-                   AND (state = 'COMPLETE'
-                        OR (state = 'PROCESSING' AND NOT cancel_requested
-                            AND NOT coalesce((status->>'jobCanceling')::boolean, false)))
-                   AND status->'requestBody' = $3::jsonb
-                 ORDER BY id DESC LIMIT 1"
-            ))
-            .await
-            .map_err(|e| StoreError::query(WHAT, e))?;
-        let row = client
-            .query_opt(&statement, &[&user, &cache_key, body])
-            .await
-            .map_err(|e| StoreError::query(WHAT, e))?;
-        Ok(row.map(|row| row.get::<_, i64>(0) as u64))
     }
 }
 

@@ -16,8 +16,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::mirror::Mirror;
+use super::{CacheLookup, StatusRow};
 use super::{CancelRequest, Db, Listener, Notice, StoreError};
-use crate::store::{BoxFuture, Local, RemoteCancel, Store};
+use crate::store::{self as seam, BoxFuture, Cached, Local, RemoteCancel, Store};
 use crate::{
     AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, SharedStore, StatusObserver,
 };
@@ -390,6 +391,24 @@ async fn reap_and_sweep(inner: Weak<Inner>) {
     }
 }
 
+/// A claim on a cacheable request, and the store whose instance runs the job.
+struct Claim {
+    claim: super::CacheClaim,
+    owner: Arc<Inner>,
+}
+
+impl seam::CacheClaim for Claim {
+    fn settle(
+        self: Box<Self>,
+        status: AsynchronousJobStatus,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin(async move {
+            let row = StatusRow::new(&status, self.owner.instance(), None);
+            self.claim.settle(row).await.map_err(unavailable)
+        })
+    }
+}
+
 fn unavailable(error: StoreError) -> Error {
     Error::StoreUnavailable(Arc::from(error.to_string()))
 }
@@ -474,6 +493,32 @@ impl Store for PostgresStore {
                 CancelRequest::AlreadyFinished => RemoteCancel::AlreadyFinished,
                 CancelRequest::AlreadyRequested => RemoteCancel::AlreadyRequested,
                 CancelRequest::Requested { .. } => RemoteCancel::Requested,
+            })
+        })
+    }
+
+    fn find_or_claim<'a>(
+        &'a self,
+        user: Option<u64>,
+        key: u64,
+        body: Option<&'a serde_json::Value>,
+        fresh_for: Duration,
+    ) -> BoxFuture<'a, Result<Cached, Error>> {
+        Box::pin(async move {
+            // The column is a BIGINT: the key's 64 bits, read as signed.
+            let key = i64::from_ne_bytes(key.to_ne_bytes());
+            let lookup = self
+                .inner
+                .db
+                .find_or_claim(user, key, body, fresh_for)
+                .await
+                .map_err(unavailable)?;
+            Ok(match lookup {
+                CacheLookup::Found(id) => Cached::Found(JobId::from_u64(id)),
+                CacheLookup::Claimed(claim) => Cached::Claimed(Box::new(Claim {
+                    claim,
+                    owner: self.inner.clone(),
+                })),
             })
         })
     }
