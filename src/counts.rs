@@ -13,8 +13,9 @@
 /// running an instant before or after it leaves the queue. When no job starts or finishes
 /// meanwhile, they add up to [`JobRegistry::len`].
 ///
-/// From a shared store ([`JobRegistry::counts_anywhere`]) only `processing` is known of the
-/// PROCESSING jobs: `running` and `queued` are 0.
+/// From a shared store ([`JobRegistry::counts_anywhere`]) the counts are of every instance's
+/// jobs as last written (each instance writes a job's changes within a flush interval), queued
+/// ones under each instance's own limits included.
 ///
 /// It serializes as a JSON object of its fields, e.g. `{"processing":3,"running":2,"queued":1,
 /// "complete":120,"failed":2}`, for a dashboard's endpoint.

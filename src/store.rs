@@ -58,11 +58,11 @@ pub(crate) enum Cached {
 /// The right, held by one caller at a time across every instance, to start the job that
 /// answers a cacheable request. Dropped unsettled, it frees the request for the next caller.
 pub(crate) trait CacheClaim: Send {
-    /// Records `status`, the job started for the request, so that equal requests find it, and
-    /// releases the claim.
+    /// Records the job started for the request (its status, and whether it waits in the queue,
+    /// as [`Local::status`] gives them) so that equal requests find it, and releases the claim.
     fn settle(
         self: Box<Self>,
-        status: AsynchronousJobStatus,
+        status: (AsynchronousJobStatus, bool),
     ) -> BoxFuture<'static, Result<(), Error>>;
 }
 
@@ -131,8 +131,9 @@ pub(crate) trait Local: Send + Sync + 'static {
     /// Cancels every running local job: the store can no longer vouch for this instance.
     fn cancel_all(&self);
 
-    /// The local job's status now, for writing it out; `None` if it is not held here.
-    fn status(&self, id: JobId) -> Option<AsynchronousJobStatus>;
+    /// The local job's status now, and whether it waits in the queue for a slot under the
+    /// concurrency limits, for writing it out; `None` if it is not held here.
+    fn status(&self, id: JobId) -> Option<(AsynchronousJobStatus, bool)>;
 
     /// The registry's retention rules: keep finished statuses this long, and at most this many.
     fn retention(&self) -> (Duration, usize);

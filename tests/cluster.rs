@@ -667,6 +667,75 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_anywhere_tell_running_from_queued_jobs_of_every_instance() {
+    let test = pg::fresh_db().await;
+    // A runs one job at a time; B has no limit.
+    let a = JobRegistry::builder()
+        .store(store(&test.url).await)
+        .max_running(1)
+        .build();
+    let b = registry(store(&test.url).await);
+    let (finish, release) = watch::channel(false);
+    let on_a: Vec<JobId> = (0..3)
+        .map(|n| {
+            a.spawn(
+                JobRequest::new(json!({"n": n})),
+                gated(release.clone(), json!(n)),
+            )
+            .unwrap()
+        })
+        .collect();
+    let on_b = b
+        .spawn(JobRequest::default(), gated(release.clone(), json!("b")))
+        .unwrap();
+    let failed = b
+        .spawn(JobRequest::default(), |_job| async {
+            Err::<(), _>(std::io::Error::other("no"))
+        })
+        .unwrap();
+    within("B's failing job ends", b.wait(&failed))
+        .await
+        .unwrap();
+
+    let counts = eventually("every instance's jobs counted", async || {
+        let counts = b.counts_anywhere().await.map_err(|e| e.to_string())?;
+        if counts.processing == 4 && counts.failed == 1 && counts.queued == 2 {
+            Ok(counts)
+        } else {
+            Err(format!("{counts:?}"))
+        }
+    })
+    .await;
+    assert_eq!((counts.running, counts.queued, counts.complete), (2, 2, 0));
+    assert_eq!(counts.processing, counts.running + counts.queued);
+    assert_eq!(a.counts_anywhere().await.unwrap(), counts);
+
+    // Once the queue drains, nothing is counted as waiting.
+    finish.send(true).unwrap();
+    for id in on_a.iter().chain([&on_b]) {
+        within("a job completes", b.wait(id)).await.unwrap();
+    }
+    let counts = eventually("the finished jobs counted", async || {
+        let counts = b.counts_anywhere().await.map_err(|e| e.to_string())?;
+        if counts.complete == 4 {
+            Ok(counts)
+        } else {
+            Err(format!("{counts:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        (
+            counts.processing,
+            counts.running,
+            counts.queued,
+            counts.failed
+        ),
+        (0, 0, 0, 1)
+    );
+}
+
 /// Equal requests sent to two instances at the same moment start one job: every other request
 /// is answered with it, wherever it was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -248,7 +248,7 @@ async fn migration_runs_once_even_when_instances_connect_at_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
     let tables: Vec<String> = raw
         .query(
             "SELECT tablename::text FROM pg_tables WHERE tablename LIKE 'asyncjobs\\_%' ORDER BY 1",
@@ -283,16 +283,58 @@ async fn a_newer_schema_is_refused() {
     let test = pg::fresh_db().await;
     db(&test.url).await;
     let raw = pg::connect(&test.url).await.unwrap();
-    raw.batch_execute("INSERT INTO asyncjobs_schema_version VALUES (2)")
+    raw.batch_execute("INSERT INTO asyncjobs_schema_version VALUES (3)")
         .await
         .unwrap();
     let e = Db::connect(&test.url).await.unwrap_err();
     assert_eq!(e.kind(), StoreErrorKind::Migrate);
     assert_eq!(
         e.to_string(),
-        "cannot set up the asyncjobs tables: the database has schema version 2, newer than this \
-         build's 1"
+        "cannot set up the asyncjobs tables: the database has schema version 3, newer than this \
+         build's 2"
     );
+}
+
+/// A database an older build set up (schema version 1: no `queued` column) is upgraded in place
+/// at connect, its rows kept, and used at once.
+#[tokio::test]
+async fn an_older_schema_is_upgraded_keeping_its_rows() {
+    let test = pg::fresh_db().await;
+    let db1 = db(&test.url).await;
+    let old = job(ID_BASE + 1, 3, Processing, 1).user(7);
+    write(&db1, &[&old]).await;
+    let raw = pg::connect(&test.url).await.unwrap();
+    // Back to version 1, as the older build left it.
+    raw.batch_execute(
+        "ALTER TABLE asyncjobs_jobs DROP COLUMN queued;
+         DELETE FROM asyncjobs_schema_version WHERE version = 2;",
+    )
+    .await
+    .unwrap();
+
+    let upgraded = db(&test.url).await;
+    let read = upgraded.read(old.id).await.unwrap().unwrap();
+    assert_eq!(read.status, old.status());
+    assert_eq!(read.version, 3);
+    let waiting = job(ID_BASE + 2, 1, Processing, 1);
+    assert_eq!(
+        upgraded
+            .write_batch(&[waiting.row().queued(true)])
+            .await
+            .unwrap(),
+        1
+    );
+    let counts = upgraded.counts().await.unwrap();
+    assert_eq!(
+        (counts.processing, counts.running, counts.queued),
+        (2, 1, 1)
+    );
+    let versions: i32 = raw
+        .query_one("SELECT max(version) FROM asyncjobs_schema_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -48,9 +48,11 @@ impl store::Local for Local {
         }
     }
 
-    fn status(&self, id: JobId) -> Option<AsynchronousJobStatus> {
+    fn status(&self, id: JobId) -> Option<(AsynchronousJobStatus, bool)> {
         let engine = self.0.upgrade()?;
-        engine.table.with(id, |job| job.snapshot())
+        engine
+            .table
+            .with(id, |job| (job.snapshot(), job.is_queued()))
     }
 
     fn retention(&self) -> (Duration, usize) {
@@ -257,7 +259,7 @@ impl Engine {
         };
         let spawned = self.spawn(request, job)?;
         if let (Some(claim), Spawned::Started(id)) = (claim, spawned) {
-            if let Some(status) = self.table.with(id, |job| job.snapshot()) {
+            if let Some(status) = self.table.with(id, |job| (job.snapshot(), job.is_queued())) {
                 if let Err(_unrecorded) = claim.settle(status).await {
                     #[cfg(feature = "tracing")]
                     tracing::warn!(target: "asyncjobs", job_id = %id, error = %_unrecorded, "could not record a cached request's job; equal requests on other instances will not find it");

@@ -162,7 +162,7 @@ pub(super) async fn flush(inner: &Inner) -> bool {
             changed
                 .iter()
                 .filter_map(|&id| local.status(id))
-                .map(|status| StatusRow::new(&status, owner, None)),
+                .map(|(status, queued)| StatusRow::new(&status, owner, None).queued(queued)),
         );
     }
     let written = inner.db.write_batch(&rows).await;

@@ -115,24 +115,31 @@ impl Db {
         const WHAT: &str = "count jobs";
         let client = self.client().await?;
         let statement = client
-            .prepare_cached("SELECT state, count(*) FROM asyncjobs_jobs GROUP BY state")
+            .prepare_cached(
+                "SELECT state, queued, count(*) FROM asyncjobs_jobs GROUP BY state, queued",
+            )
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
         let rows = client
             .query(&statement, &[])
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
-        let mut counts = JobCounts::default();
+        let (mut processing, mut queued, mut complete, mut failed) = (0, 0, 0, 0);
         for row in rows {
-            let n = row.get::<_, i64>(1) as usize;
-            match row.get::<_, &str>(0) {
-                "PROCESSING" => counts.processing = n,
-                "COMPLETE" => counts.complete = n,
-                "FAILED" => counts.failed = n,
+            let n = row.get::<_, i64>(2) as usize;
+            match (row.get::<_, &str>(0), row.get::<_, bool>(1)) {
+                ("PROCESSING", waiting) => {
+                    processing += n;
+                    if waiting {
+                        queued += n;
+                    }
+                }
+                ("COMPLETE", _) => complete += n,
+                ("FAILED", _) => failed += n,
                 _ => {}
             }
         }
-        Ok(counts)
+        Ok(JobCounts::new(processing, complete, failed).with_queued(queued))
     }
 }
 

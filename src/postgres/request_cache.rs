@@ -36,8 +36,8 @@ ORDER BY id DESC LIMIT 1";
 /// job's instance wrote meanwhile (whose status is as new or newer).
 const RECORD: &str = "
 INSERT INTO asyncjobs_jobs AS j
-    (id, version, state, user_id, owner, cache_key, changed_at, finished_at, status)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    (id, version, state, user_id, owner, cache_key, changed_at, finished_at, status, queued)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (id) DO UPDATE SET cache_key = EXCLUDED.cache_key";
 
 /// What [`Db::find_or_claim`] found.
@@ -188,6 +188,7 @@ impl CacheClaim {
                     &row.changed_at,
                     &row.finished_at,
                     &row.status,
+                    &row.queued,
                 ],
             )
             .await

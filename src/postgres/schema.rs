@@ -18,7 +18,7 @@ pub(super) const REAP_LOCK: i64 = i64::from_be_bytes(*b"ajreaper");
 pub(super) const SWEEP_LOCK: i64 = i64::from_be_bytes(*b"ajsweepr");
 
 /// The schema's versions: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build of the crate writes and reads.
 pub(super) const VERSION: i32 = MIGRATIONS.len() as i32;
@@ -60,6 +60,12 @@ CREATE INDEX asyncjobs_jobs_by_cache_key ON asyncjobs_jobs (user_id, cache_key)
 -- Block n holds ids ID_BASE + n * 2^20 .. ID_BASE + (n + 1) * 2^20 (see ids.rs); the maximum
 -- keeps the last id below i64::MAX.
 CREATE SEQUENCE asyncjobs_id_blocks AS BIGINT MINVALUE 0 START WITH 0 MAXVALUE 8795139347890;
+";
+
+/// Version 2: whether a PROCESSING job waits for a slot under its instance's concurrency limits,
+/// so that counts across instances tell running from queued jobs.
+const V2: &str = "
+ALTER TABLE asyncjobs_jobs ADD COLUMN queued BOOLEAN NOT NULL DEFAULT false;
 ";
 
 /// Creates the tables or brings them up to [`VERSION`].

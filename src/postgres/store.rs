@@ -400,10 +400,10 @@ struct Claim {
 impl seam::CacheClaim for Claim {
     fn settle(
         self: Box<Self>,
-        status: AsynchronousJobStatus,
+        status: (AsynchronousJobStatus, bool),
     ) -> BoxFuture<'static, Result<(), Error>> {
         Box::pin(async move {
-            let row = StatusRow::new(&status, self.owner.instance(), None);
+            let row = StatusRow::new(&status.0, self.owner.instance(), None).queued(status.1);
             self.claim.settle(row).await.map_err(unavailable)
         })
     }

@@ -27,6 +27,8 @@ pub struct StatusRow {
     pub owner: u64,
     /// The request-cache key of a cacheable request; [`Db::find_cached`] looks jobs up by it.
     pub cache_key: Option<i64>,
+    /// The job is PROCESSING but waits for a slot under its instance's concurrency limits.
+    pub queued: bool,
     /// When the status last changed (`changedOn`).
     pub changed_at: DateTime<Utc>,
     /// When the job finished, if it has; retention counts from it.
@@ -46,12 +48,20 @@ impl StatusRow {
             user: status.started_by_user_id,
             owner,
             cache_key,
+            queued: false,
             changed_at: status.changed_on,
             finished_at: status.is_terminal().then_some(status.changed_on),
             // Bodies are JSON values already and every other field is a string, number or
             // bool: serializing a status to a value cannot fail.
             status: serde_json::to_value(status).expect("a status serializes to JSON"),
         }
+    }
+
+    /// This row, of a job that waits in its instance's queue (`true`) or runs (`false`, as
+    /// [`new`](StatusRow::new) makes it). Only PROCESSING jobs wait.
+    pub fn queued(mut self, queued: bool) -> StatusRow {
+        self.queued = queued && self.state == AsynchJobState::Processing;
+        self
     }
 }
 
@@ -66,12 +76,14 @@ static WRITE_BATCH: LazyLock<String> =
 const WRITE: &str = "
 WITH written AS (
     INSERT INTO asyncjobs_jobs AS j
-        (id, version, state, user_id, owner, cache_key, changed_at, finished_at, status)
+        (id, version, state, user_id, owner, cache_key, changed_at, finished_at, status, queued)
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
-                         $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::jsonb[])
+                         $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::jsonb[],
+                         $10::boolean[])
     ON CONFLICT (id) DO UPDATE SET
         version = EXCLUDED.version,
         state = EXCLUDED.state,
+        queued = EXCLUDED.queued,
         changed_at = EXCLUDED.changed_at,
         finished_at = EXCLUDED.finished_at,
         status = EXCLUDED.status
@@ -125,6 +137,7 @@ impl Db {
         let mut changed = Vec::with_capacity(n);
         let mut finished = Vec::with_capacity(n);
         let mut statuses = Vec::with_capacity(n);
+        let mut queued = Vec::with_capacity(n);
         for row in latest.values() {
             ids.push(to_bigint(row.id, "job id", WHAT)?);
             versions.push(to_bigint(row.version, "version", WHAT)?);
@@ -139,6 +152,7 @@ impl Db {
             changed.push(row.changed_at);
             finished.push(row.finished_at);
             statuses.push(&row.status);
+            queued.push(row.queued);
         }
         let client = self.client().await?;
         let statement = client
@@ -158,6 +172,7 @@ impl Db {
                     &changed,
                     &finished,
                     &statuses,
+                    &queued,
                 ],
             )
             .await
