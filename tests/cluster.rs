@@ -636,8 +636,13 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
     })
     .await;
     let (finish, release) = watch::channel(false);
+    // This one stops when canceled (a job that completes despite a cancel is COMPLETE, and
+    // answers equal requests again).
     let second = b
-        .submit_anywhere(request(), gated(release.clone(), json!("second")))
+        .submit_anywhere(request(), |job: JobHandle| async move {
+            job.cancelled().await;
+            Err::<(), _>(std::io::Error::other("canceled"))
+        })
         .await
         .unwrap();
     assert!(!second.is_reused() && second.id() != failed, "{second:?}");
@@ -652,6 +657,13 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
         .await
         .unwrap();
     assert!(!third.is_reused() && third.id() != second.id(), "{third:?}");
+    assert_eq!(
+        within("B's canceled job ends", b.wait(&second.id()))
+            .await
+            .unwrap()
+            .job_state,
+        Failed
+    );
     finish.send(true).unwrap();
     assert_eq!(
         within("A's third job completes", a.wait(&third.id()))

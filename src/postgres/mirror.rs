@@ -7,7 +7,9 @@
 //! waits a little between flushes, so a burst of starts is a few statements, not one each).
 //! Final statuses are kept as values until written: retention may drop a finished job from
 //! memory before the database is back, and its final status must not be lost. While the database
-//! is unreachable, what is due stays due (the latest per job) and is written when it returns.
+//! is unreachable, what is due stays due (the latest per job) and is written when it returns:
+//! failed flushes back off (up to 2 s between tries), and the listener's reconnection, the first
+//! sign that the database is back, ends the wait at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -24,12 +26,14 @@ use crate::{AsynchronousJobStatus, JobEvent, JobEventKind, JobId, StatusObserver
 const MIN_GAP: Duration = Duration::from_millis(20);
 
 /// How long a failed flush waits before the next try, at most.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub(super) struct Mirror {
     due: Mutex<Due>,
     urgent: Notify,
+    /// The database answered again after an outage: retry now rather than at the backoff's end.
+    pub(super) back: Notify,
     /// Held through a whole flush: a second flusher (the store's close) waits for a write under
     /// way instead of finding nothing due and going on as if it were written.
     writing: tokio::sync::Mutex<()>,
@@ -125,7 +129,10 @@ pub(super) async fn flush_loop(inner: Weak<Inner>) {
                 () = tokio::time::sleep(interval) => {}
             }
         } else {
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                () = strong.mirror.back.notified() => {}
+                () = tokio::time::sleep(backoff) => {}
+            }
         }
         backoff = if flush(&strong).await {
             Duration::ZERO

@@ -48,7 +48,7 @@ const CAPACITY: usize = 8192;
 
 /// The first wait before reconnecting; it doubles on each failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How soon an idle listening connection to a vanished server is noticed (TCP keepalive),
 /// when the URL does not set `keepalives_idle`: the driver's default is two hours.
@@ -83,7 +83,7 @@ pub enum Notice {
 /// A task holding one connection of its own (not from the pool) that listens on
 /// `asyncjobs_changed` and `asyncjobs_cancel` and passes on what arrives as [`Notice`]s.
 ///
-/// When the connection breaks, the task reconnects with backoff (50 ms doubling to 5 s) until
+/// When the connection breaks, the task reconnects with backoff (50 ms doubling to 2 s) until
 /// it succeeds, then reports [`Notice::Reconnected`]. It never gives up.
 ///
 /// Dropping the `Listener` stops the task and closes its connection.

@@ -105,6 +105,8 @@ pub(super) struct Inner {
     pub(super) mirror: Mirror,
     /// Waits for other instances' jobs, by job: told the version of each change heard of.
     waiters: Mutex<HashMap<JobId, watch::Sender<u64>>>,
+    /// Told once, when the store is attached to a registry.
+    attached: Arc<tokio::sync::Notify>,
     /// Set while this instance could not renew its lease in time: its jobs were canceled.
     lease_lost: AtomicBool,
     /// Stops the background tasks.
@@ -214,6 +216,7 @@ impl PostgresStoreBuilder {
             local: OnceLock::new(),
             mirror: Mirror::default(),
             waiters: Mutex::default(),
+            attached: Arc::default(),
             lease_lost: AtomicBool::new(false),
             stop: CancellationToken::new(),
         });
@@ -348,6 +351,7 @@ async fn listen(inner: Weak<Inner>, mut listener: Listener) {
             }
             Notice::Cancel { .. } => {}
             Notice::Reconnected | Notice::Lagged => {
+                inner.mirror.back.notify_one();
                 inner.wake_all_waiters();
                 let _ = inner.apply_requested_cancels().await;
             }
@@ -367,27 +371,33 @@ async fn poll_cancels(inner: Weak<Inner>) {
 /// Reaps instances whose lease ran out (every third of a lease) and trims the table by the
 /// registry's retention rules (every few seconds). Both are safe with every instance doing it.
 async fn reap_and_sweep(inner: Weak<Inner>) {
-    let Some(lease) = inner.upgrade().map(|i| i.lease) else {
+    // The retention rules are the registry's: wait until the store is attached to one (without
+    // holding the store, which may be dropped unattached).
+    let Some((lease, attached)) = inner.upgrade().map(|i| (i.lease, i.attached.clone())) else {
         return;
     };
-    let mut swept_at = Instant::now();
+    attached.notified().await;
+    // The first round runs at once: an instance that starts after a crash reaps its dead
+    // predecessor and trims what piled up meanwhile without waiting a round.
+    let mut swept_at: Option<Instant> = None;
     loop {
-        tokio::time::sleep(lease / 3).await;
         let Some(inner) = inner.upgrade() else { return };
         if let Ok(reaped) = inner.db.reap_dead_instances().await {
             for (id, version) in reaped {
                 inner.heard(JobId::from_u64(id), version);
             }
         }
-        if swept_at.elapsed() >= RETENTION_SWEEP {
-            swept_at = Instant::now();
-            if let Some((keep_for, keep_at_most)) = inner.local().map(|l| l.retention()) {
+        if let Some((keep_for, keep_at_most)) = inner.local().map(|local| local.retention()) {
+            if swept_at.is_none_or(|at| at.elapsed() >= RETENTION_SWEEP) {
+                swept_at = Some(Instant::now());
                 let _ = inner
                     .db
                     .sweep_retention(keep_for, keep_at_most, RETENTION_BATCH)
                     .await;
             }
         }
+        drop(inner);
+        tokio::time::sleep(lease / 3).await;
     }
 }
 
@@ -416,7 +426,9 @@ fn unavailable(error: StoreError) -> Error {
 impl Store for PostgresStore {
     fn attach(&self, local: Arc<dyn Local>) -> Arc<dyn StatusObserver> {
         // One store serves one registry: a second attach keeps the first registry.
-        let _ = self.inner.local.set(local);
+        if self.inner.local.set(local).is_ok() {
+            self.inner.attached.notify_one();
+        }
         Arc::new(super::mirror::Observer(self.inner.clone()))
     }
 
