@@ -12,6 +12,7 @@
 //! sign that the database is back, ends the wait at once.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -20,7 +21,11 @@ use tokio::sync::Notify;
 
 use super::store::Inner;
 use super::StatusRow;
+use crate::id::IdHasher;
 use crate::{AsynchronousJobStatus, JobEvent, JobEventKind, JobId, StatusObserver};
+
+/// Job ids are ours, not an attacker's: the id hasher, not SipHash, on the progress path.
+type Ids = HashSet<JobId, BuildHasherDefault<IdHasher>>;
 
 /// The least time between two flushes, so that urgent writes in a burst share statements.
 const MIN_GAP: Duration = Duration::from_millis(20);
@@ -44,13 +49,13 @@ pub(super) struct Mirror {
 #[derive(Default)]
 struct Due {
     /// Running jobs whose status changed since it was last written: read again when written.
-    changed: HashSet<JobId>,
+    changed: Ids,
     /// Final statuses not yet written.
     finished: HashMap<JobId, AsynchronousJobStatus>,
     /// Jobs whose cancel flag was already seen (only the first sighting is urgent).
-    canceling: HashSet<JobId>,
+    canceling: Ids,
     /// Jobs taken by the flush under way.
-    in_flight: HashSet<JobId>,
+    in_flight: Ids,
 }
 
 impl Mirror {
