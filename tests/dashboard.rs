@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,9 @@ use axum::http::{header, StatusCode};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 use tokio::time::{sleep, Instant};
 
 const ALICE: u64 = 3_350_396;
@@ -236,6 +239,75 @@ async fn the_dashboard_is_opt_in_and_job_ids_keep_their_route() {
         .unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     server.shutdown().await;
+}
+
+/// A TCP proxy in front of the server that can cut every connection and refuse new ones, as a
+/// dropped network would, and keeps the head of each request it forwards.
+struct Proxy {
+    base: String,
+    shared: Arc<ProxyShared>,
+}
+
+#[derive(Default)]
+struct ProxyShared {
+    down: AtomicBool,
+    connections: Mutex<Vec<AbortHandle>>,
+    heads: Mutex<Vec<String>>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Arc::new(ProxyShared::default());
+        let accepting = shared.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if accepting.down.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let upstream = upstream.clone();
+                let shared = accepting.clone();
+                let task = tokio::spawn(async move {
+                    let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    let mut head = vec![0; 16 * 1024];
+                    let Ok(read) = client.read(&mut head).await else {
+                        return;
+                    };
+                    let text = String::from_utf8_lossy(&head[..read]).into_owned();
+                    shared.heads.lock().unwrap().push(text);
+                    if server.write_all(&head[..read]).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                accepting
+                    .connections
+                    .lock()
+                    .unwrap()
+                    .push(task.abort_handle());
+            }
+        });
+        Proxy { base, shared }
+    }
+
+    /// Closes every connection, and every new one until [`restore`](Proxy::restore).
+    fn cut(&self) {
+        self.shared.down.store(true, Ordering::SeqCst);
+        for connection in self.shared.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.shared.down.store(false, Ordering::SeqCst);
+    }
+
+    /// The heads of the requests forwarded so far, lowercased.
+    fn heads(&self) -> Vec<String> {
+        let heads = self.shared.heads.lock().unwrap();
+        heads.iter().map(|head| head.to_lowercase()).collect()
+    }
 }
 
 /// What the page shows for one job, read from its row.
@@ -514,10 +586,13 @@ async fn a_browser_sees_jobs_live_and_cancels_one() {
     server.registry.wait(&report).await.unwrap();
     server.registry.wait(&cleanup).await.unwrap();
 
+    // The browser goes through a proxy, to be cut off later.
+    let proxy = Proxy::start(&server.base).await;
+    let page = format!("{}/asynchronous/job/dashboard", proxy.base);
     let browser = Browser::start().await;
     let client = browser.client();
     client
-        .goto(&format!("{}#token={ALICE_TOKEN}", server.dashboard_url()))
+        .goto(&format!("{page}#token={ALICE_TOKEN}"))
         .await
         .unwrap();
     browser
@@ -625,6 +700,46 @@ async fn a_browser_sees_jobs_live_and_cancels_one() {
         assert!(browser.row(id).await.unwrap().displayed, "{id}");
     }
 
+    // The connection drops; a step happens while the page is cut off; the page reconnects by
+    // itself, resuming after the last event it saw, and shows the step.
+    proxy.cut();
+    browser
+        .until(
+            "the page to notice the drop",
+            r#"return document.getElementById("live").dataset.live === "down";"#,
+        )
+        .await;
+    let etag = server.registry.status(&running).unwrap().etag;
+    server.step("running");
+    let status = server
+        .registry
+        .wait_for_change(&running, &etag)
+        .await
+        .unwrap();
+    assert_eq!(status.progress_current, Some(8));
+    let before = proxy.heads().len();
+    proxy.restore();
+    let row = browser
+        .until_row(running, "8 of 10 after the reconnect", |r| {
+            r.value == Some(8.0)
+        })
+        .await;
+    assert_eq!(row.amount, "8 / 10 (80%)");
+    browser
+        .until(
+            "the stream to be live again",
+            r#"return document.getElementById("live").dataset.live === "live";"#,
+        )
+        .await;
+    let resumed = proxy.heads()[before..].iter().any(|head| {
+        head.starts_with("get /asynchronous/job/events") && head.contains("\r\nlast-event-id: ")
+    });
+    assert!(
+        resumed,
+        "no resume with Last-Event-ID in {:?}",
+        &proxy.heads()[before..]
+    );
+
     // Cancel by clicking: the job ends FAILED, canceled, in the registry and on the page.
     browser
         .click(&format!(r#"li[data-job-id="{export}"] button.cancel"#))
@@ -672,7 +787,7 @@ async fn a_browser_sees_jobs_live_and_cancels_one() {
     browser
         .run(r#"sessionStorage.clear(); return true;"#, vec![])
         .await;
-    client.goto(&server.dashboard_url()).await.unwrap();
+    client.goto(&page).await.unwrap();
     browser
         .until(
             "the sign-in form",
@@ -699,9 +814,9 @@ async fn a_browser_sees_jobs_live_and_cancels_one() {
         .await;
     assert_eq!(row.label, "Canceled");
     let row = browser
-        .until_row(running, "still at 7 of 10", |r| r.value == Some(7.0))
+        .until_row(running, "still at 8 of 10", |r| r.value == Some(8.0))
         .await;
-    assert_eq!(row.amount, "7 / 10 (70%)");
+    assert_eq!(row.amount, "8 / 10 (80%)");
     assert!(browser.row(bobs).await.is_none());
 
     browser.close().await;
