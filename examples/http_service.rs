@@ -7,7 +7,8 @@
 //! `org.example.WordCountRequest` (counts the words of `text`; an equal request from the same
 //! user is answered with the earlier job). Users sign in with `Authorization: Bearer <token>`,
 //! looked up in a token table (here two fixed tokens: `alice-s3cret` and `bob-s3cret`).
-//! `GET /asynchronous/job/events` streams each user's job changes.
+//! `GET /asynchronous/job/events` streams each user's job changes, and
+//! `/asynchronous/job/dashboard#token=alice-s3cret`, opened in a browser, shows Alice's jobs live.
 //!
 //! From a terminal it serves on `127.0.0.1:3000` (`HTTP_SERVICE_ADDR` to change) until Ctrl-C;
 //! the README's "HTTP front" section has `curl` commands to try. Without a terminal (as in CI), or
@@ -112,6 +113,7 @@ fn api(registry: &JobRegistry) -> AsyncJobApi {
         },
     );
     AsyncJobApi::new(registry.clone(), auth)
+        .dashboard(true)
         .area(exports)
         .area(word_counts)
 }
@@ -139,7 +141,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         let addr = std::env::var("HTTP_SERVICE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
         let listener = TcpListener::bind(&addr).await?;
-        println!("serving on http://{addr}; Ctrl-C to stop. Try:");
+        println!("serving on http://{addr}; Ctrl-C to stop.");
+        println!("Alice's jobs, live, in a browser: http://{addr}/asynchronous/job/dashboard#token={ALICE}");
+        println!("Try:");
         println!(
             "  curl -i -H 'Authorization: Bearer {ALICE}' -d '{{\"concreteType\": \"org.example.CsvExportRequest\", \"rows\": 200}}' http://{addr}/dataset/syn42/export/csv/async/start"
         );

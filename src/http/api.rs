@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::area::{shape, Area};
+use super::dashboard::Dashboard;
 use super::events::{events, DEFAULT_EVENT_HEARTBEAT};
 use super::handlers::{area_routes, cancel, cancel_by_get_refused, launch, status};
 use super::identify::IdentifyUser;
@@ -42,6 +43,8 @@ pub struct AsyncJobApi {
     api: Api,
     /// The areas' paths, in the order they were first added.
     areas: Vec<String>,
+    /// Whether the router serves the dashboard page.
+    dashboard: bool,
 }
 
 impl AsyncJobApi {
@@ -88,6 +91,7 @@ impl AsyncJobApi {
                 cancel_by_get: true,
             },
             areas: Vec::new(),
+            dashboard: false,
         }
     }
 
@@ -314,6 +318,33 @@ impl AsyncJobApi {
         self
     }
 
+    /// Whether the router serves a live dashboard of the caller's jobs at
+    /// `GET /asynchronous/job/dashboard`: one HTML page with its script and style inline,
+    /// nothing loaded from elsewhere, that lists the caller's jobs and follows the event stream
+    /// (see [the module docs](crate::http#dashboard)).
+    ///
+    /// Off unless asked for: the page itself is answered to anyone (a browser cannot send a
+    /// bearer token when it opens a page; the page asks for the caller's jobs with the
+    /// credentials it is given, and shows nothing without them), and a service that only serves
+    /// Synapse's API to programs should not grow a web page by upgrading this crate.
+    ///
+    /// ```
+    /// use asyncjobs::http::{AsyncJobApi, UserHeader};
+    /// use asyncjobs::JobRegistry;
+    ///
+    /// let app = AsyncJobApi::new(JobRegistry::new(), UserHeader::new("X-User-Id"))
+    ///     .dashboard(true)
+    ///     .into_router::<()>();
+    /// # drop(app);
+    /// ```
+    ///
+    /// Defaults to: `false`.
+    #[must_use]
+    pub fn dashboard(mut self, enabled: bool) -> Self {
+        self.dashboard = enabled;
+        self
+    }
+
     /// The router: serve it with `axum::serve`, or merge or nest it into the application's
     /// router (it has its own state, so it fits a `Router<S>` of any state `S`).
     ///
@@ -339,6 +370,14 @@ impl AsyncJobApi {
             .route("/asynchronous/job/events", get(events))
             .route("/asynchronous/job/{jobId}", get(status))
             .route("/asynchronous/job/{jobId}/cancel", cancel_route);
+        if self.dashboard {
+            // A static segment: axum matches it before `{jobId}`, as it does `events`.
+            let dashboard = Dashboard::new();
+            router = router.route(
+                "/asynchronous/job/dashboard",
+                get(move || std::future::ready(dashboard.page())),
+            );
+        }
         for path in &self.areas {
             router = area_routes(router, path, body_limit);
         }
@@ -381,6 +420,7 @@ impl fmt::Debug for AsyncJobApi {
             .field("max_wait", &self.api.max_wait)
             .field("event_heartbeat", &self.api.heartbeat)
             .field("cancel_by_get", &self.api.cancel_by_get)
+            .field("dashboard", &self.dashboard)
             .finish_non_exhaustive()
     }
 }

@@ -24,6 +24,7 @@
 //! | `POST /asynchronous/job` | `201` and the new job's status: Synapse's generic launch, for a kind of any area; `Job-Reused` as above |
 //! | `GET /asynchronous/job` | `200 {"page": [status…], "nextPageToken": "…", "counts": {"PROCESSING": n, "COMPLETE": n, "FAILED": n}}`: the caller's jobs, newest first ([listing](#listing)) |
 //! | `GET /asynchronous/job/events` | Server-Sent Events: the caller's job changes ([event stream](#event-stream)) |
+//! | `GET /asynchronous/job/dashboard` | only with [`dashboard(true)`](AsyncJobApi::dashboard): an HTML page of the caller's jobs, live ([dashboard](#dashboard)); served without credentials, it carries no data |
 //! | `GET /asynchronous/job/{jobId}` | `200` and the status, in any state |
 //! | `POST` (and, unless [turned off](AsyncJobApi::cancel_by_get), Synapse's `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
 //!
@@ -153,6 +154,50 @@
 //! instance's through the store). A browser's `EventSource` cannot send `Authorization`: with
 //! [`BearerToken`], a page reads the stream with `fetch`.
 //!
+//! # Dashboard
+//!
+//! With [`AsyncJobApi::dashboard(true)`](AsyncJobApi::dashboard), `GET /asynchronous/job/dashboard`
+//! serves one HTML page, its script and style inline, nothing loaded from anywhere else (it
+//! works offline, with no build step): the caller's jobs, newest first, each with its id, its
+//! name, its state, a progress bar (current of total; a sweeping light while the job has not said how
+//! much there is), its message, its runtime (counting on in the browser while the job runs),
+//! its error once FAILED, and a cancel button while it runs; above them a filter by state with
+//! the count in each. It lists the jobs (`GET /asynchronous/job`, a page of 200, and older pages
+//! on request) after opening the [event stream](#event-stream), and then follows the stream:
+//! nothing polls. It reads the stream with `fetch`, so that it can send a bearer token,
+//! parses the events itself, and, when the stream drops, opens it again with `Last-Event-ID`,
+//! waiting 1 s, then twice as long after each failure, up to 30 s. A minute without a byte
+//! (events and heartbeats) counts as a drop.
+//!
+//! The page is not the user's: it is answered to anyone, without asking [`IdentifyUser`] (a
+//! browser opening a page sends no bearer token), and holds no data; what it shows comes from
+//! the endpoints above, as the caller. So it signs in as the API does:
+//!
+//! - With [`BearerToken`], open it as `…/asynchronous/job/dashboard#token=<token>`. The fragment
+//!   never reaches the server (nor its logs); the page moves the token to the tab's
+//!   `sessionStorage` and takes it out of the address bar. Without a token, or with one the
+//!   server refuses (401), it shows a form that asks for one.
+//! - Behind a proxy that adds [`UserHeader`]'s header, or with an [`IdentifyUser`] that reads a
+//!   cookie, the browser's requests carry the user by themselves: no token is needed.
+//!
+//! Its URLs are relative to its own, so it works where the router is nested
+//! (`Router::nest("/api", …)` serves it at `/api/asynchronous/job/dashboard`). A job's name on
+//! the page is its request's type, the last part of its `concreteType` (the full one in a
+//! tooltip): the kind the request started. [`JobRequest::name`](crate::JobRequest::name) is not
+//! shown: the status's fields are Synapse's, and no endpoint sends it.
+//!
+//! The page is sent with `Content-Type: text/html; charset=utf-8`, `Cache-Control: no-cache`,
+//! `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY`,
+//! and a `Content-Security-Policy` that allows nothing but its own inline script and style (by
+//! their SHA-256 hashes, not `'unsafe-inline'`), requests to its own origin (`connect-src
+//! 'self'`), and no framing: a page framed by another site could have its cancel buttons clicked
+//! by a user who believes they click something else. Every text from a status goes into the
+//! page as text, never as markup.
+//!
+//! The path is a static segment, which axum matches before `/asynchronous/job/{jobId}` (as it
+//! does `events`); no job id is spelled `dashboard`, so no job loses its route. Without
+//! `dashboard(true)` the path is answered as a malformed job id (400).
+//!
 //! # Example
 //!
 //! ```no_run
@@ -219,11 +264,12 @@
 //! [`JobRegistry::as_user`]: crate::JobRegistry::as_user
 
 // One file per concept. Imports run one way, from the router down to the leaves: each file
-// imports only from files later in this order: api, list, events, handlers, area, poll, state,
-// bearer, identify, rejection, response.
+// imports only from files later in this order: api, dashboard, list, events, handlers, area,
+// poll, state, bearer, identify, rejection, response.
 mod api;
 mod area;
 mod bearer;
+mod dashboard;
 mod events;
 mod handlers;
 mod identify;
