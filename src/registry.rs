@@ -158,6 +158,13 @@ impl JobRegistry {
         self.engine.submit_anywhere(request, job).await
     }
 
+    /// The [name](JobRequest::name) job `id` was started with, if it has one and runs (or ran)
+    /// in this instance. Names are not part of the status's JSON, whose fields are Synapse's;
+    /// this is how a UI shows them beside a status (the HTTP front's job list does).
+    pub fn job_name(&self, id: &JobId) -> Option<Arc<str>> {
+        self.engine.name_of(id, Scope::All)
+    }
+
     /// A snapshot of the job's status, at any time.
     ///
     /// # Errors

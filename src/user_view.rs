@@ -125,6 +125,12 @@ impl UserView {
             .await
     }
 
+    /// The [name](JobRequest::name) of one of this user's jobs, as
+    /// [`JobRegistry::job_name`](crate::JobRegistry::job_name); `None` for another user's job.
+    pub fn job_name(&self, id: &JobId) -> Option<Arc<str>> {
+        self.engine.name_of(id, self.scope())
+    }
+
     /// A snapshot of one of this user's jobs.
     ///
     /// # Errors

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use asyncjobs::http::{AsyncJobApi, BearerToken};
-use asyncjobs::{AsynchJobState, JobHandle, JobId, JobRegistry};
+use asyncjobs::{AsynchJobState, JobHandle, JobId, JobRegistry, JobRequest};
 use axum::http::{header, StatusCode};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde::Deserialize;
@@ -64,8 +64,10 @@ fn app(registry: &JobRegistry, gates: &Gates, dashboard: bool) -> axum::Router {
     AsyncJobApi::new(registry.clone(), auth)
         .dashboard(dashboard)
         // `rows` steps, each when the test opens the job's gate; stops when canceled.
-        .job(
+        // Named: the page shows the name rather than the request's type.
+        .job_with(
             "org.example.ExportRequest",
+            |request: JobRequest| request.name("CSV export"),
             move |body: Value, job: JobHandle| {
                 let gate = gates.get(body["gate"].as_str().unwrap_or(""));
                 async move {
@@ -89,8 +91,9 @@ fn app(registry: &JobRegistry, gates: &Gates, dashboard: bool) -> axum::Router {
                 Err::<(), _>(std::io::Error::other("disk full: report not written"))
             },
         )
-        .job(
+        .job_with(
             "org.example.CleanupRequest",
+            |request: JobRequest| request.name("nightly cleanup"),
             |_: Value, job: JobHandle| async move {
                 job.set_progress(3, 3, "removed 3 files");
                 Ok::<_, std::io::Error>(json!({"concreteType": "org.example.CleanupResponse"}))
@@ -614,7 +617,7 @@ async fn a_browser_sees_jobs_live_and_cancels_one() {
         .await;
     assert_eq!(
         (row.name.as_str(), row.value, row.max),
-        ("CleanupRequest", Some(3.0), 3.0)
+        ("nightly cleanup", Some(3.0), 3.0)
     );
     assert_eq!(row.amount, "3 / 3 (100%)");
     assert_eq!(row.error, None);
@@ -646,13 +649,18 @@ async fn a_browser_sees_jobs_live_and_cancels_one() {
     let row = browser
         .until_row(export, "PROCESSING", |r| r.state == "PROCESSING")
         .await;
-    assert_eq!(row.name, "ExportRequest");
     assert_eq!(
         row.value, None,
         "indeterminate until the job says how much there is"
     );
     assert!(row.cancel_shown);
     assert!(row.runtime.ends_with('s'), "{row:?}");
+
+    // Its name is not a status field: the page asks the list for it.
+    let row = browser
+        .until_row(export, "named", |r| r.name == "CSV export")
+        .await;
+    assert_eq!(row.state, "PROCESSING");
 
     // Progress moves as the job steps.
     server.step("export");

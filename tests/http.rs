@@ -1428,6 +1428,83 @@ async fn page(f: &Fixture, user: u64, query: &str) -> (Vec<String>, Option<Strin
     (ids, next, list["counts"].clone())
 }
 
+/// Names are not status fields (those are Synapse's): the list carries them beside the page, for
+/// the page's jobs that have one, and only the caller's.
+#[tokio::test]
+async fn the_list_names_the_callers_named_jobs() {
+    let f = fixture().await;
+    let named = f
+        .registry
+        .as_user(ALICE)
+        .spawn(
+            JobRequest::new(json!({"concreteType": "test.Export"})).name("weekly export"),
+            |_job| async { Ok::<_, std::io::Error>(()) },
+        )
+        .unwrap();
+    let unnamed = f
+        .registry
+        .as_user(ALICE)
+        .spawn(
+            JobRequest::new(json!({"concreteType": "test.Export"})),
+            |_job| async { Ok::<_, std::io::Error>(()) },
+        )
+        .unwrap();
+    let bobs = f
+        .registry
+        .as_user(BOB)
+        .spawn(
+            JobRequest::new(json!({"concreteType": "test.Export"})).name("bob's export"),
+            |_job| async { Ok::<_, std::io::Error>(()) },
+        )
+        .unwrap();
+
+    let list: Value = f
+        .get(ALICE, "/asynchronous/job")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["names"],
+        json!({named.to_string(): "weekly export"}),
+        "{list}"
+    );
+    let ids: Vec<&str> = list["page"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["jobId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [unnamed.to_string(), named.to_string()]);
+    // Statuses keep Synapse's fields: no name among them.
+    assert!(list["page"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s.get("name").is_none()));
+    // A page without named jobs has no `names` at all.
+    let list: Value = f
+        .get(ALICE, "/asynchronous/job?limit=1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list.get("names").is_none(), "{list}");
+    let list: Value = f
+        .get(BOB, "/asynchronous/job")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["names"], json!({bobs.to_string(): "bob's export"}));
+}
+
 #[tokio::test]
 async fn the_list_pages_the_callers_jobs_newest_first_with_filters_and_counts() {
     let f = fixture().await;

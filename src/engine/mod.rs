@@ -322,4 +322,12 @@ impl Engine {
     pub(crate) fn max_running(&self) -> Option<usize> {
         self.scheduler.as_ref().and_then(Scheduler::max)
     }
+
+    /// The name a job held here was started with, for a caller in `scope`; `None` for a job
+    /// without one, not held here, or not the caller's.
+    pub(crate) fn name_of(&self, id: &JobId, scope: Scope) -> Option<Arc<str>> {
+        self.table
+            .with(*id, |job| scope.admits(job).ok().and(job.name.clone()))
+            .flatten()
+    }
 }

@@ -1,6 +1,9 @@
 //! `GET /asynchronous/job`: the caller's jobs for a UI, newest first, a page at a time, with
 //! per-state counts.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
 use axum::http::StatusCode;
@@ -37,6 +40,11 @@ struct JobList<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     next_page_token: Option<String>,
     counts: StateCounts,
+    /// The [names](crate::JobRequest::name) of the page's jobs that have one (and run, or ran,
+    /// on the instance answering), by job id: names are not status fields, whose set is
+    /// Synapse's.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    names: BTreeMap<String, Arc<str>>,
 }
 
 /// How many of the caller's jobs (of the `concreteType` asked for, if any) are in each state,
@@ -101,12 +109,20 @@ pub(super) async fn list(
                 .map(|last| format!("{TOKEN_PREFIX}{}", last.job_id))
         })
         .flatten();
+    let names = page
+        .iter()
+        .filter_map(|status| {
+            let name = user.job_name(&status.job_id)?;
+            Some((status.job_id.to_string(), name))
+        })
+        .collect();
     let mut response = json(
         StatusCode::OK,
         &JobList {
             page,
             next_page_token,
             counts,
+            names,
         },
     );
     no_store(&mut response);

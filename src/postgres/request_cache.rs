@@ -46,7 +46,7 @@ pub enum CacheLookup {
     /// A job that answers the request.
     Found(u64),
     /// None: equal lookups wait until this claim is settled or dropped.
-    Claimed(CacheClaim),
+    Claimed(Box<CacheClaim>),
 }
 
 /// The right, held by one lookup at a time across every instance, to start the job that
@@ -144,7 +144,7 @@ impl Db {
                 claim.release().await;
                 Ok(CacheLookup::Found(id))
             }
-            None => Ok(CacheLookup::Claimed(claim)),
+            None => Ok(CacheLookup::Claimed(Box::new(claim))),
         }
     }
 }
@@ -162,7 +162,7 @@ impl CacheClaim {
     ///
     /// A [`StoreError`] when the row cannot be written; the claim is released all the same,
     /// and equal requests do not find the job (they may start another).
-    pub async fn settle(mut self, mut row: StatusRow) -> Result<(), StoreError> {
+    pub async fn settle(mut self: Box<Self>, mut row: StatusRow) -> Result<(), StoreError> {
         const WHAT: &str = "record a cached request's job";
         row.cache_key = Some(self.key);
         let Some(client) = self.client.as_ref() else {

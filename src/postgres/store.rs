@@ -403,7 +403,7 @@ async fn reap_and_sweep(inner: Weak<Inner>) {
 
 /// A claim on a cacheable request, and the store whose instance runs the job.
 struct Claim {
-    claim: super::CacheClaim,
+    claim: Box<super::CacheClaim>,
     owner: Arc<Inner>,
 }
 
