@@ -331,7 +331,26 @@ impl JobRegistry {
     ///
     /// [`Error::UnknownJob`] if no such job is known.
     pub fn watch(&self, id: &JobId) -> Result<JobWatch, Error> {
-        self.engine.watch(id, Scope::All)
+        JobWatch::of_job(&self.engine, id, Scope::All)
+    }
+
+    /// Follows one job's status as it changes, as [`watch`](JobRegistry::watch) does, for a job
+    /// of any instance sharing this registry's [store](crate::JobRegistryBuilder::store): a job
+    /// held here is watched in memory; another instance's is read from the store, and its
+    /// changes are seen within about a flush interval (the store notifies them, and a quiet job
+    /// is read again every second). Without a store, [`watch`](JobRegistry::watch).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownJob`] if no instance knows the job; [`Error::StoreUnavailable`] if it is
+    /// not held here and the store cannot be reached. Once the watch is made, an unreachable store
+    /// makes [`JobWatch::next`] wait, not fail.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn watch_anywhere(&self, id: &JobId) -> Result<JobWatch, Error> {
+        JobWatch::anywhere(&self.engine, id, Scope::All).await
     }
 
     /// Follows every job's changes; see [`StatusFeed`].

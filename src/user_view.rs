@@ -252,7 +252,18 @@ impl UserView {
     /// [`Error::UnknownJob`] if no such job is known; [`Error::NotYourJob`] if another user (or no
     /// user) started it.
     pub fn watch(&self, id: &JobId) -> Result<JobWatch, Error> {
-        self.engine.watch(id, self.scope())
+        JobWatch::of_job(&self.engine, id, self.scope())
+    }
+
+    /// Follows one of this user's jobs on any instance, as
+    /// [`JobRegistry::watch_anywhere`](crate::JobRegistry::watch_anywhere).
+    ///
+    /// # Errors
+    ///
+    /// As [`JobRegistry::watch_anywhere`](crate::JobRegistry::watch_anywhere), and
+    /// [`Error::NotYourJob`] if another user (or no user) started the job.
+    pub async fn watch_anywhere(&self, id: &JobId) -> Result<JobWatch, Error> {
+        JobWatch::anywhere(&self.engine, id, self.scope()).await
     }
 
     /// Follows the changes of this user's jobs only, as [`JobRegistry::watch_all`](crate::JobRegistry::watch_all).

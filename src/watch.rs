@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::engine::{Engine, Scope};
 use crate::job::Job;
-use crate::AsynchronousJobStatus;
+use crate::{AsynchronousJobStatus, Error, JobId};
 
 /// Follows one job's status as it changes, from [`JobRegistry::watch`](crate::JobRegistry::watch).
 ///
@@ -33,20 +34,39 @@ use crate::AsynchronousJobStatus;
 /// # }
 /// ```
 pub struct JobWatch {
-    job: Arc<Job>,
+    source: Source,
     seen: Option<u64>,
     done: bool,
-    /// The `Stream`'s item under way.
-    next: Option<NextStatus>,
+    /// The `Stream`'s item under way. In a `Mutex` only so that the watch is `Sync` whatever the
+    /// future is; it is reached through `&mut self` (`get_mut`), never locked.
+    next: Option<std::sync::Mutex<NextStatus>>,
+}
+
+/// Where a watch reads the job's statuses.
+enum Source {
+    /// A job of this instance: from memory.
+    Local(Arc<Job>),
+    /// Another instance's job, through the shared store
+    /// ([`watch_anywhere`](crate::JobRegistry::watch_anywhere)): the status last read.
+    Remote {
+        engine: Arc<Engine>,
+        scope: Scope,
+        last: AsynchronousJobStatus,
+    },
 }
 
 type NextStatus =
-    std::pin::Pin<Box<dyn std::future::Future<Output = AsynchronousJobStatus> + Send + Sync>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<AsynchronousJobStatus>> + Send>>;
 
 impl std::fmt::Debug for JobWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (job, remote) = match &self.source {
+            Source::Local(job) => (job.id, false),
+            Source::Remote { last, .. } => (last.job_id, true),
+        };
         f.debug_struct("JobWatch")
-            .field("job", &self.job.id)
+            .field("job", &job)
+            .field("remote", &remote)
             .field("seen", &self.seen)
             .field("done", &self.done)
             .finish_non_exhaustive()
@@ -54,9 +74,38 @@ impl std::fmt::Debug for JobWatch {
 }
 
 impl JobWatch {
-    pub(crate) fn new(job: Arc<Job>) -> Self {
+    /// A watch of a job held here, for a caller in `scope`.
+    pub(crate) fn of_job(engine: &Engine, id: &JobId, scope: Scope) -> Result<Self, Error> {
+        Ok(JobWatch::of(Source::Local(engine.find(id, scope)?)))
+    }
+
+    /// A watch of a job of any instance, for a caller in `scope`: of memory for a job held
+    /// here, of the store for another instance's.
+    pub(crate) async fn anywhere(
+        engine: &Arc<Engine>,
+        id: &JobId,
+        scope: Scope,
+    ) -> Result<Self, Error> {
+        match JobWatch::of_job(engine, id, scope) {
+            Err(Error::UnknownJob(_)) => {
+                // Held here after all (started meanwhile): its watch reads memory.
+                let first = engine.status_anywhere(id, scope).await?;
+                match JobWatch::of_job(engine, id, scope) {
+                    Ok(local) => Ok(local),
+                    Err(_) => Ok(JobWatch::of(Source::Remote {
+                        engine: engine.clone(),
+                        scope,
+                        last: first,
+                    })),
+                }
+            }
+            held => held,
+        }
+    }
+
+    fn of(source: Source) -> Self {
         JobWatch {
-            job,
+            source,
             seen: None,
             done: false,
             next: None,
@@ -66,6 +115,11 @@ impl JobWatch {
     /// The next status: the current one on the first call, then the latest after each change;
     /// `None` after the final status was returned.
     ///
+    /// For another instance's job ([`watch_anywhere`](crate::JobRegistry::watch_anywhere)), a
+    /// change is seen within about a flush interval of the store; while the store cannot be
+    /// reached, `next` waits (and tries again every second) rather than end, and it returns
+    /// `None` early only if the job is dropped by retention before its final status was read.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: if dropped before it resolves, the next call returns the change instead.
@@ -73,20 +127,56 @@ impl JobWatch {
         if self.done {
             return None;
         }
-        let status = self.job.changed_from(self.seen).await;
-        self.returned(&status);
-        Some(status)
+        let next = self.next_status();
+        let status = next.await;
+        self.returned(status.as_ref());
+        status
+    }
+
+    /// The future of the next status after the one last returned.
+    fn next_status(&self) -> NextStatus {
+        let seen = self.seen;
+        match &self.source {
+            Source::Local(job) => {
+                let job = job.clone();
+                Box::pin(async move { Some(job.changed_from(seen).await) })
+            }
+            Source::Remote { last, .. } if seen.is_none() => {
+                let first = last.clone();
+                Box::pin(async move { Some(first) })
+            }
+            Source::Remote {
+                engine,
+                scope,
+                last,
+            } => {
+                let (engine, scope) = (engine.clone(), *scope);
+                let (id, etag) = (last.job_id, last.etag.clone());
+                Box::pin(async move { engine.changed_anywhere(id, etag, scope).await })
+            }
+        }
     }
 
     /// Records what [`next`](JobWatch::next) returned.
-    fn returned(&mut self, status: &AsynchronousJobStatus) {
-        self.seen = status.etag.version();
+    fn returned(&mut self, status: Option<&AsynchronousJobStatus>) {
+        let Some(status) = status else {
+            self.done = true;
+            return;
+        };
+        self.seen = Some(status.etag.version().unwrap_or(u64::MAX));
         self.done = status.is_terminal();
+        if let Source::Remote { last, .. } = &mut self.source {
+            *last = status.clone();
+        }
     }
 
-    /// A snapshot of the job's status now, whether or not it changed.
+    /// A snapshot of the job's status now, whether or not it changed. For another instance's
+    /// job, the status last read from the store (this call never waits).
     pub fn latest(&self) -> AsynchronousJobStatus {
-        self.job.snapshot()
+        match &self.source {
+            Source::Local(job) => job.snapshot(),
+            Source::Remote { last, .. } => last.clone(),
+        }
     }
 }
 
@@ -103,13 +193,18 @@ impl futures_core::Stream for JobWatch {
         if this.done {
             return std::task::Poll::Ready(None);
         }
-        let next = this.next.get_or_insert_with(|| {
-            let (job, seen) = (this.job.clone(), this.seen);
-            Box::pin(async move { job.changed_from(seen).await })
-        });
+        if this.next.is_none() {
+            this.next = Some(std::sync::Mutex::new(this.next_status()));
+        }
+        let next = this
+            .next
+            .as_mut()
+            .expect("set above")
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let status = std::task::ready!(next.as_mut().poll(cx));
         this.next = None;
-        this.returned(&status);
-        std::task::Poll::Ready(Some(status))
+        this.returned(status.as_ref());
+        std::task::Poll::Ready(status)
     }
 }

@@ -748,6 +748,74 @@ async fn counts_anywhere_tell_running_from_queued_jobs_of_every_instance() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_anywhere_follows_another_instance_s_job_to_its_end() {
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+    let (step, mut steps) = mpsc::unbounded_channel::<()>();
+    let id = a
+        .as_user(1)
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            for n in 1..=3u64 {
+                steps.recv().await;
+                job.set_progress(n, 3, format!("step {n}"));
+            }
+            Ok::<_, std::io::Error>(json!("done"))
+        })
+        .unwrap();
+    within("A's start is written", a.announced(&id)).await;
+
+    let mut watch = within("B watches A's job", b.as_user(1).watch_anywhere(&id))
+        .await
+        .unwrap();
+    let first = within("the first status", watch.next()).await.unwrap();
+    assert_eq!(
+        (first.job_state, first.progress_current),
+        (Processing, None)
+    );
+    assert_eq!(watch.latest(), first, "latest is the status last read");
+    for n in 1..=3u64 {
+        step.send(()).unwrap();
+        let asked = Instant::now();
+        // Each change is seen, or a later one (a slow reader skips, as with a local watch).
+        let seen = within("the next change", watch.next()).await.unwrap();
+        assert!(seen.progress_current >= Some(n), "step {n}: {seen:?}");
+        assert!(
+            asked.elapsed() < CROSSING,
+            "step {n} took {:?}",
+            asked.elapsed()
+        );
+        if seen.is_terminal() {
+            break;
+        }
+        while watch.latest().progress_current < Some(n) {
+            let _ = within("catching up", watch.next()).await;
+        }
+    }
+    let mut last = watch.latest();
+    while !last.is_terminal() {
+        last = within("the final status", watch.next()).await.unwrap();
+    }
+    assert_eq!(last.job_state, Complete);
+    assert_eq!(last.response_body.as_deref(), Some(&json!("done")));
+    assert_eq!(within("after the end", watch.next()).await, None);
+
+    // Scoped as every other call, and an unknown id is unknown everywhere.
+    assert!(matches!(
+        b.as_user(2).watch_anywhere(&id).await,
+        Err(Error::NotYourJob(_))
+    ));
+    let unknown: JobId = "999".parse().unwrap();
+    assert!(matches!(
+        b.watch_anywhere(&unknown).await,
+        Err(Error::UnknownJob(_))
+    ));
+    // A's own job through the same call: watched in memory.
+    let mut local = a.watch_anywhere(&id).await.unwrap();
+    assert_eq!(local.next().await.unwrap().job_state, Complete);
+}
+
 /// Equal requests sent to two instances at the same moment start one job: every other request
 /// is answered with it, wherever it was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

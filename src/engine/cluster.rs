@@ -178,6 +178,24 @@ impl Engine {
         }
     }
 
+    /// For a remote [`JobWatch`](crate::JobWatch): another instance's job once its etag is no longer `etag` (or
+    /// it finished); `None` once it is gone (dropped by retention) or not the caller's. Waits out
+    /// a store that cannot be reached, reading again every [`REREAD_AFTER`].
+    pub(crate) async fn changed_anywhere(
+        &self,
+        id: JobId,
+        etag: Etag,
+        scope: Scope,
+    ) -> Option<AsynchronousJobStatus> {
+        loop {
+            match self.wait_for_change_anywhere(&id, &etag, scope).await {
+                Ok(status) => return Some(status),
+                Err(Error::StoreUnavailable(_)) => tokio::time::sleep(REREAD_AFTER).await,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The jobs of every instance that `filter` selects within `scope`, newest first. Jobs held
     /// here are listed as they are in memory (fresher than the store's copy).
     pub(crate) async fn list_anywhere(

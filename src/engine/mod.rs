@@ -36,9 +36,7 @@ use crate::change::Change;
 use crate::job::{Applied, Job};
 use crate::seam::Seam;
 use crate::store::Store;
-use crate::{
-    AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobId, JobWatch,
-};
+use crate::{AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobId};
 
 use self::dedup::Dedup;
 use self::retention::Retention;
@@ -245,11 +243,6 @@ impl Engine {
     ) -> Result<AsynchronousJobStatus, Error> {
         let job = self.find(id, scope)?;
         Ok(job.changed_from(etag.version()).await)
-    }
-
-    /// Follows one job; see [`JobRegistry::watch`](crate::JobRegistry::watch).
-    pub(crate) fn watch(&self, id: &JobId, scope: Scope) -> Result<JobWatch, Error> {
-        Ok(JobWatch::new(self.find(id, scope)?))
     }
 
     /// The status of a job a feed was told of, unless it is gone.
