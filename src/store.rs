@@ -48,6 +48,7 @@ pub(crate) enum RemoteCancel {
 }
 
 /// What [`Store::find_or_claim`] found.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) enum Cached {
     /// A job that answers the request.
     Found(JobId),
@@ -64,6 +65,21 @@ pub(crate) trait CacheClaim: Send {
         self: Box<Self>,
         status: (AsynchronousJobStatus, bool),
     ) -> BoxFuture<'static, Result<(), Error>>;
+}
+
+/// What a store hears of other instances' jobs (and of this one's, as written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) enum RemoteChange {
+    /// Job `id`, started by `user`, now has `version` in the store.
+    Changed {
+        id: JobId,
+        version: u64,
+        user: Option<u64>,
+    },
+    /// Notices may have been lost (the store reconnected, or a reader fell behind): whoever
+    /// follows them reads again what may have changed.
+    Resync,
 }
 
 /// What a registry asks of a shared store. Errors are [`Error::StoreUnavailable`].
@@ -103,6 +119,10 @@ pub(crate) trait Store: Send + Sync + 'static {
         body: Option<&'a Value>,
         fresh_for: Duration,
     ) -> BoxFuture<'a, Result<Cached, Error>>;
+
+    /// Every change the store hears of, from now on, as it hears it (a reader that falls
+    /// behind is told [`RemoteChange::Resync`] as its receiver's `Lagged`).
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<RemoteChange>;
 
     /// Resolves when the store hears that job `id` changed (or at the latest after
     /// `at_most`): the caller then reads it again.

@@ -266,6 +266,21 @@ impl UserView {
         JobWatch::anywhere(&self.engine, id, self.scope()).await
     }
 
+    /// Whether job `id` is held by this instance (whoever started it).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn holds(&self, id: &JobId) -> bool {
+        self.engine.holds(id)
+    }
+
+    /// The shared store's change notices, for following other instances' jobs; `None`
+    /// without a store.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn remote_changes(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<crate::store::RemoteChange>> {
+        self.engine.remote_changes()
+    }
+
     /// Follows the changes of this user's jobs only, as [`JobRegistry::watch_all`](crate::JobRegistry::watch_all).
     #[must_use = "a feed only collects changes until it is read"]
     pub fn watch_all(&self) -> StatusFeed {

@@ -302,6 +302,130 @@ async fn an_equal_request_sent_to_the_other_instance_reuses_the_job() {
     assert_ne!(bobs, first);
 }
 
+/// The status events of an open `GET /asynchronous/job/events` stream, in order.
+struct Events {
+    response: Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(instance: &Instance, http: &Client, user: u64) -> Events {
+        let response = instance.get(http, user, "/asynchronous/job/events").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next status event's status (comments skipped).
+    async fn status(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if data.is_empty() {
+                    continue;
+                }
+                return serde_json::from_str(&data.join("\n")).unwrap();
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.response.chunk())
+                .await
+                .expect("an event within the patience")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// Statuses until one of job `token` for which `done` holds, for at most [`PATIENCE`];
+    /// panics on a job of `never`.
+    async fn until(&mut self, token: &str, never: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let wait = async {
+            loop {
+                let status = self.status().await;
+                assert_ne!(
+                    status["jobId"],
+                    json!(never),
+                    "another user's job: {status}"
+                );
+                if status["jobId"] == json!(token) && done(&status) {
+                    return status;
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no such status of job {token} within {PATIENCE:?}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_of_either_instance_carries_every_instance_s_jobs() {
+    let test = pg::fresh_db().await;
+    let gate = Arc::new(Notify::new());
+    let a = instance(&test.url, &gate).await;
+    let b = instance(&test.url, &gate).await;
+    let http = client();
+    let mut events = Events::open(&b, &http, ALICE).await;
+
+    // Bob's job on A never shows on Alice's stream.
+    let (bobs, _) = a
+        .start(&http, BOB, json!({"concreteType": "test.UntilCanceled"}))
+        .await;
+    // Alice's job on A: its start, each step and its end reach B's stream.
+    let (token, _) = a
+        .start(
+            &http,
+            ALICE,
+            json!({"concreteType": "test.Gated", "steps": 2}),
+        )
+        .await;
+    let first = events
+        .until(&token, &bobs, |s| s["jobState"] == json!("PROCESSING"))
+        .await;
+    assert_eq!(first["startedByUserId"], json!(ALICE));
+    let mut last = first;
+    for step in 1..=2u64 {
+        let asked = Instant::now();
+        gate.notify_one();
+        let seen = events
+            .until(&token, &bobs, |s| s["progressCurrent"] == json!(step))
+            .await;
+        println!(
+            "step {step} of A's job on B's stream after {:?}",
+            asked.elapsed()
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            asked.elapsed()
+        );
+        last = seen;
+    }
+    if last["jobState"] != json!("COMPLETE") {
+        events
+            .until(&token, &bobs, |s| s["jobState"] == json!("COMPLETE"))
+            .await;
+    }
+    // B's own jobs come as before.
+    let (own, _) = b
+        .start(
+            &http,
+            ALICE,
+            json!({"concreteType": "test.Query", "sql": "local"}),
+        )
+        .await;
+    let done = events
+        .until(&own, &bobs, |s| s["jobState"] == json!("COMPLETE"))
+        .await;
+    assert_eq!(done["requestBody"]["sql"], json!("local"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_gone_the_other_instance_answers_503_with_a_reason() {
     let server = pg::private_server();
@@ -322,6 +446,8 @@ async fn with_the_database_gone_the_other_instance_answers_503_with_a_reason() {
         .get(&http, ALICE, &format!("/asynchronous/job/{token}"))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
+    // A stream on B, open across the outage.
+    let mut events = Events::open(&b, &http, ALICE).await;
 
     tokio::task::block_in_place(|| server.stop());
     // A still answers for its own job, from memory.
@@ -363,4 +489,9 @@ async fn with_the_database_gone_the_other_instance_answers_503_with_a_reason() {
         },
     )
     .await;
+    // The stream on B got A's end too, whether its notice came or was lost in the reconnect.
+    let end = events
+        .until(&token, "none", |s| s["jobState"] == json!("COMPLETE"))
+        .await;
+    assert_eq!(end["progressCurrent"], json!(1));
 }

@@ -72,7 +72,7 @@ impl Engine {
     }
 
     /// Whether the job is held by this instance (running here, or finished and retained).
-    fn holds(&self, id: &JobId) -> bool {
+    pub(crate) fn holds(&self, id: &JobId) -> bool {
         self.table.with(*id, |_| ()).is_some()
     }
 
@@ -285,6 +285,14 @@ impl Engine {
             }
         }
         Ok(spawned)
+    }
+
+    /// The store's change notices from now on (of every instance's jobs, this one's included);
+    /// `None` without a store.
+    pub(crate) fn remote_changes(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<store::RemoteChange>> {
+        self.store().map(|store| store.changes())
     }
 
     /// Waits until other instances can find job `id` (its start is written to the store); at

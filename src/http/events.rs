@@ -20,10 +20,10 @@
 //!
 //! # Where the changes come from
 //!
-//! [`Changes`] is what the stream follows; [`open`] picks it. Today that is the user's
-//! [`StatusFeed`]: this instance's jobs. With a shared store, a feed of every instance's jobs
-//! plugs in there (see `open`), and the rest (batching, order, resume through
-//! `list_anywhere`, heartbeats, the end) stays as it is.
+//! [`Changes`] is what the stream follows; [`open`] picks it: the user's [`StatusFeed`] (this
+//! instance's jobs), and with a shared store also other instances' jobs, heard from the store's
+//! change notices ([`ClusterChanges`]). The rest (batching, order, resume through
+//! `list_anywhere`, heartbeats, the end) is the same for both.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -40,6 +40,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_core::Stream;
 
+use super::cluster_changes::ClusterChanges;
 use super::handlers::Caller;
 use super::rejection::Rejection;
 use super::state::Api;
@@ -75,15 +76,37 @@ impl Changes for StatusFeed {
     }
 }
 
-/// The changes a stream for `user` follows: this instance's jobs of that user.
-///
-/// With a shared store, jobs of other instances are not in it. A cluster-wide source replaces
-/// this function: one that also hears the store's change notifications (job id and version),
-/// keeps those of this user's jobs (conflated per job, as a feed does), reads each at its latest
-/// from the store when it is taken, and resynchronises after a lost notification from a
-/// "changed since" query. The stream needs nothing else of it.
-fn open(user: &UserView) -> StatusFeed {
-    user.watch_all()
+/// The changes a stream for `user` follows: that user's jobs of this instance, and with a
+/// shared store those of every other instance too ([`ClusterChanges`]).
+fn open(user: &UserView) -> Followed {
+    match user.remote_changes() {
+        Some(remote) => Followed::Cluster(Box::new(ClusterChanges::new(user, remote))),
+        None => Followed::Local(user.watch_all()),
+    }
+}
+
+/// What [`open`] picked.
+pub(super) enum Followed {
+    Local(StatusFeed),
+    Cluster(Box<ClusterChanges>),
+}
+
+impl Changes for Followed {
+    fn next(&mut self) -> impl Future<Output = Option<AsynchronousJobStatus>> + Send {
+        async move {
+            match self {
+                Followed::Local(feed) => feed.next().await,
+                Followed::Cluster(cluster) => cluster.next().await,
+            }
+        }
+    }
+
+    fn pending(&self) -> usize {
+        match self {
+            Followed::Local(feed) => Changes::pending(feed),
+            Followed::Cluster(cluster) => cluster.pending(),
+        }
+    }
 }
 
 /// `GET /asynchronous/job/events`.

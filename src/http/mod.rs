@@ -29,9 +29,9 @@
 //! | `POST` (and, unless [turned off](AsyncJobApi::cancel_by_get), Synapse's `GET`) `/asynchronous/job/{jobId}/cancel` | asks the job to cancel: `202` and the status while it is still PROCESSING, `200` and the status once it has finished |
 //!
 //! Every request goes through [`JobRegistry::as_user`] for the caller, so a job started by
-//! another user is refused with 403, and lists and events show the caller's jobs only. Statuses
-//! of jobs on other instances sharing a store are answered everywhere but in the event stream
-//! (see there).
+//! another user is refused with 403, and lists and events show the caller's jobs only. Jobs of
+//! other instances sharing a [store](crate::JobRegistryBuilder::store) are answered by every
+//! endpoint, the event stream included.
 //!
 //! # Completed jobs on `async/get`
 //!
@@ -126,6 +126,13 @@
 //! [`event_heartbeat`](AsyncJobApi::event_heartbeat) keeps proxies from closing the stream.
 //! A slow reader is not sent a backlog: a job that changed several times while unread is sent
 //! once, at its latest.
+//!
+//! With a shared store, the stream also carries the caller's jobs of other instances: the store
+//! notifies each write with the job's id, version and user, so a stream keeps its caller's and
+//! reads each from the database once it is taken (within about a flush interval of the change,
+//! one read per changed job however often it changed). Notices lost while the store reconnects
+//! are made up for by listing the caller's jobs changed since shortly before; while the
+//! database cannot be reached, other instances' changes wait and this instance's keep coming.
 //!
 //! ```text
 //! id: 1764379461000000:4
@@ -270,6 +277,7 @@
 mod api;
 mod area;
 mod bearer;
+mod cluster_changes;
 mod dashboard;
 mod events;
 mod handlers;

@@ -48,7 +48,7 @@ written AS (
             'errorMessage', format($2::text, j.owner))
     FROM lost
     WHERE j.id = lost.id AND j.state = 'PROCESSING'
-    RETURNING j.id, j.version
+    RETURNING j.id, j.version, j.user_id
 ), {NOTIFY_WRITTEN}
 SELECT (SELECT count(*) FROM notified),
        coalesce(array_agg(id ORDER BY id), '{{}}'),

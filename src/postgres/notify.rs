@@ -4,7 +4,7 @@
 //!
 //! | channel | payload | sent by |
 //! |---|---|---|
-//! | `asyncjobs_changed` | `id:version,id:version,…` | every statement that writes statuses ([`Db::write_batch`], [`Db::reap_dead_instances`], [`Db::release_instance`]), in the same transaction |
+//! | `asyncjobs_changed` | `id:version:user,id:version:user,…` (`user` empty for a job of no user) | every statement that writes statuses ([`Db::write_batch`], [`Db::reap_dead_instances`], [`Db::release_instance`]), in the same transaction |
 //! | `asyncjobs_cancel` | `owner:id` | [`Db::request_cancel`] when it sets a job's `cancel_requested` |
 //!
 //! PostgreSQL delivers a notification after its transaction commits, to every session then
@@ -24,18 +24,20 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 use super::{Db, StoreError};
 
 /// A CTE named `notified` that notifies `asyncjobs_changed` with the rows of the CTE
-/// `written(id, version)`, as comma-separated `id:version` pairs in id order.
+/// `written(id, version, user_id)`, as comma-separated `id:version:user` triples in id order
+/// (the user, empty for none, lets a listener keep one user's changes without reading them).
 ///
-/// PostgreSQL refuses payloads of 8000 bytes or more, so the pairs are split by their running
-/// length: a pair joins chunk `floor((end - 1) / 7900)`, where `end` counts the bytes up to and
-/// including it and its comma. A chunk then spans at most 7900 bytes plus the one pair that
-/// straddles its start (at most 40 bytes: two 19-digit numbers and a colon), so below 8000.
+/// PostgreSQL refuses payloads of 8000 bytes or more, so the triples are split by their running
+/// length: a triple joins chunk `floor((end - 1) / 7900)`, where `end` counts the bytes up to and
+/// including it and its comma. A chunk then spans at most 7900 bytes plus the one triple that
+/// straddles its start (at most 60 bytes: three 19-digit numbers and two colons), so below 8000.
 pub(super) const NOTIFY_WRITTEN: &str = "
 notified AS (
     SELECT pg_notify('asyncjobs_changed', string_agg(pair, ',' ORDER BY id))
     FROM (
         SELECT id, pair, (sum(length(pair) + 1) OVER (ORDER BY id) - 1) / 7900 AS chunk
-        FROM (SELECT id, id || ':' || version AS pair FROM written) AS pairs
+        FROM (SELECT id, id || ':' || version || ':' || coalesce(user_id::text, '') AS pair
+              FROM written) AS pairs
     ) AS chunked
     GROUP BY chunk
 )";
@@ -63,6 +65,9 @@ pub enum Notice {
         id: u64,
         /// The version written.
         version: u64,
+        /// Who started the job; `None` for no user (or a notice of an older build, which
+        /// sent none).
+        user: Option<u64>,
     },
     /// Someone asked to cancel job `id`, run by instance `owner` (`asyncjobs_cancel`).
     Cancel {
@@ -238,8 +243,8 @@ fn forward(message: AsyncMessage, out: &mut Out) {
     };
     match n.channel() {
         "asyncjobs_changed" => {
-            for (id, version) in pairs(n.payload()) {
-                out.send(Notice::Changed { id, version });
+            for (id, version, user) in changes(n.payload()) {
+                out.send(Notice::Changed { id, version, user });
             }
         }
         "asyncjobs_cancel" => {
@@ -249,6 +254,21 @@ fn forward(message: AsyncMessage, out: &mut Out) {
         }
         _ => {}
     }
+}
+
+/// The `id:version:user` triples of an `asyncjobs_changed` payload (`id:version` from a build
+/// before users were sent); malformed ones are skipped.
+fn changes(payload: &str) -> impl Iterator<Item = (u64, u64, Option<u64>)> + '_ {
+    payload.split(',').filter_map(|triple| {
+        let mut parts = triple.split(':');
+        let id = parts.next()?.parse().ok()?;
+        let version = parts.next()?.parse().ok()?;
+        let user = match parts.next() {
+            None | Some("") => None,
+            Some(user) => Some(user.parse().ok()?),
+        };
+        parts.next().is_none().then_some((id, version, user))
+    })
 }
 
 /// The `a:b` pairs of a comma-separated payload; malformed pairs are skipped (only this crate
@@ -263,6 +283,12 @@ fn pairs(payload: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_notices_carry_id_version_and_user() {
+        let parsed: Vec<_> = changes("1:2:7,3:4:,5:6,x:1:1,8:9:10:11,12:13:u").collect();
+        assert_eq!(parsed, [(1, 2, Some(7)), (3, 4, None), (5, 6, None)]);
+    }
 
     #[test]
     fn payloads_parse_and_malformed_pairs_are_skipped() {
@@ -281,13 +307,42 @@ mod tests {
             lagged: false,
         };
         for id in 0..5 {
-            out.send(Notice::Changed { id, version: 1 });
+            out.send(Notice::Changed {
+                id,
+                version: 1,
+                user: None,
+            });
         }
-        assert_eq!(rx.try_recv(), Ok(Notice::Changed { id: 0, version: 1 }));
-        assert_eq!(rx.try_recv(), Ok(Notice::Changed { id: 1, version: 1 }));
+        assert_eq!(
+            rx.try_recv(),
+            Ok(Notice::Changed {
+                id: 0,
+                version: 1,
+                user: None
+            })
+        );
+        assert_eq!(
+            rx.try_recv(),
+            Ok(Notice::Changed {
+                id: 1,
+                version: 1,
+                user: None
+            })
+        );
         assert!(rx.try_recv().is_err());
-        out.send(Notice::Changed { id: 9, version: 1 });
+        out.send(Notice::Changed {
+            id: 9,
+            version: 1,
+            user: None,
+        });
         assert_eq!(rx.try_recv(), Ok(Notice::Lagged));
-        assert_eq!(rx.try_recv(), Ok(Notice::Changed { id: 9, version: 1 }));
+        assert_eq!(
+            rx.try_recv(),
+            Ok(Notice::Changed {
+                id: 9,
+                version: 1,
+                user: None
+            })
+        );
     }
 }

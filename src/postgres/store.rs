@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::mirror::Mirror;
 use super::{CacheLookup, StatusRow};
 use super::{CancelRequest, Db, Listener, Notice, StoreError};
-use crate::store::{self as seam, BoxFuture, Cached, Local, RemoteCancel, Store};
+use crate::store::{self as seam, BoxFuture, Cached, Local, RemoteCancel, RemoteChange, Store};
 use crate::{
     AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, SharedStore, StatusObserver,
 };
@@ -44,6 +44,9 @@ const RETENTION_BATCH: usize = 1_000;
 /// How often a closing store tries to write what is pending, and how long it waits between.
 const CLOSE_TRIES: u32 = 5;
 const CLOSE_RETRY: Duration = Duration::from_millis(500);
+
+/// How many change notices a slow cluster-wide follower may be behind before it resyncs.
+const CHANGES_BUFFER: usize = 4096;
 
 /// The most jobs a cluster-wide list returns.
 const LIST_LIMIT: usize = 10_000;
@@ -105,6 +108,8 @@ pub(super) struct Inner {
     pub(super) mirror: Mirror,
     /// Waits for other instances' jobs, by job: told the version of each change heard of.
     waiters: Mutex<HashMap<JobId, watch::Sender<u64>>>,
+    /// Every change heard, for the registry's cluster-wide followers (the HTTP event stream).
+    changes: tokio::sync::broadcast::Sender<RemoteChange>,
     /// Told once, when the store is attached to a registry.
     attached: Arc<tokio::sync::Notify>,
     /// Set while this instance could not renew its lease in time: its jobs were canceled.
@@ -216,6 +221,7 @@ impl PostgresStoreBuilder {
             local: OnceLock::new(),
             mirror: Mirror::default(),
             waiters: Mutex::default(),
+            changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
             attached: Arc::default(),
             lease_lost: AtomicBool::new(false),
             stop: CancellationToken::new(),
@@ -343,7 +349,14 @@ async fn listen(inner: Weak<Inner>, mut listener: Listener) {
     while let Some(notice) = listener.recv().await {
         let Some(inner) = inner.upgrade() else { return };
         match notice {
-            Notice::Changed { id, version } => inner.heard(JobId::from_u64(id), version),
+            Notice::Changed { id, version, user } => {
+                let id = JobId::from_u64(id);
+                inner.heard(id, version);
+                // No follower is not an error.
+                let _ = inner
+                    .changes
+                    .send(RemoteChange::Changed { id, version, user });
+            }
             Notice::Cancel { owner, id } if owner == inner.instance() => {
                 if let Some(local) = inner.local() {
                     local.cancel(JobId::from_u64(id));
@@ -353,6 +366,7 @@ async fn listen(inner: Weak<Inner>, mut listener: Listener) {
             Notice::Reconnected | Notice::Lagged => {
                 inner.mirror.back.notify_one();
                 inner.wake_all_waiters();
+                let _ = inner.changes.send(RemoteChange::Resync);
                 let _ = inner.apply_requested_cancels().await;
             }
         }
@@ -533,6 +547,10 @@ impl Store for PostgresStore {
                 })),
             })
         })
+    }
+
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<RemoteChange> {
+        self.inner.changes.subscribe()
     }
 
     fn changed(&self, id: JobId, at_most: Duration) -> BoxFuture<'_, ()> {

@@ -88,7 +88,7 @@ WITH written AS (
         finished_at = EXCLUDED.finished_at,
         status = EXCLUDED.status
     WHERE j.version < EXCLUDED.version AND j.state = 'PROCESSING'
-    RETURNING j.id, j.version
+    RETURNING j.id, j.version, j.user_id
 ), ";
 
 impl Db {
