@@ -48,11 +48,14 @@ enum Source {
     Local(Arc<Job>),
     /// Another instance's job, through the shared store
     /// ([`watch_anywhere`](crate::JobRegistry::watch_anywhere)): the status last read.
-    Remote {
-        engine: Arc<Engine>,
-        scope: Scope,
-        last: AsynchronousJobStatus,
-    },
+    Remote(Box<Remote>),
+}
+
+/// Another instance's job, and who watches it.
+struct Remote {
+    engine: Arc<Engine>,
+    scope: Scope,
+    last: AsynchronousJobStatus,
 }
 
 type NextStatus =
@@ -62,7 +65,7 @@ impl std::fmt::Debug for JobWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (job, remote) = match &self.source {
             Source::Local(job) => (job.id, false),
-            Source::Remote { last, .. } => (last.job_id, true),
+            Source::Remote(remote) => (remote.last.job_id, true),
         };
         f.debug_struct("JobWatch")
             .field("job", &job)
@@ -92,11 +95,11 @@ impl JobWatch {
                 let first = engine.status_anywhere(id, scope).await?;
                 match JobWatch::of_job(engine, id, scope) {
                     Ok(local) => Ok(local),
-                    Err(_) => Ok(JobWatch::of(Source::Remote {
+                    Err(_) => Ok(JobWatch::of(Source::Remote(Box::new(Remote {
                         engine: engine.clone(),
                         scope,
                         last: first,
-                    })),
+                    })))),
                 }
             }
             held => held,
@@ -141,17 +144,13 @@ impl JobWatch {
                 let job = job.clone();
                 Box::pin(async move { Some(job.changed_from(seen).await) })
             }
-            Source::Remote { last, .. } if seen.is_none() => {
-                let first = last.clone();
+            Source::Remote(remote) if seen.is_none() => {
+                let first = remote.last.clone();
                 Box::pin(async move { Some(first) })
             }
-            Source::Remote {
-                engine,
-                scope,
-                last,
-            } => {
-                let (engine, scope) = (engine.clone(), *scope);
-                let (id, etag) = (last.job_id, last.etag.clone());
+            Source::Remote(remote) => {
+                let (engine, scope) = (remote.engine.clone(), remote.scope);
+                let (id, etag) = (remote.last.job_id, remote.last.etag.clone());
                 Box::pin(async move { engine.changed_anywhere(id, etag, scope).await })
             }
         }
@@ -165,8 +164,8 @@ impl JobWatch {
         };
         self.seen = Some(status.etag.version().unwrap_or(u64::MAX));
         self.done = status.is_terminal();
-        if let Source::Remote { last, .. } = &mut self.source {
-            *last = status.clone();
+        if let Source::Remote(remote) = &mut self.source {
+            remote.last = status.clone();
         }
     }
 
@@ -175,7 +174,7 @@ impl JobWatch {
     pub fn latest(&self) -> AsynchronousJobStatus {
         match &self.source {
             Source::Local(job) => job.snapshot(),
-            Source::Remote { last, .. } => last.clone(),
+            Source::Remote(remote) => remote.last.clone(),
         }
     }
 }

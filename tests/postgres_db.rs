@@ -520,7 +520,8 @@ async fn every_write_is_notified_with_id_and_version() {
             next_notice(&mut listener).await,
             Notice::Changed {
                 id: j.id,
-                version: j.version
+                version: j.version,
+                user: j.user,
             }
         );
     }
@@ -534,7 +535,8 @@ async fn every_write_is_notified_with_id_and_version() {
         next_notice(&mut listener).await,
         Notice::Changed {
             id: newer.id,
-            version: 20
+            version: 20,
+            user: newer.user,
         }
     );
     assert_quiet(&mut listener).await;
@@ -586,7 +588,7 @@ async fn a_large_batch_is_notified_in_payloads_under_8000_bytes() {
         let mut notices = BTreeSet::new();
         for _ in 0..2000 {
             match next_notice(&mut listener).await {
-                Notice::Changed { id, version } => assert!(notices.insert((id, version))),
+                Notice::Changed { id, version, .. } => assert!(notices.insert((id, version))),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -722,7 +724,8 @@ async fn cancel_requests_report_what_they_found() {
         next_notice(&mut listener).await,
         Notice::Changed {
             id: contested.id,
-            version: 1
+            version: 1,
+            user: contested.user,
         }
     );
     let contested_id = contested.id;
@@ -840,7 +843,8 @@ async fn an_expired_instance_is_reaped_and_its_jobs_failed() {
         next_notice(&mut listener).await,
         Notice::Changed {
             id: lost.id,
-            version: 4
+            version: 4,
+            user: lost.user,
         }
     );
     assert_quiet(&mut listener).await;
@@ -1281,7 +1285,8 @@ async fn a_listener_survives_a_server_restart() {
         next_notice(&mut listener).await,
         Notice::Changed {
             id: a.id,
-            version: 1
+            version: 1,
+            user: a.user,
         }
     );
 
@@ -1295,7 +1300,8 @@ async fn a_listener_survives_a_server_restart() {
         next_notice(&mut listener).await,
         Notice::Changed {
             id: a.id,
-            version: 2
+            version: 2,
+            user: a.user,
         }
     );
     assert_quiet(&mut listener).await;

@@ -92,12 +92,10 @@ pub(super) enum Followed {
 }
 
 impl Changes for Followed {
-    fn next(&mut self) -> impl Future<Output = Option<AsynchronousJobStatus>> + Send {
-        async move {
-            match self {
-                Followed::Local(feed) => feed.next().await,
-                Followed::Cluster(cluster) => cluster.next().await,
-            }
+    async fn next(&mut self) -> Option<AsynchronousJobStatus> {
+        match self {
+            Followed::Local(feed) => feed.next().await,
+            Followed::Cluster(cluster) => cluster.next().await,
         }
     }
 
