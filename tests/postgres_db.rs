@@ -554,12 +554,13 @@ async fn a_large_batch_is_notified_in_payloads_under_8000_bytes() {
         .map(|i| job(ID_BASE + i, 1 + i % 7, Processing, 1))
         .collect();
     let longest: Vec<Job> = (0..2000)
-        .map(|i| job(i64::MAX as u64 - i, i64::MAX as u64 - 1, Processing, 1))
+        .map(|i| job(i64::MAX as u64 - i, i64::MAX as u64 - 1, Processing, 1).user(i64::MAX as u64))
         .collect();
     for batch in [&realistic, &longest] {
         let refs: Vec<&Job> = batch.iter().collect();
         assert_eq!(write(&db, &refs).await, 2000);
-        let expected: BTreeSet<(u64, u64)> = batch.iter().map(|j| (j.id, j.version)).collect();
+        let expected: BTreeSet<(u64, u64, Option<u64>)> =
+            batch.iter().map(|j| (j.id, j.version, j.user)).collect();
 
         let got = collect_payloads(&mut payloads, 2000).await;
         let total: usize = got.iter().map(String::len).sum();
@@ -571,9 +572,16 @@ async fn a_large_batch_is_notified_in_payloads_under_8000_bytes() {
         let mut pairs = BTreeSet::new();
         for payload in &got {
             assert!(payload.len() < 8000, "a payload of {} bytes", payload.len());
-            for pair in payload.split(',') {
-                let (id, version) = pair.split_once(':').unwrap();
-                assert!(pairs.insert((id.parse().unwrap(), version.parse().unwrap())));
+            for triple in payload.split(',') {
+                let mut parts = triple.split(':');
+                let (id, version, user) = (
+                    parts.next().unwrap().parse().unwrap(),
+                    parts.next().unwrap().parse().unwrap(),
+                    parts.next().unwrap(),
+                );
+                let user = (!user.is_empty()).then(|| user.parse().unwrap());
+                assert_eq!(parts.next(), None, "id:version:user");
+                assert!(pairs.insert((id, version, user)));
             }
         }
         assert_eq!(pairs, expected);
@@ -588,7 +596,9 @@ async fn a_large_batch_is_notified_in_payloads_under_8000_bytes() {
         let mut notices = BTreeSet::new();
         for _ in 0..2000 {
             match next_notice(&mut listener).await {
-                Notice::Changed { id, version, .. } => assert!(notices.insert((id, version))),
+                Notice::Changed { id, version, user } => {
+                    assert!(notices.insert((id, version, user)))
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
