@@ -74,7 +74,7 @@ struct State {
     changed_at: Instant,
     current: u64,
     total: u64,
-    message: Option<Arc<str>>,
+    message: Message,
     failure: Option<Box<Failure>>,
     response: Option<Arc<Value>>,
     /// The registry's link to the job's token, there until it is fired or the job finishes: a
@@ -84,12 +84,73 @@ struct State {
 }
 
 impl State {
-    /// Whether the status already shows exactly this progress.
-    fn is_progress(&self, current: u64, total: u64, message: &str) -> bool {
-        self.reported
-            && self.current == current
-            && self.total == total
-            && self.message.as_deref() == Some(message)
+    /// Whether the status already shows exactly this progress, given whether it shows `message`
+    /// (compared once by the caller, who needs the answer again).
+    fn is_progress(&self, current: u64, total: u64, same_message: bool) -> bool {
+        self.reported && same_message && self.current == current && self.total == total
+    }
+}
+
+/// A job's progress message. A report's new message is copied into the job's own buffer, as a
+/// `String` would be, while no snapshot has shown it: a job that reports faster than it is read
+/// reuses one allocation instead of making an `Arc` per report. The first snapshot to show a
+/// message makes it `Shared`, and every later one clones that `Arc`, so a read allocates at
+/// most once per change, and a finished job's message is always `Shared` (reads of retained
+/// statuses never allocate).
+enum Message {
+    None,
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl Message {
+    fn is(&self, message: &str) -> bool {
+        match self {
+            Message::None => false,
+            Message::Owned(owned) => owned == message,
+            Message::Shared(shared) => **shared == *message,
+        }
+    }
+
+    /// Shows `message`; hands back a shared message it replaced, to be dropped after the lock
+    /// is released (the last reference frees it).
+    fn set(&mut self, message: &str) -> Option<Arc<str>> {
+        if let Message::Owned(owned) = self {
+            message.clone_into(owned);
+            return None;
+        }
+        match std::mem::replace(self, Message::Owned(message.to_owned())) {
+            Message::Shared(old) => Some(old),
+            _ => None,
+        }
+    }
+
+    /// Shows `message`, shared already (a queued job's place, "Complete"); hands back what it
+    /// replaced, to be dropped after the lock is released.
+    fn set_shared(&mut self, message: Option<Arc<str>>) -> Message {
+        std::mem::replace(self, message.map_or(Message::None, Message::Shared))
+    }
+
+    /// The message to show in a snapshot: shared from now on, so that the next snapshot only
+    /// clones it. Hands back the buffer it leaves, to be dropped after the lock is released.
+    fn share(&mut self) -> (Option<Arc<str>>, Option<String>) {
+        match self {
+            Message::None => (None, None),
+            Message::Shared(shared) => (Some(shared.clone()), None),
+            Message::Owned(owned) => {
+                let shared: Arc<str> = Arc::from(owned.as_str());
+                let Message::Owned(buffer) =
+                    std::mem::replace(self, Message::Shared(shared.clone()))
+                else {
+                    unreachable!("matched above")
+                };
+                (Some(shared), Some(buffer))
+            }
+        }
+    }
+
+    fn is_shared(&self, message: &Arc<str>) -> bool {
+        matches!(self, Message::Shared(shared) if Arc::ptr_eq(shared, message))
     }
 }
 
@@ -146,7 +207,7 @@ impl Job {
                 reported: false,
                 current: 0,
                 total: 0,
-                message: queued,
+                message: queued.map_or(Message::None, Message::Shared),
                 failure: None,
                 response: None,
                 token: Some(token),
@@ -213,20 +274,21 @@ impl Job {
         // Rare changes always take the job's turn, which comes before the status lock.
         let mut ordered = change.is_rare();
         let mut turn = if ordered { seam.turn(&self.turn) } else { None };
-        let note = trace::Note::of(&change);
-        let step = change.step();
         let mut st = self.state.lock();
         if st.phase.is_terminal() {
             return Applied::AlreadyFinished;
         }
+        // Whether a report's message is the one shown, compared once.
+        let mut same_message = false;
         if let Change::Progress {
             current,
             total,
             message,
         } = &change
         {
+            same_message = st.message.is(message);
             // A report that changes nothing costs one lock; one nobody hears needs no turn.
-            if st.is_progress(*current, *total, message) {
+            if st.is_progress(*current, *total, same_message) {
                 return Applied::Unchanged;
             }
             if seam.hears_progress(self.user) {
@@ -242,27 +304,32 @@ impl Job {
                         if st.phase.is_terminal() {
                             return Applied::AlreadyFinished;
                         }
+                        same_message = st.message.is(message);
+                        if st.is_progress(*current, *total, same_message) {
+                            return Applied::Unchanged;
+                        }
                     }
                 }
             }
         }
+        // What the seam is told, made only if it is told anything: a report nobody hears needs
+        // no note and no event.
+        let told = ordered.then(|| (trace::Note::of(&change), change.step()));
         let mut fire = None;
         let mut release = None;
+        // A message replaced, freed after the lock is released.
+        let mut replaced = None;
         match change {
             Change::Progress {
                 current,
                 total,
                 message,
             } => {
-                if st.is_progress(current, total, message) {
-                    return Applied::Unchanged;
-                }
-                let same_message = st.message.as_deref() == Some(message);
                 st.reported = true;
                 st.current = current;
                 st.total = total;
                 if !same_message {
-                    st.message = Some(Arc::from(message));
+                    replaced = st.message.set(message).map(Message::Shared);
                 }
             }
             Change::Canceling(cause) => {
@@ -295,7 +362,7 @@ impl Job {
                 st.queued = false;
                 // Clear the queued message, unless the job already reported progress of its own.
                 if !st.reported {
-                    st.message = None;
+                    replaced = Some(st.message.set_shared(None));
                 }
             }
             Change::Placed { message, stamp } => {
@@ -311,25 +378,23 @@ impl Job {
                 }
                 self.placed.store(stamp, Ordering::Relaxed);
                 // The scheduler makes each message once, so an equal one is the same `Arc`.
-                if st
-                    .message
-                    .as_ref()
-                    .is_some_and(|m| Arc::ptr_eq(m, &message))
-                {
+                if st.message.is_shared(&message) {
                     return Applied::Unchanged;
                 }
-                st.message = Some(message);
+                replaced = Some(st.message.set_shared(Some(message)));
             }
             Change::Complete(response) => {
                 st.phase = AsynchJobState::Complete;
                 st.current = st.total;
-                st.message = Some(Arc::from(COMPLETE_MESSAGE));
+                replaced = Some(st.message.set_shared(Some(Arc::from(COMPLETE_MESSAGE))));
                 st.response = response;
                 release = st.token.take();
             }
             Change::Fail(failure) => {
                 st.phase = AsynchJobState::Failed;
                 st.failure = Some(Box::new(failure));
+                // A finished job's message is shared, so that reading it never allocates.
+                replaced = st.message.share().1.map(Message::Owned);
                 release = st.token.take();
             }
         }
@@ -350,27 +415,30 @@ impl Job {
             None
         };
         drop(st);
+        drop(replaced);
         // Tokens take their own locks: fire and release them only after ours is released.
         if let Some(token) = fire {
             token.cancel();
         }
         drop(release);
-        let kind = if phase.is_terminal() {
-            JobEventKind::Finished
-        } else {
-            JobEventKind::Changed
-        };
-        // The runtime is worked out only if an event is emitted that shows it.
-        let runtime_ms = || {
-            let runtime = changed_at.saturating_duration_since(self.started_at);
-            u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX)
-        };
-        let mut event = self.event(kind, version, phase, cause);
-        event.step = step;
-        event.queued = queued;
-        event.elapsed = changed_at.saturating_duration_since(self.started_at);
-        event.exception = exception;
-        seam.changed(&event, self, note, ordered, runtime_ms);
+        if let Some((note, step)) = told {
+            let kind = if phase.is_terminal() {
+                JobEventKind::Finished
+            } else {
+                JobEventKind::Changed
+            };
+            // The runtime is worked out only if an event is emitted that shows it.
+            let runtime_ms = || {
+                let runtime = changed_at.saturating_duration_since(self.started_at);
+                u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX)
+            };
+            let mut event = self.event(kind, version, phase, cause);
+            event.step = step;
+            event.queued = queued;
+            event.elapsed = changed_at.saturating_duration_since(self.started_at);
+            event.exception = exception;
+            seam.changed(&event, self, note, runtime_ms);
+        }
         drop(turn);
         // Waiters wake last: one that slept until the end sees the counts moved and every
         // observer told.
@@ -452,7 +520,7 @@ impl Job {
     }
 
     /// The status from `st`, copied under the lock and assembled after releasing it.
-    fn build(&self, st: parking_lot::MutexGuard<'_, State>) -> AsynchronousJobStatus {
+    fn build(&self, mut st: parking_lot::MutexGuard<'_, State>) -> AsynchronousJobStatus {
         let phase = st.phase;
         let canceling = st.canceling;
         let version = st.version;
@@ -462,7 +530,7 @@ impl Job {
         } else {
             (None, None)
         };
-        let message = st.message.clone();
+        let (message, buffer) = st.message.share();
         let (error_message, error_details, exception) = match &st.failure {
             Some(f) => (
                 Some(f.message.clone()),
@@ -480,6 +548,7 @@ impl Job {
             Instant::now()
         };
         drop(st);
+        drop(buffer);
 
         let since_start = |at: Instant| at.saturating_duration_since(self.started_at);
         AsynchronousJobStatus {
@@ -715,6 +784,26 @@ mod tests {
             "it runs"
         );
         assert_eq!(job.snapshot().progress_message, None);
+    }
+
+    #[test]
+    fn a_message_is_copied_into_its_buffer_until_a_snapshot_shares_it() {
+        let mut message = Message::None;
+        assert!(message.set("step 1").is_none());
+        assert!(message.is("step 1") && !message.is("step 2"));
+        let (shown, buffer) = message.share();
+        assert_eq!(shown.as_deref(), Some("step 1"));
+        assert!(buffer.is_some(), "the buffer is handed back to be freed");
+        let (again, buffer) = message.share();
+        assert!(shown
+            .as_ref()
+            .zip(again.as_ref())
+            .is_some_and(|(a, b)| Arc::ptr_eq(a, b)));
+        assert!(buffer.is_none(), "a second snapshot only clones");
+        let replaced = message.set("step 2");
+        assert_eq!(replaced.as_deref(), Some("step 1"));
+        assert!(matches!(&message, Message::Owned(m) if m == "step 2"));
+        assert!(message.set("step 3").is_none(), "the buffer is reused");
     }
 
     #[test]
