@@ -44,6 +44,9 @@ pub(crate) struct Job {
     /// is stepped, and drift between the two clocks is bounded by one job's life.
     /// Nanoseconds since the Unix epoch: plain integers make a snapshot's times cheap.
     started_on: i64,
+    /// `started_on` as a snapshot shows it (to the millisecond), made once rather than on
+    /// every read.
+    started_date: DateTime<Utc>,
     started_at: Instant,
     /// The job's turn to deliver an event: see [`crate::seam`].
     turn: Mutex<()>,
@@ -185,13 +188,15 @@ impl Job {
         queued: Option<Arc<str>>,
     ) -> Self {
         let started_at = Instant::now();
+        let started_on = unix_nanos_now();
         Job {
             id,
             user: request.user,
             request: request.body,
             cacheable: request.cacheable,
             name: request.name,
-            started_on: unix_nanos_now(),
+            started_on,
+            started_date: wall_time(started_on, 0),
             started_at,
             turn: Mutex::new(()),
             placed: AtomicU32::new(0),
@@ -422,20 +427,18 @@ impl Job {
         }
         drop(release);
         if let Some((note, step)) = told {
+            let changed = self.nanos_since_start(changed_at);
             let kind = if phase.is_terminal() {
                 JobEventKind::Finished
             } else {
                 JobEventKind::Changed
             };
             // The runtime is worked out only if an event is emitted that shows it.
-            let runtime_ms = || {
-                let runtime = changed_at.saturating_duration_since(self.started_at);
-                u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX)
-            };
+            let runtime_ms = || changed / 1_000_000;
             let mut event = self.event(kind, version, phase, cause);
             event.step = step;
             event.queued = queued;
-            event.elapsed = changed_at.saturating_duration_since(self.started_at);
+            event.elapsed = Duration::from_nanos(changed);
             event.exception = exception;
             seam.changed(&event, self, note, runtime_ms);
         }
@@ -497,6 +500,12 @@ impl Job {
         self.state.lock().changed_at
     }
 
+    /// Nanoseconds from the job's start to `at` (0 before it; saturating after 584 years).
+    fn nanos_since_start(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.started_at);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// When the job finished, if it has.
     pub(crate) fn finished_at(&self) -> Option<Instant> {
         self.ended().map(|ended| ended.at)
@@ -508,6 +517,7 @@ impl Job {
 
     /// A snapshot, or `None` if the job finished at an instant that `expired` says is past its
     /// retention: one lock for both the check and the copy.
+    #[inline]
     pub(crate) fn snapshot_unless(
         &self,
         expired: impl FnOnce(Instant) -> bool,
@@ -520,6 +530,7 @@ impl Job {
     }
 
     /// The status from `st`, copied under the lock and assembled after releasing it.
+    #[inline]
     fn build(&self, mut st: parking_lot::MutexGuard<'_, State>) -> AsynchronousJobStatus {
         let phase = st.phase;
         let canceling = st.canceling;
@@ -549,15 +560,16 @@ impl Job {
         };
         drop(st);
         drop(buffer);
+        let changed = self.nanos_since_start(changed_at);
+        let runtime = changed.max(self.nanos_since_start(runtime_end));
 
-        let since_start = |at: Instant| at.saturating_duration_since(self.started_at);
         AsynchronousJobStatus {
             job_id: self.id,
             job_state: phase,
             job_canceling: canceling,
             etag: Etag::from_version(version),
-            started_on: wall_time(self.started_on, Duration::ZERO),
-            changed_on: wall_time(self.started_on, since_start(changed_at)),
+            started_on: self.started_date,
+            changed_on: wall_time(self.started_on, changed),
             started_by_user_id: self.user,
             progress_current: current,
             progress_total: total,
@@ -567,7 +579,7 @@ impl Job {
             exception,
             request_body: self.request.clone(),
             response_body: response,
-            runtime_ms: u64::try_from(since_start(runtime_end).as_millis()).unwrap_or(u64::MAX),
+            runtime_ms: runtime / 1_000_000,
         }
     }
 
@@ -632,7 +644,6 @@ impl Job {
     }
 }
 
-/// Wall-clock time `elapsed` after `start`, to the millisecond (as on the wire).
 /// The wall clock as nanoseconds since the Unix epoch (cheaper than building a `DateTime`).
 fn unix_nanos_now() -> i64 {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
@@ -641,8 +652,9 @@ fn unix_nanos_now() -> i64 {
     }
 }
 
-fn wall_time(start_nanos: i64, elapsed: Duration) -> DateTime<Utc> {
-    let elapsed = i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX);
+/// Wall-clock time `elapsed_nanos` after `start_nanos`, to the millisecond (as on the wire).
+fn wall_time(start_nanos: i64, elapsed_nanos: u64) -> DateTime<Utc> {
+    let elapsed = i64::try_from(elapsed_nanos).unwrap_or(i64::MAX);
     let millis = start_nanos.saturating_add(elapsed).div_euclid(1_000_000);
     DateTime::from_timestamp_millis(millis).unwrap_or_default()
 }
@@ -706,6 +718,25 @@ mod tests {
             "never queued"
         );
         assert_eq!(job.snapshot().etag.to_string(), "4");
+    }
+
+    #[test]
+    fn changed_on_never_precedes_started_on_nor_goes_back_and_runtime_keeps_up() {
+        let seam = Seam::new(Vec::new());
+        let job = job();
+        let mut last = job.snapshot();
+        assert_eq!(last.started_on, last.changed_on);
+        for i in 0..1_000 {
+            job.apply(&seam, progress(i, "step"));
+            let now = job.snapshot();
+            assert_eq!(now.started_on, last.started_on);
+            assert!(now.changed_on >= last.changed_on && now.changed_on >= now.started_on);
+            assert!(now.runtime_ms >= last.runtime_ms);
+            // The runtime is never shorter than the time to the last change.
+            let to_change = (now.changed_on - now.started_on).num_milliseconds();
+            assert!(i64::try_from(now.runtime_ms).is_ok_and(|r| r + 1 >= to_change));
+            last = now;
+        }
     }
 
     #[test]
