@@ -44,9 +44,6 @@ pub(crate) struct Job {
     /// is stepped, and drift between the two clocks is bounded by one job's life.
     /// Nanoseconds since the Unix epoch: plain integers make a snapshot's times cheap.
     started_on: i64,
-    /// `started_on` as a snapshot shows it (to the millisecond), made once rather than on
-    /// every read.
-    started_date: DateTime<Utc>,
     started_at: Instant,
     /// The job's turn to deliver an event: see [`crate::seam`].
     turn: Mutex<()>,
@@ -196,7 +193,6 @@ impl Job {
             cacheable: request.cacheable,
             name: request.name,
             started_on,
-            started_date: wall_time(started_on, 0),
             started_at,
             turn: Mutex::new(()),
             placed: AtomicU32::new(0),
@@ -568,7 +564,7 @@ impl Job {
             job_state: phase,
             job_canceling: canceling,
             etag: Etag::from_version(version),
-            started_on: self.started_date,
+            started_on: wall_time(self.started_on, 0),
             changed_on: wall_time(self.started_on, changed),
             started_by_user_id: self.user,
             progress_current: current,
