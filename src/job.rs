@@ -74,7 +74,7 @@ struct State {
     changed_at: Instant,
     current: u64,
     total: u64,
-    message: Option<Arc<str>>,
+    message: Message,
     failure: Option<Box<Failure>>,
     response: Option<Arc<Value>>,
     /// The registry's link to the job's token, there until it is fired or the job finishes: a
@@ -84,12 +84,73 @@ struct State {
 }
 
 impl State {
-    /// Whether the status already shows exactly this progress.
-    fn is_progress(&self, current: u64, total: u64, message: &str) -> bool {
-        self.reported
-            && self.current == current
-            && self.total == total
-            && self.message.as_deref() == Some(message)
+    /// Whether the status already shows exactly this progress, given whether it shows `message`
+    /// (compared once by the caller, who needs the answer again).
+    fn is_progress(&self, current: u64, total: u64, same_message: bool) -> bool {
+        self.reported && same_message && self.current == current && self.total == total
+    }
+}
+
+/// A job's progress message. A report's new message is copied into the job's own buffer, as a
+/// `String` would be, while no snapshot has shown it: a job that reports faster than it is read
+/// reuses one allocation instead of making an `Arc` per report. The first snapshot to show a
+/// message makes it `Shared`, and every later one clones that `Arc`, so a read allocates at
+/// most once per change, and a finished job's message is always `Shared` (reads of retained
+/// statuses never allocate).
+enum Message {
+    None,
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl Message {
+    fn is(&self, message: &str) -> bool {
+        match self {
+            Message::None => false,
+            Message::Owned(owned) => owned == message,
+            Message::Shared(shared) => **shared == *message,
+        }
+    }
+
+    /// Shows `message`; hands back a shared message it replaced, to be dropped after the lock
+    /// is released (the last reference frees it).
+    fn set(&mut self, message: &str) -> Option<Arc<str>> {
+        if let Message::Owned(owned) = self {
+            message.clone_into(owned);
+            return None;
+        }
+        match std::mem::replace(self, Message::Owned(message.to_owned())) {
+            Message::Shared(old) => Some(old),
+            _ => None,
+        }
+    }
+
+    /// Shows `message`, shared already (a queued job's place, "Complete"); hands back what it
+    /// replaced, to be dropped after the lock is released.
+    fn set_shared(&mut self, message: Option<Arc<str>>) -> Message {
+        std::mem::replace(self, message.map_or(Message::None, Message::Shared))
+    }
+
+    /// The message to show in a snapshot: shared from now on, so that the next snapshot only
+    /// clones it. Hands back the buffer it leaves, to be dropped after the lock is released.
+    fn share(&mut self) -> (Option<Arc<str>>, Option<String>) {
+        match self {
+            Message::None => (None, None),
+            Message::Shared(shared) => (Some(shared.clone()), None),
+            Message::Owned(owned) => {
+                let shared: Arc<str> = Arc::from(owned.as_str());
+                let Message::Owned(buffer) =
+                    std::mem::replace(self, Message::Shared(shared.clone()))
+                else {
+                    unreachable!("matched above")
+                };
+                (Some(shared), Some(buffer))
+            }
+        }
+    }
+
+    fn is_shared(&self, message: &Arc<str>) -> bool {
+        matches!(self, Message::Shared(shared) if Arc::ptr_eq(shared, message))
     }
 }
 
@@ -124,13 +185,14 @@ impl Job {
         queued: Option<Arc<str>>,
     ) -> Self {
         let started_at = Instant::now();
+        let started_on = unix_nanos_now();
         Job {
             id,
             user: request.user,
             request: request.body,
             cacheable: request.cacheable,
             name: request.name,
-            started_on: unix_nanos_now(),
+            started_on,
             started_at,
             turn: Mutex::new(()),
             placed: AtomicU32::new(0),
@@ -146,7 +208,7 @@ impl Job {
                 reported: false,
                 current: 0,
                 total: 0,
-                message: queued,
+                message: queued.map_or(Message::None, Message::Shared),
                 failure: None,
                 response: None,
                 token: Some(token),
@@ -213,20 +275,21 @@ impl Job {
         // Rare changes always take the job's turn, which comes before the status lock.
         let mut ordered = change.is_rare();
         let mut turn = if ordered { seam.turn(&self.turn) } else { None };
-        let note = trace::Note::of(&change);
-        let step = change.step();
         let mut st = self.state.lock();
         if st.phase.is_terminal() {
             return Applied::AlreadyFinished;
         }
+        // Whether a report's message is the one shown, compared once.
+        let mut same_message = false;
         if let Change::Progress {
             current,
             total,
             message,
         } = &change
         {
+            same_message = st.message.is(message);
             // A report that changes nothing costs one lock; one nobody hears needs no turn.
-            if st.is_progress(*current, *total, message) {
+            if st.is_progress(*current, *total, same_message) {
                 return Applied::Unchanged;
             }
             if seam.hears_progress(self.user) {
@@ -242,27 +305,32 @@ impl Job {
                         if st.phase.is_terminal() {
                             return Applied::AlreadyFinished;
                         }
+                        same_message = st.message.is(message);
+                        if st.is_progress(*current, *total, same_message) {
+                            return Applied::Unchanged;
+                        }
                     }
                 }
             }
         }
+        // What the seam is told, made only if it is told anything: a report nobody hears needs
+        // no note and no event.
+        let told = ordered.then(|| (trace::Note::of(&change), change.step()));
         let mut fire = None;
         let mut release = None;
+        // A message replaced, freed after the lock is released.
+        let mut replaced = None;
         match change {
             Change::Progress {
                 current,
                 total,
                 message,
             } => {
-                if st.is_progress(current, total, message) {
-                    return Applied::Unchanged;
-                }
-                let same_message = st.message.as_deref() == Some(message);
                 st.reported = true;
                 st.current = current;
                 st.total = total;
                 if !same_message {
-                    st.message = Some(Arc::from(message));
+                    replaced = st.message.set(message).map(Message::Shared);
                 }
             }
             Change::Canceling(cause) => {
@@ -295,7 +363,7 @@ impl Job {
                 st.queued = false;
                 // Clear the queued message, unless the job already reported progress of its own.
                 if !st.reported {
-                    st.message = None;
+                    replaced = Some(st.message.set_shared(None));
                 }
             }
             Change::Placed { message, stamp } => {
@@ -311,25 +379,23 @@ impl Job {
                 }
                 self.placed.store(stamp, Ordering::Relaxed);
                 // The scheduler makes each message once, so an equal one is the same `Arc`.
-                if st
-                    .message
-                    .as_ref()
-                    .is_some_and(|m| Arc::ptr_eq(m, &message))
-                {
+                if st.message.is_shared(&message) {
                     return Applied::Unchanged;
                 }
-                st.message = Some(message);
+                replaced = Some(st.message.set_shared(Some(message)));
             }
             Change::Complete(response) => {
                 st.phase = AsynchJobState::Complete;
                 st.current = st.total;
-                st.message = Some(Arc::from(COMPLETE_MESSAGE));
+                replaced = Some(st.message.set_shared(Some(Arc::from(COMPLETE_MESSAGE))));
                 st.response = response;
                 release = st.token.take();
             }
             Change::Fail(failure) => {
                 st.phase = AsynchJobState::Failed;
                 st.failure = Some(Box::new(failure));
+                // A finished job's message is shared, so that reading it never allocates.
+                replaced = st.message.share().1.map(Message::Owned);
                 release = st.token.take();
             }
         }
@@ -350,27 +416,28 @@ impl Job {
             None
         };
         drop(st);
+        drop(replaced);
         // Tokens take their own locks: fire and release them only after ours is released.
         if let Some(token) = fire {
             token.cancel();
         }
         drop(release);
-        let kind = if phase.is_terminal() {
-            JobEventKind::Finished
-        } else {
-            JobEventKind::Changed
-        };
-        // The runtime is worked out only if an event is emitted that shows it.
-        let runtime_ms = || {
-            let runtime = changed_at.saturating_duration_since(self.started_at);
-            u64::try_from(runtime.as_millis()).unwrap_or(u64::MAX)
-        };
-        let mut event = self.event(kind, version, phase, cause);
-        event.step = step;
-        event.queued = queued;
-        event.elapsed = changed_at.saturating_duration_since(self.started_at);
-        event.exception = exception;
-        seam.changed(&event, self, note, ordered, runtime_ms);
+        if let Some((note, step)) = told {
+            let changed = self.nanos_since_start(changed_at);
+            let kind = if phase.is_terminal() {
+                JobEventKind::Finished
+            } else {
+                JobEventKind::Changed
+            };
+            // The runtime is worked out only if an event is emitted that shows it.
+            let runtime_ms = || changed / 1_000_000;
+            let mut event = self.event(kind, version, phase, cause);
+            event.step = step;
+            event.queued = queued;
+            event.elapsed = Duration::from_nanos(changed);
+            event.exception = exception;
+            seam.changed(&event, self, note, runtime_ms);
+        }
         drop(turn);
         // Waiters wake last: one that slept until the end sees the counts moved and every
         // observer told.
@@ -429,6 +496,12 @@ impl Job {
         self.state.lock().changed_at
     }
 
+    /// Nanoseconds from the job's start to `at` (0 before it; saturating after 584 years).
+    fn nanos_since_start(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.started_at);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// When the job finished, if it has.
     pub(crate) fn finished_at(&self) -> Option<Instant> {
         self.ended().map(|ended| ended.at)
@@ -440,6 +513,7 @@ impl Job {
 
     /// A snapshot, or `None` if the job finished at an instant that `expired` says is past its
     /// retention: one lock for both the check and the copy.
+    #[inline]
     pub(crate) fn snapshot_unless(
         &self,
         expired: impl FnOnce(Instant) -> bool,
@@ -452,7 +526,8 @@ impl Job {
     }
 
     /// The status from `st`, copied under the lock and assembled after releasing it.
-    fn build(&self, st: parking_lot::MutexGuard<'_, State>) -> AsynchronousJobStatus {
+    #[inline]
+    fn build(&self, mut st: parking_lot::MutexGuard<'_, State>) -> AsynchronousJobStatus {
         let phase = st.phase;
         let canceling = st.canceling;
         let version = st.version;
@@ -462,7 +537,7 @@ impl Job {
         } else {
             (None, None)
         };
-        let message = st.message.clone();
+        let (message, buffer) = st.message.share();
         let (error_message, error_details, exception) = match &st.failure {
             Some(f) => (
                 Some(f.message.clone()),
@@ -480,15 +555,17 @@ impl Job {
             Instant::now()
         };
         drop(st);
+        drop(buffer);
+        let changed = self.nanos_since_start(changed_at);
+        let runtime = changed.max(self.nanos_since_start(runtime_end));
 
-        let since_start = |at: Instant| at.saturating_duration_since(self.started_at);
         AsynchronousJobStatus {
             job_id: self.id,
             job_state: phase,
             job_canceling: canceling,
             etag: Etag::from_version(version),
-            started_on: wall_time(self.started_on, Duration::ZERO),
-            changed_on: wall_time(self.started_on, since_start(changed_at)),
+            started_on: wall_time(self.started_on, 0),
+            changed_on: wall_time(self.started_on, changed),
             started_by_user_id: self.user,
             progress_current: current,
             progress_total: total,
@@ -498,7 +575,7 @@ impl Job {
             exception,
             request_body: self.request.clone(),
             response_body: response,
-            runtime_ms: u64::try_from(since_start(runtime_end).as_millis()).unwrap_or(u64::MAX),
+            runtime_ms: runtime / 1_000_000,
         }
     }
 
@@ -563,7 +640,6 @@ impl Job {
     }
 }
 
-/// Wall-clock time `elapsed` after `start`, to the millisecond (as on the wire).
 /// The wall clock as nanoseconds since the Unix epoch (cheaper than building a `DateTime`).
 fn unix_nanos_now() -> i64 {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
@@ -572,8 +648,9 @@ fn unix_nanos_now() -> i64 {
     }
 }
 
-fn wall_time(start_nanos: i64, elapsed: Duration) -> DateTime<Utc> {
-    let elapsed = i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX);
+/// Wall-clock time `elapsed_nanos` after `start_nanos`, to the millisecond (as on the wire).
+fn wall_time(start_nanos: i64, elapsed_nanos: u64) -> DateTime<Utc> {
+    let elapsed = i64::try_from(elapsed_nanos).unwrap_or(i64::MAX);
     let millis = start_nanos.saturating_add(elapsed).div_euclid(1_000_000);
     DateTime::from_timestamp_millis(millis).unwrap_or_default()
 }
@@ -637,6 +714,25 @@ mod tests {
             "never queued"
         );
         assert_eq!(job.snapshot().etag.to_string(), "4");
+    }
+
+    #[test]
+    fn changed_on_never_precedes_started_on_nor_goes_back_and_runtime_keeps_up() {
+        let seam = Seam::new(Vec::new());
+        let job = job();
+        let mut last = job.snapshot();
+        assert_eq!(last.started_on, last.changed_on);
+        for i in 0..1_000 {
+            job.apply(&seam, progress(i, "step"));
+            let now = job.snapshot();
+            assert_eq!(now.started_on, last.started_on);
+            assert!(now.changed_on >= last.changed_on && now.changed_on >= now.started_on);
+            assert!(now.runtime_ms >= last.runtime_ms);
+            // The runtime is never shorter than the time to the last change.
+            let to_change = (now.changed_on - now.started_on).num_milliseconds();
+            assert!(i64::try_from(now.runtime_ms).is_ok_and(|r| r + 1 >= to_change));
+            last = now;
+        }
     }
 
     #[test]
@@ -715,6 +811,26 @@ mod tests {
             "it runs"
         );
         assert_eq!(job.snapshot().progress_message, None);
+    }
+
+    #[test]
+    fn a_message_is_copied_into_its_buffer_until_a_snapshot_shares_it() {
+        let mut message = Message::None;
+        assert!(message.set("step 1").is_none());
+        assert!(message.is("step 1") && !message.is("step 2"));
+        let (shown, buffer) = message.share();
+        assert_eq!(shown.as_deref(), Some("step 1"));
+        assert!(buffer.is_some(), "the buffer is handed back to be freed");
+        let (again, buffer) = message.share();
+        assert!(shown
+            .as_ref()
+            .zip(again.as_ref())
+            .is_some_and(|(a, b)| Arc::ptr_eq(a, b)));
+        assert!(buffer.is_none(), "a second snapshot only clones");
+        let replaced = message.set("step 2");
+        assert_eq!(replaced.as_deref(), Some("step 1"));
+        assert!(matches!(&message, Message::Owned(m) if m == "step 2"));
+        assert!(message.set("step 3").is_none(), "the buffer is reused");
     }
 
     #[test]

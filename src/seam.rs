@@ -157,20 +157,16 @@ impl Seam {
         });
     }
 
-    /// A job's status changed (`delivered`: whether it took its turn, see the module docs).
-    /// Feeds get it before the counts move, so that a feed that sees no job PROCESSING after a
+    /// A job's status changed, in its turn (see the module docs: a progress report nobody hears
+    /// is not handed here at all). Feeds get it before the counts move, so that a feed that sees no job PROCESSING after a
     /// shutdown already holds every final status.
     pub(crate) fn changed(
         &self,
         event: &Event,
         source: &dyn crate::observer::StatusSource,
         note: Note<'_>,
-        delivered: bool,
         runtime_ms: impl FnOnce() -> u64,
     ) {
-        if !delivered {
-            return;
-        }
         crate::metrics::record(event);
         self.deliver(event, source, || {
             note.emit(event.id, event.user, event.version, event.cause, runtime_ms);
@@ -404,7 +400,7 @@ mod tests {
         seam.created(&created, &NoStatus, None, false);
         assert_eq!(seam.counts().processing, 1);
         let finished = event(JobEventKind::Finished, 1, None, AsynchJobState::Failed);
-        seam.changed(&finished, &NoStatus, Note::none(), true, || 0);
+        seam.changed(&finished, &NoStatus, Note::none(), || 0);
         assert_eq!((seam.counts().processing, seam.counts().failed), (0, 1));
         let removed = event(JobEventKind::Removed, 1, None, AsynchJobState::Failed);
         seam.removed(&removed, &NoStatus);

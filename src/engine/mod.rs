@@ -192,24 +192,24 @@ impl Engine {
     /// A snapshot of the job's status, for a caller in `scope`: one shard read lock and one job
     /// lock, with no reference count bumped on a job many poll.
     pub(crate) fn status(&self, id: &JobId, scope: Scope) -> Result<AsynchronousJobStatus, Error> {
+        // One `Result` all the way out, so that the status is written once, in place.
+        let mut expired = false;
         let read = self.table.with(*id, |job| {
-            let status = job
-                .snapshot_unless(|finished_at| self.retention.expired(finished_at, Instant::now()));
-            // A status past its retention is unknown to everyone, whoever started it.
-            match status {
-                Some(status) => scope.admits(job).map(|()| Some(status)),
-                None => Ok(None),
+            match job
+                .snapshot_unless(|finished_at| self.retention.expired(finished_at, Instant::now()))
+            {
+                Some(status) => scope.admits(job).map(|()| status),
+                // A status past its retention is unknown to everyone, whoever started it.
+                None => {
+                    expired = true;
+                    Err(Error::UnknownJob(*id))
+                }
             }
         });
-        match read {
-            Some(Ok(Some(status))) => Ok(status),
-            Some(Err(not_yours)) => Err(not_yours),
-            Some(Ok(None)) => {
-                self.sweep();
-                Err(Error::UnknownJob(*id))
-            }
-            None => Err(Error::UnknownJob(*id)),
+        if expired {
+            self.sweep();
         }
+        read.unwrap_or(Err(Error::UnknownJob(*id)))
     }
 
     /// The job, for a caller in `scope`, if known and not past its retention time.

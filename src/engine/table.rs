@@ -74,6 +74,7 @@ impl Table {
     }
 
     /// Runs `read` on the job under the shard's read lock. `read` must not take a table lock.
+    #[inline]
     pub(crate) fn with<T>(&self, id: JobId, read: impl FnOnce(&Job) -> T) -> Option<T> {
         self.shard(id).read().get(&id.as_u64()).map(|job| read(job))
     }
