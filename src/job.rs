@@ -12,7 +12,7 @@
 //! its status lock is a leaf, never held while another lock is taken, across an `.await`, or
 //! while user code runs (serialization and error formatting happen before `apply`).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -51,6 +51,10 @@ pub(crate) struct Job {
     /// written only under the status lock; an atomic only so that it can sit here, in padding
     /// that `Job` has anyway, rather than make every retained job's `State` 8 bytes larger.
     placed: AtomicU32,
+    /// With a shared store: the job changed since the store last read it to write it, and the
+    /// store was told so. Lets unheard progress tell the store once per write, not per report
+    /// (see [`Seam::unwritten`]). In padding, as `placed`.
+    unwritten: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -196,6 +200,7 @@ impl Job {
             started_at,
             turn: Mutex::new(()),
             placed: AtomicU32::new(0),
+            unwritten: AtomicBool::new(false),
             state: Mutex::new(State {
                 phase: AsynchJobState::Processing,
                 canceling: false,
@@ -437,6 +442,13 @@ impl Job {
             event.elapsed = Duration::from_nanos(changed);
             event.exception = exception;
             seam.changed(&event, self, note, runtime_ms);
+        } else if seam.mirrored()
+            && !self.unwritten.load(Ordering::Relaxed)
+            && !self.unwritten.swap(true, Ordering::AcqRel)
+        {
+            // Progress nobody else hears: the store only needs to know the job is due.
+            let event = self.event(JobEventKind::Changed, version, phase, cause);
+            seam.unwritten(&event, self);
         }
         drop(turn);
         // Waiters wake last: one that slept until the end sees the counts moved and every
@@ -445,6 +457,12 @@ impl Job {
             changed.notify_waiters();
         }
         Applied::Changed
+    }
+
+    /// The store is about to read this job to write it: the next unheard progress tells it
+    /// again (see `unwritten`).
+    pub(crate) fn writing(&self) {
+        self.unwritten.store(false, Ordering::Release);
     }
 
     pub(crate) fn phase(&self) -> AsynchJobState {
@@ -694,7 +712,7 @@ mod tests {
 
     #[test]
     fn the_etag_grows_by_one_on_each_change_and_only_then() {
-        let seam = Seam::new(Vec::new());
+        let seam = Seam::new(Vec::new(), None);
         let job = job();
         assert_eq!(job.snapshot().etag.to_string(), "1");
         assert_eq!(job.apply(&seam, progress(1, "a")), Applied::Changed);
@@ -718,7 +736,7 @@ mod tests {
 
     #[test]
     fn changed_on_never_precedes_started_on_nor_goes_back_and_runtime_keeps_up() {
-        let seam = Seam::new(Vec::new());
+        let seam = Seam::new(Vec::new(), None);
         let job = job();
         let mut last = job.snapshot();
         assert_eq!(last.started_on, last.changed_on);
@@ -737,7 +755,7 @@ mod tests {
 
     #[test]
     fn a_finished_job_never_changes_again() {
-        let seam = Seam::new(Vec::new());
+        let seam = Seam::new(Vec::new(), None);
         let job = job();
         let failure = Failure::registry("stopped", exception::CANCELED);
         assert_eq!(job.apply(&seam, Change::Fail(failure)), Applied::Changed);
@@ -756,7 +774,7 @@ mod tests {
 
     #[test]
     fn change_times_never_go_backwards_and_complete_fills_progress() {
-        let seam = Seam::new(Vec::new());
+        let seam = Seam::new(Vec::new(), None);
         let job = job();
         let mut last = job.changed_at();
         for i in 0..100 {
@@ -778,7 +796,7 @@ mod tests {
 
     #[test]
     fn a_waiting_job_shows_only_its_latest_place_and_none_once_it_runs() {
-        let seam = Seam::new(Vec::new());
+        let seam = Seam::new(Vec::new(), None);
         let job = Job::new(
             JobId::from_u64(3),
             JobRequest::default(),
@@ -835,7 +853,7 @@ mod tests {
 
     #[test]
     fn canceling_fires_the_token_once() {
-        let seam = Seam::new(Vec::new());
+        let seam = Seam::new(Vec::new(), None);
         let token = CancellationToken::new();
         let job = Job::new(
             JobId::from_u64(2),

@@ -57,6 +57,11 @@ pub(crate) struct Seam {
     feeds_open: Padded<[AtomicUsize; 2]>,
     feeds: RwLock<FeedIndex>,
     observers: Box<[Arc<dyn StatusObserver>]>,
+    /// The shared store's writer, if a store is attached. It is told every event in order as an
+    /// observer is, except progress reports: those it needs only coalesced (which jobs changed
+    /// since it last wrote them), so a report that nothing else hears is handed to it by
+    /// [`Seam::unwritten`], once per job between two of its writes, with no turn taken.
+    store: Option<Arc<dyn StatusObserver>>,
 }
 
 /// Open feeds by the user they follow, so that a change costs O(feeds interested in its job),
@@ -92,7 +97,10 @@ thread_local! {
 }
 
 impl Seam {
-    pub(crate) fn new(observers: Vec<Arc<dyn StatusObserver>>) -> Self {
+    pub(crate) fn new(
+        observers: Vec<Arc<dyn StatusObserver>>,
+        store: Option<Arc<dyn StatusObserver>>,
+    ) -> Self {
         Seam {
             processing: AtomicUsize::new(0),
             complete: AtomicUsize::new(0),
@@ -100,6 +108,30 @@ impl Seam {
             feeds_open: Padded([AtomicUsize::new(0), AtomicUsize::new(0)]),
             feeds: RwLock::default(),
             observers: observers.into_boxed_slice(),
+            store,
+        }
+    }
+
+    /// Whether a store's writer follows the jobs (see [`Seam::unwritten`]).
+    pub(crate) fn mirrored(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// A progress report nobody else hears changed a job that the store had written since (the
+    /// job's own flag says so, and is set again only by the store's read): the store's writer
+    /// is told, out of turn, since it only notes which jobs to write.
+    pub(crate) fn unwritten(&self, event: &Event, source: &dyn crate::observer::StatusSource) {
+        if let Some(store) = &self.store {
+            let public = JobEvent {
+                kind: event.kind,
+                id: event.id,
+                user: event.user,
+                version: event.version,
+                state: event.state,
+                canceling: event.canceling,
+                source,
+            };
+            tell(store, &public);
         }
     }
 
@@ -210,7 +242,7 @@ impl Seam {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(trace)) {
             drop_quietly(panic);
         }
-        if self.observers.is_empty() {
+        if self.observers.is_empty() && self.store.is_none() {
             return;
         }
         let public = JobEvent {
@@ -222,11 +254,8 @@ impl Seam {
             canceling: event.canceling,
             source,
         };
-        for observer in self.observers.iter() {
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| observer.on_event(&public))) {
-                crate::trace::observer_panicked(event.id, event.version);
-                drop_quietly(panic);
-            }
+        for observer in self.observers.iter().chain(&self.store) {
+            tell(observer, &public);
         }
     }
 
@@ -291,6 +320,14 @@ impl Seam {
     }
 }
 
+/// Calls an observer; a panic in it is caught and logged.
+fn tell(observer: &Arc<dyn StatusObserver>, event: &JobEvent<'_>) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| observer.on_event(event))) {
+        crate::trace::observer_panicked(event.id, event.version);
+        drop_quietly(panic);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,7 +377,7 @@ mod tests {
 
     #[test]
     fn feeds_hear_only_their_users_jobs_and_admin_feeds_hear_all() {
-        let seam = Seam::new(Vec::new());
+        let seam = Seam::new(Vec::new(), None);
         let mine = Arc::new(Recorder::default());
         let admin = Arc::new(Recorder::default());
         seam.subscribe(Some(7), mine.clone());
@@ -375,7 +412,7 @@ mod tests {
 
     #[test]
     fn only_a_feed_of_the_jobs_user_makes_its_progress_heard() {
-        let seam = Seam::new(Vec::new());
+        let seam = Seam::new(Vec::new(), None);
         assert!(!seam.feed_hears(Some(7)) && !seam.feed_hears(None));
         let mine: Arc<dyn Subscriber> = Arc::new(Recorder::default());
         seam.subscribe(Some(7), mine.clone());
@@ -395,7 +432,7 @@ mod tests {
 
     #[test]
     fn counts_follow_created_finished_and_removed() {
-        let seam = Seam::new(Vec::new());
+        let seam = Seam::new(Vec::new(), None);
         let created = event(JobEventKind::Created, 1, None, AsynchJobState::Processing);
         seam.created(&created, &NoStatus, None, false);
         assert_eq!(seam.counts().processing, 1);
@@ -409,7 +446,7 @@ mod tests {
 
     #[test]
     fn a_delivering_thread_takes_no_turn() {
-        let seam = Seam::new(Vec::new());
+        let seam = Seam::new(Vec::new(), None);
         let turn = Mutex::new(());
         let outer = seam.turn(&turn).expect("not delivering");
         DELIVERING.with(|d| d.set(1));

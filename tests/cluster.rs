@@ -816,6 +816,44 @@ async fn watch_anywhere_follows_another_instance_s_job_to_its_end() {
     assert_eq!(local.next().await.unwrap().job_state, Complete);
 }
 
+/// Progress nobody on A listens to reaches the store coalesced (the store is told a job is due
+/// once per write, not once per report): the last report of a burst is still written, and so is
+/// each later one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_of_a_burst_of_progress_is_written() {
+    const BURST: u64 = 100_000;
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+    let (more, mut asked) = mpsc::unbounded_channel::<u64>();
+    let id = a
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            let mut done = 0;
+            while let Some(to) = asked.recv().await {
+                while done < to {
+                    done += 1;
+                    job.set_progress(done, u64::MAX, "counting");
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+    for target in [BURST, BURST + 1, 2 * BURST] {
+        more.send(target).unwrap();
+        eventually_within(
+            CROSSING,
+            "B reads the burst's last report",
+            async || match b.status_anywhere(&id).await {
+                Ok(status) if status.progress_current == Some(target) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await;
+    }
+    drop(more);
+    within("the job ends", a.wait(&id)).await.unwrap();
+}
+
 /// Equal requests sent to two instances at the same moment start one job: every other request
 /// is answered with it, wherever it was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,15 +93,16 @@ impl Engine {
             // Enough shards that threads rarely meet on one, as in sharded caches: 4 per core.
             let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
             let store = config.store.as_ref().map(|store| store.0.clone());
-            let mut observers = config.observers.clone();
-            if let Some(store) = &store {
-                // The store hears every event of every job, as any observer does.
-                observers.push(store.attach(Arc::new(cluster::Local(weak.clone()))));
-            }
+            let observers = config.observers.clone();
+            // The store hears every event of every job, as an observer does, but progress only
+            // coalesced (see the seam).
+            let writer = store
+                .as_ref()
+                .map(|store| store.attach(Arc::new(cluster::Local(weak.clone()))));
             Engine {
                 table: Table::new(cores * 4),
                 retention: Retention::new(config.keep_finished_for, config.keep_finished_at_most),
-                seam: Arc::new(Seam::new(observers)),
+                seam: Arc::new(Seam::new(observers, writer)),
                 scheduler: (config.max_running.is_some() || config.max_running_per_user.is_some())
                     .then(|| {
                         Scheduler::new(
