@@ -677,6 +677,10 @@ impl StatusSource for Job {
     fn snapshot(&self) -> AsynchronousJobStatus {
         Job::snapshot(self)
     }
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
 }
 
 impl std::fmt::Debug for Job {

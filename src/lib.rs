@@ -145,6 +145,11 @@
 //! | `asyncjobs_job_runtime_seconds` | histogram | `state` | from spawn to the final status |
 //! | `asyncjobs_job_queue_wait_seconds` | histogram | | from spawn to leaving the queue |
 //!
+//! Every metric of a job [named](JobRequest::name) also has the label `name`, its name (those of
+//! unnamed jobs have none), so that kinds of jobs can be told apart: a name is meant to be shared
+//! by many jobs (`"nightly export"`, not `"export 81723"`), since each distinct name is a time
+//! series of its own.
+//!
 //! Gauges move by increments, so several registries in one process add up.
 //!
 //! # Observing every job

@@ -95,6 +95,11 @@ pub struct JobEvent<'a> {
 /// What a [`JobEvent`] reads the whole status from.
 pub(crate) trait StatusSource: Sync {
     fn snapshot(&self) -> AsynchronousJobStatus;
+
+    /// The job's name, if it was given one.
+    fn name(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl JobEvent<'_> {

@@ -80,10 +80,14 @@ impl JobRequest {
         self
     }
 
-    /// Names the job for people: shown in its `tracing` span and events, and filterable in
-    /// [`list`](crate::JobRegistry::list) ([`JobFilter::named`](crate::JobFilter::named)). Not
-    /// part of the status's JSON, whose fields are Synapse's. A name shared by many jobs (e.g.
-    /// `"csv-export"`) can be one `Arc<str>` for all of them.
+    /// Names the job for people: shown in its `tracing` span and events, as the `name` label of
+    /// its metrics (feature `metrics`), on the HTTP front's dashboard and in its job list's
+    /// `names`, and filterable in [`list`](crate::JobRegistry::list)
+    /// ([`JobFilter::named`](crate::JobFilter::named)); read back with
+    /// [`JobRegistry::job_name`](crate::JobRegistry::job_name). Not part of the status's JSON,
+    /// whose fields are Synapse's. Name kinds of jobs, not single jobs (`"csv-export"`, not
+    /// `"csv-export 81723"`): each distinct name is a time series of its own in metrics. A name
+    /// shared by many jobs can be one `Arc<str>` for all of them.
     #[must_use]
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = Some(name.into());

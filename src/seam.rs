@@ -183,7 +183,7 @@ impl Seam {
         queued: bool,
     ) {
         self.processing.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::record(event);
+        crate::metrics::record(event, name);
         self.deliver(event, source, || {
             crate::trace::started(event.id, event.user, name, queued);
         });
@@ -199,7 +199,7 @@ impl Seam {
         note: Note<'_>,
         runtime_ms: impl FnOnce() -> u64,
     ) {
-        crate::metrics::record(event);
+        crate::metrics::record(event, source.name());
         self.deliver(event, source, || {
             note.emit(event.id, event.user, event.version, event.cause, runtime_ms);
         });

@@ -112,3 +112,63 @@ fn jobs_are_counted_by_outcome_and_cause_and_timed() {
         });
     });
 }
+
+/// A named job's metrics carry its name, so a dashboard can tell kinds of jobs apart; unnamed
+/// jobs' carry no `name` label.
+#[test]
+fn a_named_job_s_metrics_carry_its_name() {
+    let recorder = DebuggingRecorder::new();
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let registry = JobRegistry::new();
+            let named = registry
+                .spawn(JobRequest::default().name("export"), |_job| async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    Ok::<_, std::io::Error>(())
+                })
+                .unwrap();
+            let failed = registry
+                .spawn(JobRequest::default().name("export"), |_job| async {
+                    Err::<(), _>(std::io::Error::other("disk full"))
+                })
+                .unwrap();
+            let unnamed = registry
+                .spawn(JobRequest::default(), |_job| async {
+                    Ok::<_, std::io::Error>(())
+                })
+                .unwrap();
+            let running = snapshot(&recorder);
+            assert_eq!(running["asyncjobs_jobs_started_total{name=export}"], 2.0);
+            assert_eq!(running["asyncjobs_jobs_started_total"], 1.0);
+            assert_eq!(running["asyncjobs_jobs_running{name=export}"], 2.0);
+            for id in [named, failed, unnamed] {
+                registry.wait(&id).await.unwrap();
+            }
+            let done = snapshot(&recorder);
+            assert_eq!(done["asyncjobs_jobs_running{name=export}"], -2.0);
+            assert_eq!(done["asyncjobs_jobs_running"], -1.0);
+            assert_eq!(
+                done["asyncjobs_jobs_finished_total{name=export,state=COMPLETE}"],
+                1.0
+            );
+            assert_eq!(
+                done["asyncjobs_jobs_finished_total{name=export,state=FAILED}"],
+                1.0
+            );
+            assert_eq!(
+                done["asyncjobs_jobs_failed_total{name=export,exception=std::io::error::Error}"],
+                1.0
+            );
+            assert_eq!(done["asyncjobs_jobs_finished_total{state=COMPLETE}"], 1.0);
+            assert_eq!(
+                done["asyncjobs_job_runtime_seconds{name=export,state=COMPLETE}"],
+                1.0
+            );
+        });
+    });
+}
