@@ -50,7 +50,8 @@ pub enum CacheLookup {
 }
 
 /// The right, held by one lookup at a time across every instance, to start the job that
-/// answers requests with one cache key. See the [module docs](self).
+/// answers requests with one cache key, from [`Db::find_or_claim`]: equal lookups wait while
+/// it is held.
 #[derive(Debug)]
 pub struct CacheClaim {
     /// In an open transaction holding the key's advisory lock; `None` once settled.
