@@ -128,7 +128,9 @@ impl Seam {
                 user: event.user,
                 version: event.version,
                 state: event.state,
-                canceling: event.canceling,
+                // Told out of turn, this may come after the job's later events: it must not
+                // say more than "changed" (the cancel flag always comes in turn).
+                canceling: false,
                 source,
             };
             tell(store, &public);

@@ -108,14 +108,13 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Asks the instance that runs job `id` to cancel it, for `user` (any user for `None`).
     fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<RemoteCancel, Error>>;
 
-    /// For a cacheable request of `user` with request-cache key `key` and request `body`: a job
-    /// of any instance that answers it (running and not being canceled, or COMPLETE within
+    /// For a cacheable request of `user` with request `body`: a job of any instance that answers
+    /// it (running and not being canceled, or COMPLETE within
     /// `fresh_for`), or else a claim, which makes equal lookups on every instance wait until it
     /// is settled with the job started for the request, or dropped.
     fn find_or_claim<'a>(
         &'a self,
         user: Option<u64>,
-        key: u64,
         body: Option<&'a Value>,
         fresh_for: Duration,
     ) -> BoxFuture<'a, Result<Cached, Error>>;

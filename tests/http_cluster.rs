@@ -412,6 +412,19 @@ async fn the_event_stream_of_either_instance_carries_every_instance_s_jobs() {
             .until(&token, &bobs, |s| s["jobState"] == json!("COMPLETE"))
             .await;
     }
+    // A cacheable job of A (recorded by the request cache's claim, which notifies as every
+    // write does), however quickly it ends.
+    let (cached, _) = a
+        .start(
+            &http,
+            ALICE,
+            json!({"concreteType": "test.Query", "sql": "on A"}),
+        )
+        .await;
+    events
+        .until(&cached, &bobs, |s| s["jobState"] == json!("COMPLETE"))
+        .await;
+
     // B's own jobs come as before.
     let (own, _) = b
         .start(

@@ -215,7 +215,7 @@ fn handles_errors_and_futures_are_send() {
         send(db.cancels_for(1));
         send(db.sweep_retention(Duration::ZERO, 1, 1));
         send(db.find_cached(None, 1, Some(body), Duration::ZERO));
-        send(db.find_or_claim(None, 1, Some(body), Duration::ZERO));
+        send(db.find_or_claim(None, Some(body), Duration::ZERO));
     }
 }
 
@@ -1204,36 +1204,36 @@ async fn a_claim_holds_equal_lookups_until_it_is_settled_or_dropped() {
     let db = db(&test.url).await;
     let raw = pg::connect(&test.url).await.unwrap();
     let body = json!({"concreteType": "org.example.Query", "sql": "select 1"});
-    let lookup = |user: u64, key: i64| {
+    // Equal as JSON, its keys in another order: the same request.
+    let reordered = json!({"sql": "select 1", "concreteType": "org.example.Query"});
+    let lookup = |user: u64, body: &Value| {
         let (db, body) = (db.clone(), body.clone());
-        tokio::spawn(async move { db.find_or_claim(Some(user), key, Some(&body), FRESH).await })
+        tokio::spawn(async move { db.find_or_claim(Some(user), Some(&body), FRESH).await })
     };
-    let CacheLookup::Claimed(claim) = db
-        .find_or_claim(Some(7), 42, Some(&body), FRESH)
-        .await
-        .unwrap()
+    let waits = async |what: &str| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while waiting_for_a_claim(&raw).await < 1 {
+            assert!(std::time::Instant::now() < deadline, "{what} never waited");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let CacheLookup::Claimed(claim) = db.find_or_claim(Some(7), Some(&body), FRESH).await.unwrap()
     else {
         panic!("nothing to find: a claim")
     };
-    assert_eq!(claim.key(), 42);
+    let key = claim.key();
 
-    // An equal lookup waits on the claim; one of another key does not.
-    let waiting = lookup(7, 42);
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while waiting_for_a_claim(&raw).await < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the equal lookup never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // An equal lookup waits on the claim; one of another body does not.
+    let waiting = lookup(7, &reordered);
+    waits("the equal lookup").await;
     assert!(!waiting.is_finished());
-    let other_key = tokio::time::timeout(PATIENCE, lookup(7, 43))
+    let other = json!({"concreteType": "org.example.Query", "sql": "select 2"});
+    let other_key = tokio::time::timeout(PATIENCE, lookup(7, &other))
         .await
         .unwrap()
         .unwrap();
     assert!(
-        matches!(other_key, Ok(CacheLookup::Claimed(_))),
+        matches!(&other_key, Ok(CacheLookup::Claimed(c)) if c.key() != key),
         "{other_key:?}"
     );
     drop(other_key);
@@ -1253,31 +1253,45 @@ async fn a_claim_holds_equal_lookups_until_it_is_settled_or_dropped() {
     );
     assert_eq!(
         db.read(started.id).await.unwrap().unwrap().cache_key,
-        Some(42)
+        Some(key)
     );
 
     // A claim dropped unsettled (its holder failed or was canceled) frees the key at once.
-    let CacheLookup::Claimed(claim) = db
-        .find_or_claim(Some(8), 42, Some(&body), FRESH)
-        .await
-        .unwrap()
+    let CacheLookup::Claimed(claim) = db.find_or_claim(Some(8), Some(&body), FRESH).await.unwrap()
     else {
         panic!("user 8 has no job: a claim")
     };
-    let waiting = lookup(8, 42);
-    while waiting_for_a_claim(&raw).await < 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "user 8's lookup never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert_ne!(claim.key(), key, "the user is part of the key");
+    let waiting = lookup(8, &body);
+    waits("user 8's lookup").await;
     drop(claim);
     let next = tokio::time::timeout(PATIENCE, waiting)
         .await
         .unwrap()
         .unwrap();
     assert!(matches!(next, Ok(CacheLookup::Claimed(_))), "{next:?}");
+    drop(next);
+
+    // A holder that stalls holds no one for long: an equal lookup gives up after 2 s, with an
+    // error (its caller goes without the cache), and its connection is freed.
+    let CacheLookup::Claimed(stalled) =
+        db.find_or_claim(Some(9), Some(&body), FRESH).await.unwrap()
+    else {
+        panic!("user 9 has no job: a claim")
+    };
+    let asked = std::time::Instant::now();
+    let gave_up = tokio::time::timeout(PATIENCE, lookup(9, &body))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(gave_up.is_err(), "{gave_up:?}");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    drop(stalled);
+    assert_eq!(waiting_for_a_claim(&raw).await, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -258,11 +258,9 @@ impl Engine {
         {
             return Ok(Spawned::Reused(id));
         }
-        let key = super::dedup::request_key(&request);
         let lookup = store
             .find_or_claim(
                 request.user,
-                key,
                 request.body.as_deref(),
                 self.config.keep_finished_for,
             )

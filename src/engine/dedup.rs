@@ -47,13 +47,6 @@ impl Reservation<'_> {
     }
 }
 
-/// A cacheable request's key: a hash of its user and body, equal for requests whose bodies are
-/// equal as JSON. Stable across processes built by one compiler version (the shared store's
-/// lookups use it to narrow, and compare bodies to decide).
-pub(crate) fn request_key(request: &JobRequest) -> u64 {
-    key(request.user, request.body.as_deref())
-}
-
 fn key(user: Option<u64>, body: Option<&Value>) -> u64 {
     let mut hasher = DefaultHasher::new();
     user.hash(&mut hasher);

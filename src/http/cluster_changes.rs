@@ -6,8 +6,8 @@
 //! anything; it reads each such job's status from the store when it is taken (the latest, so a
 //! job that changed many times while unread is read once), and never the same status twice. Notices are lost while the
 //! store reconnects (and a follower that falls far behind misses some): then it lists the
-//! caller's jobs of every instance changed since shortly before it last knew all was heard, and
-//! reads those.
+//! caller's jobs of every instance changed in the five minutes before it last knew all was heard
+//! (a wide margin for clocks and late writers), and gives those it has not given at their etag.
 //!
 //! A store that cannot be reached holds back only other instances' changes: they are read again
 //! a second later, while this instance's keep coming.
@@ -20,9 +20,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::broadcast::{error::RecvError, Receiver};
 use tokio::time::Instant;
 
-use super::events::{Changes, RESUME_SLACK};
+use super::events::Changes;
 use crate::store::RemoteChange;
 use crate::{AsynchronousJobStatus, Error, Etag, JobFilter, JobId, StatusFeed, UserView};
+
+/// How far before the last time all notices were heard a resync looks: beyond any sane clock
+/// skew between instances, and most outages of one instance's writes.
+const RESYNC_LOOKBACK: Duration = Duration::from_secs(5 * 60);
 
 /// How long other instances' changes wait after the store could not be reached.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -80,18 +84,25 @@ impl ClusterChanges {
         self.retry_at.is_none_or(|at| Instant::now() >= at)
     }
 
-    /// Lists the user's other-instance jobs changed since shortly before all was last heard.
+    /// Lists the user's other-instance jobs changed since well before all was last heard, and
+    /// takes those whose status was not given yet. The look-back is wide: a job's `changedOn`
+    /// is its own instance's clock, and an instance that was cut off from the database writes
+    /// its changes late.
     async fn resynchronise(&mut self) -> Result<(), Error> {
         let now = Utc::now();
-        let slack = TimeDelta::from_std(RESUME_SLACK).unwrap_or(TimeDelta::MAX);
+        let lookback = TimeDelta::from_std(RESYNC_LOOKBACK).unwrap_or(TimeDelta::MAX);
         let from = self
             .heard_all_at
-            .checked_sub_signed(slack)
+            .checked_sub_signed(lookback)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let jobs = self.user.list_anywhere(&JobFilter::new()).await?;
+        let mut jobs = self.user.list_anywhere(&JobFilter::new()).await?;
+        jobs.retain(|status| status.changed_on >= from && !self.user.holds(&status.job_id));
+        jobs.sort_by_key(|status| status.changed_on);
         for status in jobs {
-            if status.changed_on >= from && !self.user.holds(&status.job_id) {
-                self.wanted.insert(status.job_id);
+            self.wanted.remove(&status.job_id);
+            if self.taken.get(&status.job_id) != Some(&status.etag) {
+                self.taken.insert(status.job_id, status.etag.clone());
+                self.ready.push_back(status);
             }
         }
         self.resync = false;

@@ -22,6 +22,10 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The store's statements are short, so a few connections serve many jobs.
 const POOL_SIZE: usize = 8;
 
+/// The most request-cache claims that hold pooled connections at once: half the pool, so that
+/// the store's own writes, reads and lease renewals always find one.
+const MAX_CLAIMS: usize = POOL_SIZE / 2;
+
 /// How long a statement waits for a free pooled connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 
@@ -44,6 +48,9 @@ pub struct Db {
 
 struct Inner {
     pool: Pool,
+    /// Request-cache claims under way ([`Db::find_or_claim`]): each holds a connection while it
+    /// waits for its key's lock, so at most [`MAX_CLAIMS`] at once.
+    claims: Arc<tokio::sync::Semaphore>,
     config: Config,
     /// `host:port` of each server in the URL, for error messages.
     addr: String,
@@ -92,7 +99,12 @@ impl Db {
             .build()
             .map_err(|e| StoreError::bad_url_because(e.to_string()))?;
         let db = Db {
-            inner: Arc::new(Inner { pool, config, addr }),
+            inner: Arc::new(Inner {
+                pool,
+                claims: Arc::new(tokio::sync::Semaphore::new(MAX_CLAIMS)),
+                config,
+                addr,
+            }),
         };
         let mut client = db.client().await?;
         schema::migrate(&mut client).await?;
@@ -112,6 +124,11 @@ impl Db {
             ),
             other => StoreError::connect_because(&self.inner.addr, other.to_string()),
         })
+    }
+
+    /// The permits of request-cache claims (see [`MAX_CLAIMS`]).
+    pub(super) fn claims(&self) -> Arc<tokio::sync::Semaphore> {
+        self.inner.claims.clone()
     }
 
     /// The configuration the pool connects with, for a connection of its own

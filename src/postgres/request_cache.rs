@@ -9,12 +9,14 @@
 //! it. A claim dropped unsettled closes its connection, which ends the transaction and frees the
 //! lock: a claimer that fails or is canceled blocks no one.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use deadpool_postgres::Object;
 use serde_json::Value;
 
 use super::db::micros;
+use super::notify::NOTIFY_WRITTEN;
 use super::writes::to_bigint;
 use super::{Db, StatusRow, StoreError};
 
@@ -32,13 +34,40 @@ WHERE (user_id = $1 OR (user_id IS NULL AND $1::bigint IS NULL))
   AND status->'requestBody' IS NOT DISTINCT FROM $3::jsonb
 ORDER BY id DESC LIMIT 1";
 
+/// Starts a claim's transaction: read committed whatever the server's default (a waiter must
+/// see the row its predecessor committed while it waited), a waiter gives up after 2 s (a
+/// stalled holder must not hold connections for long), and an idle holder is ended.
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED;
+SET LOCAL lock_timeout = '2s';
+SET LOCAL idle_in_transaction_session_timeout = '30s'";
+
+/// The cache key of a request of user `$1` with body `$2`, and its transaction-scoped advisory
+/// lock. Computed by the server, from `jsonb`'s text (keys sorted, no spaces): the same on every
+/// instance, whatever it was built with.
+const LOCK: &str = "
+SELECT key, pg_advisory_xact_lock(key)::text
+FROM (SELECT hashtextextended(
+          coalesce($1::bigint::text, '') || ':' || coalesce($2::jsonb::text, ''), 0) AS key)
+     AS keyed";
+
 /// Writes the claimer's new job with its cache key: a new row, or the key on the row the
-/// job's instance wrote meanwhile (whose status is as new or newer).
-const RECORD: &str = "
-INSERT INTO asyncjobs_jobs AS j
-    (id, version, state, user_id, owner, cache_key, changed_at, finished_at, status, queued)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (id) DO UPDATE SET cache_key = EXCLUDED.cache_key";
+/// job's instance wrote meanwhile (whose status is as new or newer). Notifies the write as every
+/// status write does, so that other instances hear of the job at once.
+static RECORD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH written AS (
+    INSERT INTO asyncjobs_jobs AS j
+        (id, version, state, user_id, owner, cache_key, changed_at, finished_at, status, queued)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    ON CONFLICT (id) DO UPDATE SET cache_key = EXCLUDED.cache_key
+    RETURNING j.id, j.version, j.user_id
+), {NOTIFY_WRITTEN}
+SELECT (SELECT count(*) FROM notified)"
+    )
+});
+
+/// How long a lookup waits for its turn among the [claims a store runs at once](Db::claims).
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
 
 /// What [`Db::find_or_claim`] found.
 #[derive(Debug)]
@@ -57,6 +86,8 @@ pub struct CacheClaim {
     /// In an open transaction holding the key's advisory lock; `None` once settled.
     client: Option<Object>,
     key: i64,
+    /// Its place among the claims this store runs at once.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Db {
@@ -95,13 +126,18 @@ impl Db {
         Ok(row.map(|row| row.get::<_, i64>(0) as u64))
     }
 
-    /// As [`find_cached`](Db::find_cached), but when no job is found, returns a claim on
-    /// `cache_key`: until it is [settled](CacheClaim::settle) or dropped, an equal call on any
-    /// instance waits. Its holder starts the job and settles the claim with the job's row.
+    /// As [`find_cached`](Db::find_cached), with the request's cache key computed by the server
+    /// (from `user` and the `jsonb` text of `body`, so that every instance computes the same),
+    /// but when no job is found, returns a claim on that key: until it is
+    /// [settled](CacheClaim::settle) or dropped, an equal call on any instance waits. Its holder
+    /// starts the job and settles the claim with the job's row.
     ///
     /// # Errors
     ///
-    /// A [`StoreError`] when the database cannot be reached.
+    /// A [`StoreError`] when the database cannot be reached, when the key stays locked for 2 s
+    /// (a stalled holder), or when the store's other claims (four at most) keep it waiting for
+    /// 2 s: the
+    /// caller then goes without the cache rather than wait longer.
     ///
     /// # Cancel safety
     ///
@@ -109,34 +145,46 @@ impl Db {
     pub async fn find_or_claim(
         &self,
         user: Option<u64>,
-        cache_key: i64,
         body: Option<&Value>,
         fresh_for: Duration,
     ) -> Result<CacheLookup, StoreError> {
         const WHAT: &str = "claim a cached request";
         let user = user.map(|u| to_bigint(u, "user id", WHAT)).transpose()?;
+        // Few claims wait at once, so that equal requests piling up cannot take the pool that
+        // the store's writes and lease renewals need.
+        let permit = tokio::time::timeout(CLAIM_WAIT, self.claims().acquire_owned())
+            .await
+            .map_err(|_| StoreError::query_because(WHAT, "too many cached requests waiting"))?
+            .map_err(|_| StoreError::query_because(WHAT, "the store is closing"))?;
         let mut claim = CacheClaim {
             client: Some(self.client().await?),
-            key: cache_key,
+            key: 0,
+            _permit: permit,
         };
         let client = claim
             .client
             .as_ref()
             .expect("a new claim holds its connection");
-        let statement = client
+        let lock = client
+            .prepare_cached(LOCK)
+            .await
+            .map_err(|e| StoreError::query(WHAT, e))?;
+        let find = client
             .prepare_cached(FIND)
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
         client
-            .batch_execute("BEGIN")
+            .batch_execute(BEGIN)
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
-        client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&cache_key])
+        let key: i64 = client
+            .query_one(&lock, &[&user, &body])
             .await
-            .map_err(|e| StoreError::query(WHAT, e))?;
+            .map_err(|e| StoreError::query(WHAT, e))?
+            .get(0);
+        claim.key = key;
         let found = client
-            .query_opt(&statement, &[&user, &cache_key, &body, &micros(fresh_for)])
+            .query_opt(&find, &[&user, &key, &body, &micros(fresh_for)])
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
         match found {
@@ -177,8 +225,8 @@ impl CacheClaim {
             .transpose()?;
         let owner = to_bigint(row.owner, "instance id", WHAT)?;
         client
-            .execute(
-                RECORD,
+            .query_one(
+                &*RECORD,
                 &[
                     &id,
                     &version,

@@ -526,17 +526,14 @@ impl Store for PostgresStore {
     fn find_or_claim<'a>(
         &'a self,
         user: Option<u64>,
-        key: u64,
         body: Option<&'a serde_json::Value>,
         fresh_for: Duration,
     ) -> BoxFuture<'a, Result<Cached, Error>> {
         Box::pin(async move {
-            // The column is a BIGINT: the key's 64 bits, read as signed.
-            let key = i64::from_ne_bytes(key.to_ne_bytes());
             let lookup = self
                 .inner
                 .db
-                .find_or_claim(user, key, body, fresh_for)
+                .find_or_claim(user, body, fresh_for)
                 .await
                 .map_err(unavailable)?;
             Ok(match lookup {
