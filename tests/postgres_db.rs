@@ -1092,6 +1092,12 @@ async fn one_sweeper_works_at_a_time() {
 async fn find_cached_matches_user_key_and_body() {
     let test = pg::fresh_db().await;
     let db = db(&test.url).await;
+    // The jobs below are owner 1's: a live instance (a dead one's running jobs answer no request).
+    let owner = db
+        .register_instance("test", Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(owner, 1);
     let body = json!({"concreteType": "org.example.Query", "sql": "select 1", "args": [1, 2]});
     let same_body_reordered =
         json!({"args": [1, 2], "sql": "select 1", "concreteType": "org.example.Query"});
@@ -1185,6 +1191,18 @@ async fn find_cached_matches_user_key_and_body() {
         db.find_cached(None, 42, Some(&body), FRESH).await.unwrap(),
         Some(nobodys.id)
     );
+
+    // A running job of an instance whose lease is gone answers nothing: it is about to fail.
+    let orphan = job(ID_BASE + 7, 1, Processing, 99)
+        .user(11)
+        .cached(42, body.clone());
+    write(&db, &[&orphan]).await;
+    assert_eq!(
+        db.find_cached(Some(11), 42, Some(&body), FRESH)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// How many lookups wait for a request-cache claim (an advisory lock not granted).
@@ -1202,6 +1220,12 @@ async fn waiting_for_a_claim(raw: &tokio_postgres::Client) -> i64 {
 async fn a_claim_holds_equal_lookups_until_it_is_settled_or_dropped() {
     let test = pg::fresh_db().await;
     let db = db(&test.url).await;
+    // The jobs below are owner 1's: a live instance (a dead one's running jobs answer no request).
+    let owner = db
+        .register_instance("test", Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(owner, 1);
     let raw = pg::connect(&test.url).await.unwrap();
     let body = json!({"concreteType": "org.example.Query", "sql": "select 1"});
     // Equal as JSON, its keys in another order: the same request.

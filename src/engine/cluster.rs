@@ -266,6 +266,18 @@ impl Engine {
             )
             .await;
         let claim = match lookup {
+            // One of this instance's: its row may lag its status (a cancel not written yet), so
+            // memory decides.
+            Ok(Cached::Found(id)) if self.holds(&id) => {
+                let now = tokio::time::Instant::now();
+                match self
+                    .dedup
+                    .peek(&request, |at| self.retention.expired(at, now))
+                {
+                    Some(local) => return Ok(Spawned::Reused(local)),
+                    None => None,
+                }
+            }
             Ok(Cached::Found(id)) => return Ok(Spawned::Reused(id)),
             Ok(Cached::Claimed(claim)) => Some(claim),
             Err(_unreachable) => {

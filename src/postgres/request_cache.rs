@@ -21,14 +21,17 @@ use super::writes::to_bigint;
 use super::{Db, StatusRow, StoreError};
 
 /// Jobs that may answer a cacheable request of user `$1` (`NULL` for none) with cache key `$2`
-/// and request body `$3`: PROCESSING and not being canceled, or COMPLETE within the last `$4`
-/// microseconds. The newest first.
+/// and request body `$3`: PROCESSING, not being canceled, on an instance whose lease holds (a
+/// dead instance's job is about to fail), or COMPLETE within the last `$4` microseconds. The
+/// newest first.
 const FIND: &str = "
 SELECT id FROM asyncjobs_jobs
 WHERE (user_id = $1 OR (user_id IS NULL AND $1::bigint IS NULL))
   AND cache_key = $2
   AND (state = 'PROCESSING' AND NOT cancel_requested
            AND NOT coalesce((status->>'jobCanceling')::boolean, false)
+           AND EXISTS (SELECT 1 FROM asyncjobs_instances AS i
+                       WHERE i.id = owner AND i.lease_until > now())
        OR state = 'COMPLETE'
            AND finished_at >= now() - $4::bigint * interval '1 microsecond')
   AND status->'requestBody' IS NOT DISTINCT FROM $3::jsonb
