@@ -428,18 +428,20 @@ impl Job {
         }
         drop(release);
         if let Some((note, step)) = told {
-            let changed = self.nanos_since_start(changed_at);
             let kind = if phase.is_terminal() {
                 JobEventKind::Finished
             } else {
                 JobEventKind::Changed
             };
-            // The runtime is worked out only if an event is emitted that shows it.
-            let runtime_ms = || changed / 1_000_000;
+            // The runtime is worked out only if an event is emitted that shows it, and the time
+            // since the spawn only for the rare changes, whose metrics record it.
+            let runtime_ms = || self.nanos_since_start(changed_at) / 1_000_000;
             let mut event = self.event(kind, version, phase, cause);
             event.step = step;
             event.queued = queued;
-            event.elapsed = Duration::from_nanos(changed);
+            if step != crate::event::Step::Progress {
+                event.elapsed = Duration::from_nanos(self.nanos_since_start(changed_at));
+            }
             event.exception = exception;
             seam.changed(&event, self, note, runtime_ms);
         } else if seam.mirrored()
