@@ -4,10 +4,11 @@
 //!
 //! A notice carries a job's id, version and user, so this keeps the caller's without reading
 //! anything; it reads each such job's status from the store when it is taken (the latest, so a
-//! job that changed many times while unread is read once), and never the same status twice. Notices are lost while the
-//! store reconnects (and a follower that falls far behind misses some): then it lists the
-//! caller's jobs of every instance changed in the five minutes before it last knew all was heard
-//! (a wide margin for clocks and late writers), and gives those it has not given at their etag.
+//! job that changed many times while unread is read once), and never gives the same status
+//! twice. Notices are lost while the store reconnects (and a follower that falls far behind
+//! misses some): then it lists the caller's jobs of every instance changed in the five minutes
+//! before it last knew all was heard (a wide margin for clocks and late writers), and gives
+//! those it has not given at their etag.
 //!
 //! A store that cannot be reached holds back only other instances' changes: they are read again
 //! a second later, while this instance's keep coming.
