@@ -36,16 +36,20 @@ fn snapshot(recorder: &DebuggingRecorder) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// A current-thread runtime on tokio's paused clock: time-based assertions without sleeping.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn jobs_are_counted_by_outcome_and_cause_and_timed() {
     let recorder = DebuggingRecorder::new();
     metrics::with_local_recorder(&recorder, || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        paused_runtime().block_on(async {
             let registry = JobRegistry::builder()
                 .max_running(2)
                 .cancel_grace(Duration::from_secs(1))
@@ -119,12 +123,7 @@ fn jobs_are_counted_by_outcome_and_cause_and_timed() {
 fn a_named_job_s_metrics_carry_its_name() {
     let recorder = DebuggingRecorder::new();
     metrics::with_local_recorder(&recorder, || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        paused_runtime().block_on(async {
             let registry = JobRegistry::new();
             let named = registry
                 .spawn(JobRequest::default().name("export"), |_job| async {
