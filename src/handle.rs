@@ -63,7 +63,7 @@ impl JobHandle {
 
     /// The user who started this job, if one was given.
     pub fn started_by(&self) -> Option<u64> {
-        self.job.user
+        self.job.user()
     }
 
     /// Reports progress: `current` out of `total` done, and what the job is doing. Returns whether
@@ -86,8 +86,8 @@ impl JobHandle {
         ) == Applied::Changed
     }
 
-    /// Whether the job has been asked to cancel (by [`JobRegistry::cancel`], or because the
-    /// registry's root token fired). A job should stop at its next safe point and return an error.
+    /// Whether the job has been asked to cancel (by [`JobRegistry::cancel`], a time limit, or the
+    /// registry's shutdown). A job should stop at its next safe point and return an error.
     ///
     /// [`JobRegistry::cancel`]: crate::JobRegistry::cancel
     pub fn is_canceling(&self) -> bool {
@@ -127,7 +127,7 @@ impl std::fmt::Debug for JobHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobHandle")
             .field("id", &self.job.id)
-            .field("started_by", &self.job.user)
+            .field("started_by", &self.job.user())
             .field("canceling", &self.is_canceling())
             .finish()
     }

@@ -12,10 +12,11 @@
 //! its status lock is a leaf, never held while another lock is taken, across an `.await`, or
 //! while user code runs (serialization and error formatting happen before `apply`).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -34,7 +35,10 @@ use crate::{
 
 pub(crate) struct Job {
     pub(crate) id: JobId,
-    pub(crate) user: Option<u64>,
+    /// The starting user, if `has_user` (see [`Job::user`]): a plain `u64` and a flag in padding
+    /// `Job` has anyway take 8 bytes less than an `Option<u64>` in every retained job.
+    user_id: u64,
+    has_user: bool,
     pub(crate) request: Option<Arc<Value>>,
     pub(crate) cacheable: bool,
     /// The name the request gave, for people.
@@ -60,8 +64,8 @@ pub(crate) struct Job {
 
 struct State {
     phase: AsynchJobState,
-    canceling: bool,
-    /// What asked the job to cancel, once `canceling` is set.
+    /// What asked the job to cancel: set once the job is canceling (`jobCanceling`), never
+    /// cleared. One field for both keeps `State`'s small fields in one 8-byte word.
     cause: Option<CancelCause>,
     /// Waiting for a slot under the registry's concurrency limit. Stays set if the job ends
     /// while queued, which tells the scheduler that the job never held a slot.
@@ -99,12 +103,14 @@ impl State {
 /// `String` would be, while no snapshot has shown it: a job that reports faster than it is read
 /// reuses one allocation instead of making an `Arc` per report. The first snapshot to show a
 /// message makes it `Shared`, and every later one clones that `Arc`, so a read allocates at
-/// most once per change, and a finished job's message is always `Shared` (reads of retained
-/// statuses never allocate).
+/// most once per change, and a finished job's message is always `Shared` or `Complete` (reads of
+/// retained statuses never allocate).
 enum Message {
     None,
     Owned(String),
     Shared(Arc<str>),
+    /// [`COMPLETE_MESSAGE`], kept by no job (see there).
+    Complete,
 }
 
 impl Message {
@@ -113,6 +119,7 @@ impl Message {
             Message::None => false,
             Message::Owned(owned) => owned == message,
             Message::Shared(shared) => **shared == *message,
+            Message::Complete => message == COMPLETE_MESSAGE,
         }
     }
 
@@ -123,7 +130,12 @@ impl Message {
             message.clone_into(owned);
             return None;
         }
-        match std::mem::replace(self, Message::Owned(message.to_owned())) {
+        // Room for a typical message from the start, so that one a little longer than the
+        // first ("step 10 of 10" after "step 9 of 10") reuses the buffer too. Only running
+        // jobs hold a buffer: a finished job's message is shared at its exact length.
+        let mut buffer = String::with_capacity(message.len().max(MESSAGE_ROOM));
+        buffer.push_str(message);
+        match std::mem::replace(self, Message::Owned(buffer)) {
             Message::Shared(old) => Some(old),
             _ => None,
         }
@@ -141,6 +153,7 @@ impl Message {
         match self {
             Message::None => (None, None),
             Message::Shared(shared) => (Some(shared.clone()), None),
+            Message::Complete => (Some(complete_message()), None),
             Message::Owned(owned) => {
                 let shared: Arc<str> = Arc::from(owned.as_str());
                 let Message::Owned(buffer) =
@@ -157,6 +170,9 @@ impl Message {
         matches!(self, Message::Shared(shared) if Arc::ptr_eq(shared, message))
     }
 }
+
+/// The least a message buffer holds (see [`Message::set`]).
+const MESSAGE_ROOM: usize = 32;
 
 /// How a finished job ended.
 pub(crate) struct Ended {
@@ -176,10 +192,24 @@ pub(crate) enum Applied {
     AlreadyFinished,
 }
 
-/// A complete job's progress message. Each job gets its own copy: one shared `Arc` would make
-/// every snapshot of every complete job bump one reference count, a cache line all cores fight
-/// over when many pollers read finished statuses.
+/// A complete job's progress message. No job keeps a copy ([`Message::Complete`]): a snapshot
+/// clones the `Arc` of the thread taking it (`COMPLETE`), so the message costs no allocation and
+/// no bytes per job, and pollers on different cores never fight over one reference count, as they
+/// would over a single `Arc` shared by every job.
 const COMPLETE_MESSAGE: &str = "Complete";
+
+thread_local! {
+    /// This thread's shared [`COMPLETE_MESSAGE`].
+    static COMPLETE: Arc<str> = Arc::from(COMPLETE_MESSAGE);
+}
+
+/// The complete message to show in a snapshot: this thread's, or a new one while the thread is
+/// being torn down.
+fn complete_message() -> Arc<str> {
+    COMPLETE
+        .try_with(Arc::clone)
+        .unwrap_or_else(|_| Arc::from(COMPLETE_MESSAGE))
+}
 
 impl Job {
     pub(crate) fn new(
@@ -192,7 +222,8 @@ impl Job {
         let started_on = unix_nanos_now();
         Job {
             id,
-            user: request.user,
+            user_id: request.user.unwrap_or(0),
+            has_user: request.user.is_some(),
             request: request.body,
             cacheable: request.cacheable,
             name: request.name,
@@ -203,7 +234,6 @@ impl Job {
             unwritten: AtomicBool::new(false),
             state: Mutex::new(State {
                 phase: AsynchJobState::Processing,
-                canceling: false,
                 cause: None,
                 queued: queued.is_some(),
                 waiters: 0,
@@ -219,6 +249,12 @@ impl Job {
                 token: Some(token),
             }),
         }
+    }
+
+    /// The user who started the job, if one did.
+    #[inline]
+    pub(crate) fn user(&self) -> Option<u64> {
+        self.has_user.then_some(self.user_id)
     }
 
     /// Announces the job's creation to the seam, its first event. `publish` makes the job
@@ -256,7 +292,7 @@ impl Job {
         Event {
             kind,
             id: self.id,
-            user: self.user,
+            user: self.user(),
             version,
             state,
             canceling: cause.is_some(),
@@ -297,7 +333,7 @@ impl Job {
             if st.is_progress(*current, *total, same_message) {
                 return Applied::Unchanged;
             }
-            if seam.hears_progress(self.user) {
+            if seam.hears_progress(self.user()) {
                 ordered = true;
                 // The turn comes before the status lock: try it, and only if another thread
                 // is delivering this job's event, let go and wait for it in order.
@@ -339,18 +375,16 @@ impl Job {
                 }
             }
             Change::Canceling(cause) => {
-                if st.canceling {
+                if st.cause.is_some() {
                     return Applied::Unchanged;
                 }
-                st.canceling = true;
                 st.cause = Some(cause);
                 fire = st.token.take();
             }
             Change::TimedOut(timeout) => {
-                if st.canceling {
+                if st.cause.is_some() {
                     return Applied::Unchanged;
                 }
-                st.canceling = true;
                 st.cause = Some(timeout.cause());
                 fire = st.token.take();
             }
@@ -362,7 +396,7 @@ impl Job {
                     .token
                     .as_ref()
                     .is_some_and(CancellationToken::is_cancelled);
-                if !st.queued || st.canceling || fired {
+                if !st.queued || st.cause.is_some() || fired {
                     return Applied::Unchanged;
                 }
                 st.queued = false;
@@ -373,7 +407,7 @@ impl Job {
             }
             Change::Placed { message, stamp } => {
                 // Only a waiting job shows its place, and not over progress of its own.
-                if !st.queued || st.canceling || st.reported {
+                if !st.queued || st.cause.is_some() || st.reported {
                     return Applied::Unchanged;
                 }
                 // Stamps compare as serial numbers: a place newer than the last by less than
@@ -392,7 +426,7 @@ impl Job {
             Change::Complete(response) => {
                 st.phase = AsynchJobState::Complete;
                 st.current = st.total;
-                replaced = Some(st.message.set_shared(Some(Arc::from(COMPLETE_MESSAGE))));
+                replaced = Some(std::mem::replace(&mut st.message, Message::Complete));
                 st.response = response;
                 release = st.token.take();
             }
@@ -505,7 +539,7 @@ impl Job {
     pub(crate) fn reusable(&self, expired: impl Fn(Instant) -> bool) -> bool {
         let st = self.state.lock();
         match st.phase {
-            AsynchJobState::Processing => !st.canceling,
+            AsynchJobState::Processing => st.cause.is_none(),
             AsynchJobState::Complete => !expired(st.changed_at),
             AsynchJobState::Failed => false,
         }
@@ -549,7 +583,7 @@ impl Job {
     #[inline]
     fn build(&self, mut st: parking_lot::MutexGuard<'_, State>) -> AsynchronousJobStatus {
         let phase = st.phase;
-        let canceling = st.canceling;
+        let canceling = st.cause.is_some();
         let version = st.version;
         let changed_at = st.changed_at;
         let (current, total) = if st.reported {
@@ -567,17 +601,14 @@ impl Job {
             None => (None, None, None),
         };
         let response = st.response.clone();
-        // Read under the lock: the job cannot finish at an instant before this one, so a live
-        // runtime is never above the final one.
-        let runtime_end = if phase.is_terminal() {
-            changed_at
-        } else {
-            Instant::now()
-        };
+        // A finished job's runtime ends at its last change. A running job's clock is read under
+        // the lock: the job cannot finish at an instant before this one, so a live runtime is
+        // never above the final one.
+        let now = (!phase.is_terminal()).then(Instant::now);
         drop(st);
         drop(buffer);
         let changed = self.nanos_since_start(changed_at);
-        let runtime = changed.max(self.nanos_since_start(runtime_end));
+        let runtime = now.map_or(changed, |now| changed.max(self.nanos_since_start(now)));
 
         AsynchronousJobStatus {
             job_id: self.id,
@@ -586,7 +617,7 @@ impl Job {
             etag: Etag::from_version(version),
             started_on: wall_time(self.started_on, 0),
             changed_on: wall_time(self.started_on, changed),
-            started_by_user_id: self.user,
+            started_by_user_id: self.user(),
             progress_current: current,
             progress_total: total,
             progress_message: message,
@@ -672,7 +703,46 @@ fn unix_nanos_now() -> i64 {
 fn wall_time(start_nanos: i64, elapsed_nanos: u64) -> DateTime<Utc> {
     let elapsed = i64::try_from(elapsed_nanos).unwrap_or(i64::MAX);
     let millis = start_nanos.saturating_add(elapsed).div_euclid(1_000_000);
-    DateTime::from_timestamp_millis(millis).unwrap_or_default()
+    date_time(millis).unwrap_or_default()
+}
+
+const MILLIS_PER_DAY: i64 = 86_400_000;
+
+/// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
+const UNIX_EPOCH_DAY_FROM_CE: i64 = 719_163;
+
+thread_local! {
+    /// The day this thread last turned into a date. Finding a day's year and month is most of
+    /// the cost of a `DateTime`, and nearly every time a snapshot shows is today's.
+    static LAST_DAY: Cell<Option<(i64, NaiveDate)>> = const { Cell::new(None) };
+}
+
+/// `millis` after the Unix epoch as a date and time, as `DateTime::from_timestamp_millis` gives
+/// it, with the day's date remembered from this thread's last conversion.
+fn date_time(millis: i64) -> Option<DateTime<Utc>> {
+    let day = millis.div_euclid(MILLIS_PER_DAY);
+    let of_day = millis.rem_euclid(MILLIS_PER_DAY);
+    let convert = || {
+        i32::try_from(day.checked_add(UNIX_EPOCH_DAY_FROM_CE)?)
+            .ok()
+            .and_then(NaiveDate::from_num_days_from_ce_opt)
+    };
+    let date = LAST_DAY
+        .try_with(|last| match last.get() {
+            Some((cached, date)) if cached == day => Some(date),
+            _ => {
+                let date = convert()?;
+                last.set(Some((day, date)));
+                Some(date)
+            }
+        })
+        .unwrap_or_else(|_| convert())?;
+    // Both in range: `of_day` is below a day's milliseconds.
+    let time = NaiveTime::from_num_seconds_from_midnight_opt(
+        u32::try_from(of_day / 1_000).ok()?,
+        u32::try_from(of_day % 1_000 * 1_000_000).ok()?,
+    )?;
+    Some(NaiveDateTime::new(date, time).and_utc())
 }
 
 impl StatusSource for Job {
@@ -689,7 +759,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
             .field("id", &self.id)
-            .field("user", &self.user)
+            .field("user", &self.user())
             .finish_non_exhaustive()
     }
 }
@@ -855,6 +925,36 @@ mod tests {
         assert_eq!(replaced.as_deref(), Some("step 1"));
         assert!(matches!(&message, Message::Owned(m) if m == "step 2"));
         assert!(message.set("step 3").is_none(), "the buffer is reused");
+    }
+
+    #[test]
+    fn dates_are_those_chrono_gives_whatever_day_was_converted_before() {
+        let day = MILLIS_PER_DAY;
+        let mut times = vec![
+            0,
+            -1,
+            1,
+            day - 1,
+            day,
+            -day,
+            -day - 1,
+            1_700_000_000_123,
+            253_402_300_799_999, // 9999-12-31T23:59:59.999Z
+            -62_135_596_800_000, // 0001-01-01T00:00:00Z
+            i64::MAX,
+            i64::MIN,
+        ];
+        // Alternating days, runs of one day, and every hour across a leap day.
+        let leap_day = 1_709_164_800_000; // 2024-02-29T00:00:00Z
+        times.extend((-48..48).map(|hour| leap_day + hour * 3_600_000 + hour * 7));
+        times.extend((0..50).map(|i| 1_700_000_000_000 + (i % 2) * day + i));
+        for millis in times {
+            assert_eq!(
+                date_time(millis),
+                DateTime::from_timestamp_millis(millis),
+                "{millis} ms after the epoch"
+            );
+        }
     }
 
     #[test]

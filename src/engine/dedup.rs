@@ -101,7 +101,7 @@ impl Dedup {
         let entries = self.entries.lock();
         let reusable = entries.get(&key).and_then(|jobs| {
             jobs.iter().find(|j| {
-                j.user == request.user && j.request == request.body && j.reusable(&expired)
+                j.user() == request.user && j.request == request.body && j.reusable(&expired)
             })
         });
         match reusable {
@@ -124,7 +124,7 @@ impl Dedup {
     }
 
     pub(crate) fn remove(&self, job: &Job) {
-        let key = key(job.user, job.request.as_deref());
+        let key = key(job.user(), job.request.as_deref());
         let mut entries = self.entries.lock();
         if let Some(jobs) = entries.get_mut(&key) {
             jobs.retain(|j| j.id != job.id);

@@ -74,7 +74,7 @@ pub(crate) enum Scope {
 impl Scope {
     fn admits(self, job: &Job) -> Result<(), Error> {
         match self {
-            Scope::User(user) if job.user != Some(user) => Err(Error::NotYourJob(job.id)),
+            Scope::User(user) if job.user() != Some(user) => Err(Error::NotYourJob(job.id)),
             _ => Ok(()),
         }
     }
@@ -290,7 +290,7 @@ impl Engine {
         self.sweep();
         let now = Instant::now();
         let (mut running, mut queued, mut complete, mut failed) = (0, 0, 0, 0);
-        for job in self.table.jobs(|job| job.user == Some(user)) {
+        for job in self.table.jobs(|job| job.user() == Some(user)) {
             let (state, is_queued, changed_at) = job.standing();
             match state {
                 _ if state.is_terminal() && self.retention.expired(changed_at, now) => {}

@@ -114,7 +114,7 @@ impl Engine {
 
         let handle = JobHandle::new(entry.clone(), self.seam.clone(), token.clone());
         #[cfg(feature = "tracing")]
-        let span = crate::trace::span(id, entry.user, entry.name.as_deref());
+        let span = crate::trace::span(id, entry.user(), entry.name.as_deref());
         #[cfg(feature = "tracing")]
         let called = span.in_scope(|| catch_unwind(AssertUnwindSafe(move || job(handle))));
         #[cfg(not(feature = "tracing"))]

@@ -58,7 +58,7 @@ impl Table {
     }
 
     pub(crate) fn insert(&self, job: Arc<Job>) {
-        if let Some(user) = job.user {
+        if let Some(user) = job.user() {
             let mut users = self.user_shard(user).lock();
             let ids = users.entry(user).or_default();
             match ids.back() {
@@ -86,7 +86,7 @@ impl Table {
     /// Removes the job and hands it back, so the caller drops it after the shard lock is released.
     pub(crate) fn remove(&self, id: JobId) -> Option<Arc<Job>> {
         let job = self.shard(id).write().remove(&id.as_u64())?;
-        if let Some(user) = job.user {
+        if let Some(user) = job.user() {
             let mut users = self.user_shard(user).lock();
             if let Some(ids) = users.get_mut(&user) {
                 // Retention drops the oldest first: usually the front.

@@ -117,7 +117,7 @@ impl Scheduler {
             let mut queues = self.queues.lock();
             queues.enqueue(
                 job.id,
-                job.user,
+                job.user(),
                 priority,
                 job.clone(),
                 ticket.place,
@@ -133,7 +133,7 @@ impl Scheduler {
         let mut effects = Effects::default();
         {
             let mut queues = self.queues.lock();
-            queues.release(job.user, &mut effects);
+            queues.release(job.user(), &mut effects);
             self.waiting.store(queues.waiting(), Ordering::Relaxed);
         }
         self.carry_out(seam, effects);
@@ -182,7 +182,7 @@ impl Scheduler {
                 return;
             }
             let mut queues = self.queues.lock();
-            queues.release(job.user, &mut effects);
+            queues.release(job.user(), &mut effects);
             self.waiting.store(queues.waiting(), Ordering::Relaxed);
         }
     }
