@@ -11,8 +11,9 @@
 //! <this binary> <case> <iterations>
 //! ```
 //!
-//! Whole jobs run one `block_on` each on a current-thread runtime, so that their count is
-//! deterministic too. Run with no case (as `cargo bench` does), it lists the cases and exits.
+//! Whole jobs run one `block_on` each on a current-thread runtime, so that their count repeats
+//! too. Started by `cargo bench` (which passes `--bench`, and any filter or criterion option
+//! meant for the other benches), it only lists the cases: it runs one only when called directly.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -247,27 +248,35 @@ fn case(rt: &Runtime, case: &str, n: u64) {
                 });
             });
         }
-        other => {
-            eprintln!("unknown case {other}");
-            std::process::exit(2);
-        }
+        other => unreachable!("{other} is checked against CASES in main"),
     }
 }
 
 fn main() {
-    // `cargo bench` passes flags such as `--bench`: only the rest are ours.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with("--"))
-        .collect();
-    let Some(name) = args.first() else {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` runs every bench binary with `--bench` and the filters and options meant for
+    // the criterion benches: none of those is a case here.
+    let called_by_cargo = args.iter().any(|arg| arg == "--bench");
+    let name = args.first().filter(|_| !called_by_cargo);
+    let Some(name) = name else {
         println!("instruction-count cases (run under callgrind: see benches/instructions.sh):");
         for (name, what) in CASES {
             println!("  {name:<20} {what}");
         }
         return;
     };
-    let iterations = args.get(1).map_or(20_000, |n| n.parse().expect("a count"));
+    if !CASES.iter().any(|(case, _)| case == name) {
+        eprintln!("unknown case {name}: run without arguments for the list");
+        std::process::exit(2);
+    }
+    let iterations = match args.get(1).map(|n| n.parse::<u64>()) {
+        None => 20_000,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("iterations must be a positive whole number");
+            std::process::exit(2);
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -86,8 +86,9 @@ impl JobHandle {
         ) == Applied::Changed
     }
 
-    /// Whether the job has been asked to cancel (by [`JobRegistry::cancel`], a time limit, or the
-    /// registry's shutdown). A job should stop at its next safe point and return an error.
+    /// Whether the job has been asked to cancel (by [`JobRegistry::cancel`], a time limit, the
+    /// registry's shutdown, or a lost lease in a shared store): whether its token fired. A job
+    /// should stop at its next safe point and return an error.
     ///
     /// [`JobRegistry::cancel`]: crate::JobRegistry::cancel
     pub fn is_canceling(&self) -> bool {

@@ -103,8 +103,8 @@ impl State {
 /// `String` would be, while no snapshot has shown it: a job that reports faster than it is read
 /// reuses one allocation instead of making an `Arc` per report. The first snapshot to show a
 /// message makes it `Shared`, and every later one clones that `Arc`, so a read allocates at
-/// most once per change, and a finished job's message is always `Shared` or `Complete` (reads of
-/// retained statuses never allocate).
+/// most once per change. A finished job's message is `None`, `Shared` or `Complete`, so reads of
+/// retained statuses do not allocate (but for a thread's first "Complete").
 enum Message {
     None,
     Owned(String),
@@ -141,8 +141,7 @@ impl Message {
         }
     }
 
-    /// Shows `message`, shared already (a queued job's place, "Complete"); hands back what it
-    /// replaced, to be dropped after the lock is released.
+    /// Shows `message`, shared already (a queued job's place); hands back what it replaced, to be dropped after the lock is released.
     fn set_shared(&mut self, message: Option<Arc<str>>) -> Message {
         std::mem::replace(self, message.map_or(Message::None, Message::Shared))
     }
@@ -194,8 +193,9 @@ pub(crate) enum Applied {
 
 /// A complete job's progress message. No job keeps a copy ([`Message::Complete`]): a snapshot
 /// clones the `Arc` of the thread taking it (`COMPLETE`), so the message costs no allocation and
-/// no bytes per job, and pollers on different cores never fight over one reference count, as they
-/// would over a single `Arc` shared by every job.
+/// no bytes per job, and pollers on different cores do not fight over one reference count, as
+/// they would over a single `Arc` shared by every job (only a snapshot dropped on another thread
+/// than the one that took it touches that thread's count).
 const COMPLETE_MESSAGE: &str = "Complete";
 
 thread_local! {
