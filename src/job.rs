@@ -141,7 +141,8 @@ impl Message {
         }
     }
 
-    /// Shows `message`, shared already (a queued job's place); hands back what it replaced, to be dropped after the lock is released.
+    /// Shows `message`, shared already (a queued job's place); hands back what it replaced, to be
+    /// dropped after the lock is released.
     fn set_shared(&mut self, message: Option<Arc<str>>) -> Message {
         std::mem::replace(self, message.map_or(Message::None, Message::Shared))
     }
