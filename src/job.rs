@@ -9,8 +9,10 @@
 //!   creation ([`Job::created`]) and the last its removal ([`Job::removed`]).
 //!
 //! Locks: a job has two. Its *turn* orders its events (see [`crate::seam`]) and is taken first;
-//! its status lock is a leaf, never held while another lock is taken, across an `.await`, or
-//! while user code runs (serialization and error formatting happen before `apply`).
+//! its status lock is taken last: under it `apply` only asks the seam whether a report is heard
+//! (which may take the feed index's read lock, whose writers take no status lock) and tries the
+//! turn without waiting. It is never held across an `.await` or while user code runs
+//! (serialization and error formatting happen before `apply`).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -58,7 +58,8 @@ pub(crate) struct Seam {
     /// Open feeds of the users whose ids hash to each slot, written with the index (under its
     /// write lock): a report of a user with no feed learns so from one plain load, instead of
     /// taking the index's read lock, whose count every core would write on every report while
-    /// any feed is open. Two users may share a slot; then the index decides.
+    /// any feed is open. Two users may share a slot; then the index decides. (A slot would read
+    /// zero wrongly only after 2^32 feeds of its users were open at once.)
     feeds_of: Box<[AtomicU32]>,
     feeds: RwLock<FeedIndex>,
     observers: Box<[Arc<dyn StatusObserver>]>,
@@ -89,6 +90,7 @@ impl FeedIndex {
 /// none finds its slot taken 2% of the time (and takes the index's read lock); with 1,000 users,
 /// 22%; with 10,000, nearly always, which costs what the index alone did.
 const FEED_SLOTS: usize = 4096;
+const _: () = assert!(FEED_SLOTS.is_power_of_two() && FEED_SLOTS > 1);
 
 /// The slot of `user`'s feeds in [`Seam::feeds_of`]: the top bits of a multiplicative hash, so
 /// that consecutive ids spread out.
@@ -164,9 +166,17 @@ impl Seam {
     /// Whether an open feed follows `user`'s jobs: one atomic load while no feed is open, and
     /// three, no write, while only other users' feeds are (see `feeds_of`).
     fn feed_hears(&self, user: Option<u64>) -> bool {
-        self.feeds_may_follow(user)
-            && (self.feeds_open[1].load(Ordering::Acquire) > 0
-                || user.is_some_and(|user| self.feeds.read().by_user.contains_key(&user)))
+        let [open, admin] = &*self.feeds_open;
+        if open.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        if admin.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        user.is_some_and(|user| {
+            self.feeds_of[feed_slot(user)].load(Ordering::Acquire) > 0
+                && self.feeds.read().by_user.contains_key(&user)
+        })
     }
 
     /// Whether a feed may follow `user`'s jobs, told without the index's lock: false means
@@ -331,6 +341,9 @@ impl Seam {
         let before = list.len();
         list.retain(|f| !Arc::ptr_eq(f, feed));
         let removed = before - list.len();
+        if removed == 0 {
+            return;
+        }
         if list.is_empty() {
             if let Some(user) = user {
                 feeds.by_user.remove(&user);
@@ -341,7 +354,7 @@ impl Seam {
                 self.feeds_open[1].fetch_sub(removed, Ordering::Release);
             }
             Some(user) => {
-                // At most the feeds of one user, so it fits the slot's counter.
+                // Entries each counted by one increment of this slot, so at most its count.
                 let removed = u32::try_from(removed).unwrap_or(u32::MAX);
                 self.feeds_of[feed_slot(user)].fetch_sub(removed, Ordering::Release);
             }
@@ -469,21 +482,48 @@ mod tests {
     }
 
     #[test]
-    fn a_user_sharing_a_slot_with_a_listened_user_is_still_not_heard() {
+    fn slots_count_open_feeds_of_their_users_and_only_the_index_says_who_listens() {
         let seam = Seam::new(Vec::new(), None);
         let listened = 7;
+        let shares_slot = |u: u64| u != listened && feed_slot(u) == feed_slot(listened);
         let neighbour = (0..u64::MAX)
-            .find(|&u| u != listened && feed_slot(u) == feed_slot(listened))
-            .expect("some user shares the slot");
-        let (first, second): (Arc<dyn Subscriber>, Arc<dyn Subscriber>) =
-            (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+            .find(|&u| shares_slot(u))
+            .expect("a user shares it");
+        let elsewhere = (0..u64::MAX)
+            .find(|&u| feed_slot(u) != feed_slot(listened))
+            .expect("a user has another slot");
+        let slot = |user: u64| seam.feeds_of[feed_slot(user)].load(Ordering::Relaxed);
+        let feed = || -> Arc<dyn Subscriber> { Arc::new(Recorder::default()) };
+        let (first, second, never, other) = (feed(), feed(), feed(), feed());
         seam.subscribe(Some(listened), first.clone());
         seam.subscribe(Some(listened), second.clone());
+        seam.subscribe(Some(elsewhere), other.clone());
+        assert_eq!(slot(listened), 2);
         assert!(seam.feed_hears(Some(listened)));
         assert!(
-            !seam.feed_hears(Some(neighbour)),
+            seam.feeds_may_follow(Some(neighbour)) && !seam.feed_hears(Some(neighbour)),
             "the slot says maybe, the index says no"
         );
+        seam.unsubscribe(Some(elsewhere), &other);
+        assert!(
+            !seam.feeds_may_follow(Some(elsewhere)),
+            "a user whose slot is empty is not looked up at all, though feeds are open"
+        );
+
+        // Two users in one slot: closing one's feeds leaves the other's counted.
+        let theirs = feed();
+        seam.subscribe(Some(neighbour), theirs.clone());
+        assert_eq!(slot(listened), 3);
+        seam.unsubscribe(Some(neighbour), &theirs);
+        seam.unsubscribe(Some(neighbour), &theirs);
+        seam.unsubscribe(Some(listened), &never);
+        assert_eq!(
+            slot(listened),
+            2,
+            "closes that remove nothing count nothing"
+        );
+        assert!(seam.feed_hears(Some(listened)) && !seam.feed_hears(Some(neighbour)));
+
         seam.unsubscribe(Some(listened), &first);
         assert!(seam.feed_hears(Some(listened)), "one feed is still open");
         seam.unsubscribe(Some(listened), &second);
