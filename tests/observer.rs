@@ -230,22 +230,42 @@ async fn an_observer_may_cancel_the_job_it_is_told_about_without_deadlock() {
     );
 }
 
+/// Counts the removals an observer hears. A job leaves the table before its removal is announced
+/// (an observer told of it finds it gone), so an empty registry does not yet mean every feed was
+/// told; feeds are told before observers, so once this has heard every removal, every feed has.
+fn removal_counter() -> (
+    Arc<AtomicUsize>,
+    impl Fn(&JobEvent<'_>) + Send + Sync + 'static,
+) {
+    let removals = Arc::new(AtomicUsize::new(0));
+    let heard = removals.clone();
+    let observer = move |event: &JobEvent<'_>| {
+        if event.kind() == JobEventKind::Removed {
+            heard.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    (removals, observer)
+}
+
+/// Waits (30 s at most) until `removals` reaches `jobs`.
+async fn all_removed(removals: &AtomicUsize, jobs: usize) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while removals.load(Ordering::SeqCst) < jobs {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("every finished job is dropped");
+}
+
 /// Feeds never keep entries for jobs that retention dropped: a change is delivered to a feed only
 /// in the job's turn, and removal takes the turn too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unread_feed_holds_no_job_that_retention_dropped() {
-    // A job leaves the table before its removal is announced (an observer told of it finds it
-    // gone), so an empty registry does not yet mean every feed was told. Feeds are told before
-    // observers: once an observer has heard every removal, every feed has too.
-    let removals = Arc::new(AtomicUsize::new(0));
-    let heard = removals.clone();
+    let (removals, counter) = removal_counter();
     let registry = JobRegistry::builder()
         .keep_finished_at_most(0)
-        .observe(move |event: &JobEvent<'_>| {
-            if event.kind() == JobEventKind::Removed {
-                heard.fetch_add(1, Ordering::SeqCst);
-            }
-        })
+        .observe(counter)
         .build();
     let feed = registry.watch_all();
     let user_feed = registry.as_user(1).watch_all();
@@ -269,13 +289,7 @@ async fn an_unread_feed_holds_no_job_that_retention_dropped() {
         let _ = registry.wait(id).await;
     }
     // A job counts as finished before its task retires it (and retention drops it): wait for that.
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while removals.load(Ordering::SeqCst) < ids.len() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("every finished job is dropped");
+    all_removed(&removals, ids.len()).await;
     assert!(registry.is_empty());
     assert_eq!(feed.pending(), 0, "the admin feed holds ghosts");
     assert_eq!(user_feed.pending(), 0, "a user's feed holds ghosts");
@@ -309,7 +323,11 @@ async fn cancelled_slowly(job: &JobHandle) {
 /// after it fired the token, must not reach a feed after the job ended and was dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_announced_late_leaves_no_ghost_in_a_feed() {
-    let registry = JobRegistry::builder().keep_finished_at_most(0).build();
+    let (removals, counter) = removal_counter();
+    let registry = JobRegistry::builder()
+        .keep_finished_at_most(0)
+        .observe(counter)
+        .build();
     let feed = registry.watch_all();
     let waiting = Arc::new(AtomicUsize::new(0));
     let mut ids = Vec::new();
@@ -346,12 +364,7 @@ async fn a_cancel_announced_late_leaves_no_ghost_in_a_feed() {
     tokio::task::spawn_blocking(move || canceler.join().unwrap())
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while !registry.is_empty() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("every finished job is dropped");
+    all_removed(&removals, ids.len()).await;
+    assert!(registry.is_empty());
     assert_eq!(feed.pending(), 0, "the feed holds ghosts of dropped jobs");
 }
