@@ -166,17 +166,10 @@ impl Seam {
     /// Whether an open feed follows `user`'s jobs: one atomic load while no feed is open, and
     /// three, no write, while only other users' feeds are (see `feeds_of`).
     fn feed_hears(&self, user: Option<u64>) -> bool {
-        let [open, admin] = &*self.feeds_open;
-        if open.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        if admin.load(Ordering::Acquire) > 0 {
-            return true;
-        }
-        user.is_some_and(|user| {
-            self.feeds_of[feed_slot(user)].load(Ordering::Acquire) > 0
-                && self.feeds.read().by_user.contains_key(&user)
-        })
+        // The admin count is read again only when a feed may follow: never on the fast paths.
+        self.feeds_may_follow(user)
+            && (self.feeds_open[1].load(Ordering::Acquire) > 0
+                || user.is_some_and(|user| self.feeds.read().by_user.contains_key(&user)))
     }
 
     /// Whether a feed may follow `user`'s jobs, told without the index's lock: false means
