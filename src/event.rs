@@ -22,7 +22,8 @@ pub(crate) struct Event {
     pub(crate) queued: bool,
     /// Time from the job's spawn to this change.
     pub(crate) elapsed: std::time::Duration,
-    /// A failed job's `exception`.
+    /// A failed job's `exception`, a label of the failure metric.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) exception: Option<Arc<str>>,
 }
 

@@ -209,9 +209,7 @@
 // 5. Leaves: `status`, `id`, `etag`, `error`, `exception`, `request`, `filter`, `counts`,
 //    `change`, `failure`, `text`.
 //
-// Lock order: request de-duplication index -> a job's turn -> table shard -> scheduler ->
-// retention queue -> a job's status lock (a leaf); the seam's feed index and a feed's queue are
-// taken only while delivering, after the status lock is released. Details in `engine` and `seam`.
+// Lock order: written once, in `engine` (src/engine/mod.rs, "Lock order").
 
 // 1. Fronts
 #[cfg(feature = "http")]

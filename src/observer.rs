@@ -13,17 +13,18 @@ use crate::{AsynchJobState, AsynchronousJobStatus, Etag, JobId};
 /// # Rules for an observer
 ///
 /// - **Do not block.** `on_event` runs on the thread that changed the job (the job's own task for
-///   progress, the caller of `cancel` for a cancel), and the job's next change waits for it. Do
-///   slow work elsewhere: hand the event to a channel or a task, and coalesce by job id (keep the
-///   latest etag) rather than queueing every change.
+///   progress, the caller of `cancel` for a cancel), or on a thread that was still delivering the
+///   job's earlier event, which then delivers the later ones too. A slow observer holds up that
+///   thread, not the job's next change. Do slow work elsewhere: hand the event to a channel or a
+///   task, and coalesce by job id (keep the latest etag) rather than queueing every change.
 /// - **Keep it cheap.** With an observer set, every `set_progress` that changes something calls
 ///   it. The event carries the id, user, etag and state without building anything; take a
 ///   [`status`](JobEvent::status) snapshot only when you need the whole document.
 /// - **A panic is contained.** If `on_event` panics, the panic is caught (and logged through
 ///   `tracing` with the `tracing` feature); the job, the registry and the other observers go on
 ///   as if nothing happened.
-/// - Changing a job from inside `on_event` (a cancel, progress) works; its events are delivered
-///   at once, inside the current one.
+/// - Changing a job from inside `on_event` (a cancel, progress) works and never deadlocks; the
+///   change's event comes after the one being told, to every observer, in etag order.
 ///
 /// Any `Fn(&JobEvent<'_>) + Send + Sync + 'static` is an observer.
 ///

@@ -7,29 +7,22 @@
 //! [`Seam::removed`] through the job ([`Job::created`](crate::job::Job::created),
 //! [`Job::removed`](crate::job::Job::removed)).
 //!
-//! Order: a job's events are delivered one at a time, in etag order, while the job's *turn* is
-//! held (a second per-job lock, taken before the status lock and released after delivery; see
-//! [`Seam::turn`]). Creation, cancel flags, finishing and removal always take the turn; progress
-//! takes it only when someone listens to progress (an observer, an open feed, or a `tracing`
-//! subscriber at TRACE), so a progress report nobody hears costs one lock, not two. Because a
-//! change is delivered to feeds only when it took the turn, and removal takes it too, no change
-//! can reach a feed after the job's removal.
+//! Order: a job's events reach the seam one at a time and in etag order, after the job's status
+//! lock is released, from the job's outbox (`job/outbox.rs`, which says how). Creation, cancel
+//! flags, leaving the queue, finishing and removal are always delivered; progress only when
+//! someone listens to it (an observer, an open feed of the job, or a `tracing` subscriber at
+//! TRACE), so a progress report nobody hears costs the status lock alone.
 //!
-//! Re-entrancy: a thread delivering an event (running an observer or a tracing subscriber) takes
-//! no turn for changes it makes meanwhile, so an observer that cancels a job cannot deadlock; such
-//! changes are delivered at once, inside the current delivery.
-//!
-//! Locks: the turn, then the job's status lock (released before delivery), then the feed index's
-//! read lock, then one feed's pending lock. No status lock is held while delivering.
+//! Locks: the feed index, then one feed's pending lock; neither is taken under a job's status
+//! lock (see the crate's [lock order](crate::engine#lock-order)).
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use parking_lot::RwLock;
 
 use crate::event::Event;
 use crate::failure::drop_quietly;
@@ -51,22 +44,15 @@ pub(crate) struct Seam {
     processing: AtomicUsize,
     complete: AtomicUsize,
     failed: AtomicUsize,
-    /// Read on every change of every job, written only when a feed opens or closes: kept off
-    /// the cache line of the counts, which every spawn and finish writes. All open feeds, and
-    /// those of every job (the administrator's).
-    feeds_open: Padded<[AtomicUsize; 2]>,
-    /// Open feeds of the users whose ids hash to each slot, written with the index (under its
-    /// write lock): a report of a user with no feed learns so from one plain load, instead of
-    /// taking the index's read lock, whose count every core would write on every report while
-    /// any feed is open. Two users may share a slot; then the index decides. (A slot would read
-    /// zero wrongly only after 2^32 feeds of its users were open at once.)
-    feeds_of: Box<[AtomicU32]>,
+    /// Open feeds: all of them, and those of every job (the administrator's). While both are
+    /// zero, or only users' feeds are open and none of the job's user, a report skips the index.
+    feeds_open: [AtomicUsize; 2],
     feeds: RwLock<FeedIndex>,
     observers: Box<[Arc<dyn StatusObserver>]>,
     /// The shared store's writer, if a store is attached. It is told every event in order as an
     /// observer is, except progress reports: those it needs only coalesced (which jobs changed
     /// since it last wrote them), so a report that nothing else hears is handed to it by
-    /// [`Seam::unwritten`], once per job between two of its writes, with no turn taken.
+    /// [`Seam::unwritten`], once per job between two of its writes, outside the job's outbox.
     store: Option<Arc<dyn StatusObserver>>,
 }
 
@@ -86,35 +72,6 @@ impl FeedIndex {
     }
 }
 
-/// Slots of [`Seam::feeds_of`] (16 KB). With feeds of 100 users open, a report of a user with
-/// none finds its slot taken 2% of the time (and takes the index's read lock); with 1,000 users,
-/// 22%; with 10,000, nearly always, which costs what the index alone did.
-const FEED_SLOTS: usize = 4096;
-const _: () = assert!(FEED_SLOTS.is_power_of_two() && FEED_SLOTS > 1);
-
-/// The slot of `user`'s feeds in [`Seam::feeds_of`]: the top bits of a multiplicative hash, so
-/// that consecutive ids spread out.
-fn feed_slot(user: u64) -> usize {
-    const SHIFT: u32 = u64::BITS - FEED_SLOTS.trailing_zeros();
-    (user.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> SHIFT) as usize
-}
-
-/// A value alone on its cache line (two, for CPUs that fetch lines in pairs).
-#[repr(align(128))]
-struct Padded<T>(T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-thread_local! {
-    /// How many deliveries this thread is inside of (see the module docs on re-entrancy).
-    static DELIVERING: Cell<u32> = const { Cell::new(0) };
-}
-
 impl Seam {
     pub(crate) fn new(
         observers: Vec<Arc<dyn StatusObserver>>,
@@ -124,8 +81,7 @@ impl Seam {
             processing: AtomicUsize::new(0),
             complete: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
-            feeds_open: Padded([AtomicUsize::new(0), AtomicUsize::new(0)]),
-            feeds_of: (0..FEED_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            feeds_open: [AtomicUsize::new(0), AtomicUsize::new(0)],
             feeds: RwLock::default(),
             observers: observers.into_boxed_slice(),
             store,
@@ -139,7 +95,7 @@ impl Seam {
 
     /// A progress report nobody else hears changed a job that the store had written since (the
     /// job's own flag says so, and is set again only by the store's read): the store's writer
-    /// is told, out of turn, since it only notes which jobs to write.
+    /// is told at once, outside the job's outbox, since it only notes which jobs to write.
     pub(crate) fn unwritten(&self, event: &Event, source: &dyn crate::observer::StatusSource) {
         if let Some(store) = &self.store {
             let public = JobEvent {
@@ -148,8 +104,8 @@ impl Seam {
                 user: event.user,
                 version: event.version,
                 state: event.state,
-                // Told out of turn, this may come after the job's later events: it must not
-                // say more than "changed" (the cancel flag always comes in turn).
+                // Told outside the outbox, this may come after the job's later events: it must
+                // not say more than "changed" (the cancel flag always comes through the outbox).
                 canceling: false,
                 source,
             };
@@ -157,52 +113,19 @@ impl Seam {
         }
     }
 
-    /// Whether a progress report of `user`'s job must be delivered (and so take the job's turn):
+    /// Whether a progress report of `user`'s job must be delivered:
     /// an observer is set, a feed of that job is open, or `tracing` wants progress events.
     pub(crate) fn hears_progress(&self, user: Option<u64>) -> bool {
         !self.observers.is_empty() || self.feed_hears(user) || crate::trace::progress_enabled()
     }
 
-    /// Whether an open feed follows `user`'s jobs: one atomic load while no feed is open, and
-    /// three, no write, while only other users' feeds are (see `feeds_of`).
+    /// Whether an open feed follows `user`'s jobs: two atomic loads while no feed of every job is
+    /// open, and the index's read lock only while some user's feed is.
     fn feed_hears(&self, user: Option<u64>) -> bool {
-        // The admin count is read again only when a feed may follow: never on the fast paths.
-        self.feeds_may_follow(user)
-            && (self.feeds_open[1].load(Ordering::Acquire) > 0
-                || user.is_some_and(|user| self.feeds.read().by_user.contains_key(&user)))
-    }
-
-    /// Whether a feed may follow `user`'s jobs, told without the index's lock: false means
-    /// none does.
-    fn feeds_may_follow(&self, user: Option<u64>) -> bool {
-        let [open, admin] = &*self.feeds_open;
+        let [open, admin] = &self.feeds_open;
         open.load(Ordering::Acquire) > 0
             && (admin.load(Ordering::Acquire) > 0
-                || user
-                    .is_some_and(|user| self.feeds_of[feed_slot(user)].load(Ordering::Acquire) > 0))
-    }
-
-    /// Takes a job's turn to deliver its next event: `None` if this thread is already delivering
-    /// (re-entrancy; see the module docs).
-    pub(crate) fn turn<'a>(&self, turn: &'a Mutex<()>) -> Option<MutexGuard<'a, ()>> {
-        if DELIVERING.with(Cell::get) > 0 {
-            None
-        } else {
-            Some(turn.lock())
-        }
-    }
-
-    /// [`Seam::turn`] without waiting, for a caller that holds the job's status lock (taken after
-    /// the turn in the lock order, so it may only try): `Err` if another thread has the turn.
-    pub(crate) fn try_turn<'a>(
-        &self,
-        turn: &'a Mutex<()>,
-    ) -> Result<Option<MutexGuard<'a, ()>>, ()> {
-        if DELIVERING.with(Cell::get) > 0 {
-            Ok(None)
-        } else {
-            turn.try_lock().map(Some).ok_or(())
-        }
+                || user.is_some_and(|user| self.feeds.read().by_user.contains_key(&user)))
     }
 
     /// A job was created: counted PROCESSING, then delivered.
@@ -211,26 +134,25 @@ impl Seam {
         event: &Event,
         source: &dyn crate::observer::StatusSource,
         name: Option<&str>,
-        queued: bool,
     ) {
         self.processing.fetch_add(1, Ordering::Relaxed);
         crate::metrics::record(event, name);
         self.deliver(event, source, || {
-            crate::trace::started(event.id, event.user, name, queued);
+            crate::trace::started(event.id, event.user, name, event.queued);
         });
     }
 
-    /// A job's status changed, in its turn (see the module docs: a progress report nobody hears
-    /// is not handed here at all). Feeds get it before the counts move, so that a feed that sees no job PROCESSING after a
-    /// shutdown already holds every final status.
+    /// A job's status changed (a progress report nobody hears is not handed here at all). Feeds
+    /// get it before the counts move, so that a feed that sees no job PROCESSING after a shutdown
+    /// already holds every final status.
     pub(crate) fn changed(
         &self,
         event: &Event,
         source: &dyn crate::observer::StatusSource,
-        note: Note<'_>,
-        runtime_ms: impl FnOnce() -> u64,
+        note: Note,
     ) {
         crate::metrics::record(event, source.name());
+        let runtime_ms = u64::try_from(event.elapsed.as_millis()).unwrap_or(u64::MAX);
         self.deliver(event, source, || {
             note.emit(event.id, event.user, event.version, event.cause, runtime_ms);
         });
@@ -252,7 +174,7 @@ impl Seam {
         source: &dyn crate::observer::StatusSource,
         trace: impl FnOnce(),
     ) {
-        if self.feeds_may_follow(event.user) {
+        if self.feed_hears(event.user) {
             for feed in self.feeds.read().interested(event.user) {
                 match event.kind {
                     JobEventKind::Removed => feed.removed(event.id),
@@ -260,15 +182,6 @@ impl Seam {
                 }
             }
         }
-        /// Counts this thread as delivering, however the delivery ends.
-        struct Delivering;
-        impl Drop for Delivering {
-            fn drop(&mut self) {
-                DELIVERING.with(|d| d.set(d.get() - 1));
-            }
-        }
-        DELIVERING.with(|d| d.set(d.get() + 1));
-        let _delivering = Delivering;
         // A tracing subscriber is user code too.
         if let Err(panic) = catch_unwind(AssertUnwindSafe(trace)) {
             drop_quietly(panic);
@@ -314,10 +227,7 @@ impl Seam {
                 feeds.all.push(feed);
                 self.feeds_open[1].fetch_add(1, Ordering::Release);
             }
-            Some(user) => {
-                feeds.by_user.entry(user).or_default().push(feed);
-                self.feeds_of[feed_slot(user)].fetch_add(1, Ordering::Release);
-            }
+            Some(user) => feeds.by_user.entry(user).or_default().push(feed),
         }
         self.feeds_open[0].fetch_add(1, Ordering::Release);
     }
@@ -342,15 +252,8 @@ impl Seam {
                 feeds.by_user.remove(&user);
             }
         }
-        match user {
-            None => {
-                self.feeds_open[1].fetch_sub(removed, Ordering::Release);
-            }
-            Some(user) => {
-                // Entries each counted by one increment of this slot, so at most its count.
-                let removed = u32::try_from(removed).unwrap_or(u32::MAX);
-                self.feeds_of[feed_slot(user)].fetch_sub(removed, Ordering::Release);
-            }
+        if user.is_none() {
+            self.feeds_open[1].fetch_sub(removed, Ordering::Release);
         }
         self.feeds_open[0].fetch_sub(removed, Ordering::Release);
     }
@@ -379,7 +282,7 @@ mod tests {
     use crate::AsynchronousJobStatus;
 
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(JobId, u64, bool)>>);
+    struct Recorder(parking_lot::Mutex<Vec<(JobId, u64, bool)>>);
 
     impl Subscriber for Recorder {
         fn changed(&self, id: JobId, version: u64) {
@@ -432,7 +335,7 @@ mod tests {
         );
         for (id, user) in [(1, Some(7)), (2, Some(8)), (3, None)] {
             let e = event(JobEventKind::Created, id, user, AsynchJobState::Processing);
-            seam.created(&e, &NoStatus, None, false);
+            seam.created(&e, &NoStatus, None);
         }
         assert_eq!(*mine.0.lock(), [(JobId::from_u64(1), 2, false)]);
         assert_eq!(admin.0.lock().len(), 3);
@@ -445,7 +348,7 @@ mod tests {
             Some(7),
             AsynchJobState::Processing,
         );
-        seam.created(&e, &NoStatus, None, false);
+        seam.created(&e, &NoStatus, None);
         assert_eq!(
             mine.0.lock().len(),
             1,
@@ -475,84 +378,16 @@ mod tests {
     }
 
     #[test]
-    fn slots_count_open_feeds_of_their_users_and_only_the_index_says_who_listens() {
-        let seam = Seam::new(Vec::new(), None);
-        let listened = 7;
-        let shares_slot = |u: u64| u != listened && feed_slot(u) == feed_slot(listened);
-        let neighbour = (0..u64::MAX)
-            .find(|&u| shares_slot(u))
-            .expect("a user shares it");
-        let elsewhere = (0..u64::MAX)
-            .find(|&u| feed_slot(u) != feed_slot(listened))
-            .expect("a user has another slot");
-        let slot = |user: u64| seam.feeds_of[feed_slot(user)].load(Ordering::Relaxed);
-        let feed = || -> Arc<dyn Subscriber> { Arc::new(Recorder::default()) };
-        let (first, second, never, other) = (feed(), feed(), feed(), feed());
-        seam.subscribe(Some(listened), first.clone());
-        seam.subscribe(Some(listened), second.clone());
-        seam.subscribe(Some(elsewhere), other.clone());
-        assert_eq!(slot(listened), 2);
-        assert!(seam.feed_hears(Some(listened)));
-        assert!(
-            seam.feeds_may_follow(Some(neighbour)) && !seam.feed_hears(Some(neighbour)),
-            "the slot says maybe, the index says no"
-        );
-        seam.unsubscribe(Some(elsewhere), &other);
-        assert!(
-            !seam.feeds_may_follow(Some(elsewhere)),
-            "a user whose slot is empty is not looked up at all, though feeds are open"
-        );
-
-        // Two users in one slot: closing one's feeds leaves the other's counted.
-        let theirs = feed();
-        seam.subscribe(Some(neighbour), theirs.clone());
-        assert_eq!(slot(listened), 3);
-        seam.unsubscribe(Some(neighbour), &theirs);
-        seam.unsubscribe(Some(neighbour), &theirs);
-        seam.unsubscribe(Some(listened), &never);
-        assert_eq!(
-            slot(listened),
-            2,
-            "closes that remove nothing count nothing"
-        );
-        assert!(seam.feed_hears(Some(listened)) && !seam.feed_hears(Some(neighbour)));
-
-        seam.unsubscribe(Some(listened), &first);
-        assert!(seam.feed_hears(Some(listened)), "one feed is still open");
-        seam.unsubscribe(Some(listened), &second);
-        seam.unsubscribe(Some(listened), &second);
-        assert!(!seam.feed_hears(Some(listened)));
-        assert!(
-            seam.feeds_of.iter().all(|n| n.load(Ordering::Relaxed) == 0),
-            "closing every feed empties every slot, a second close of one included"
-        );
-    }
-
-    #[test]
     fn counts_follow_created_finished_and_removed() {
         let seam = Seam::new(Vec::new(), None);
         let created = event(JobEventKind::Created, 1, None, AsynchJobState::Processing);
-        seam.created(&created, &NoStatus, None, false);
+        seam.created(&created, &NoStatus, None);
         assert_eq!(seam.counts().processing, 1);
         let finished = event(JobEventKind::Finished, 1, None, AsynchJobState::Failed);
-        seam.changed(&finished, &NoStatus, Note::none(), || 0);
+        seam.changed(&finished, &NoStatus, Note::none());
         assert_eq!((seam.counts().processing, seam.counts().failed), (0, 1));
         let removed = event(JobEventKind::Removed, 1, None, AsynchJobState::Failed);
         seam.removed(&removed, &NoStatus);
         assert_eq!(seam.counts(), JobCounts::default());
-    }
-
-    #[test]
-    fn a_delivering_thread_takes_no_turn() {
-        let seam = Seam::new(Vec::new(), None);
-        let turn = Mutex::new(());
-        let outer = seam.turn(&turn).expect("not delivering");
-        DELIVERING.with(|d| d.set(1));
-        assert!(
-            seam.turn(&turn).is_none(),
-            "a nested change must not wait for its own turn"
-        );
-        DELIVERING.with(|d| d.set(0));
-        drop(outer);
     }
 }

@@ -15,11 +15,11 @@ mod enabled {
     use crate::{exception, CancelCause, JobId};
 
     /// What one change was, kept to emit once the job's lock is released.
-    pub(crate) enum Note<'a> {
+    pub(crate) enum Note {
         Progress {
             current: u64,
             total: u64,
-            message: &'a str,
+            message: Option<Arc<str>>,
         },
         Canceling(CancelCause),
         TimedOut(Timeout),
@@ -34,23 +34,20 @@ mod enabled {
         Silent,
     }
 
-    impl<'a> Note<'a> {
+    impl Note {
         /// A note that emits nothing.
         #[cfg(test)]
         pub(crate) fn none() -> Self {
             Note::Silent
         }
 
-        pub(crate) fn of(change: &Change<'a>) -> Self {
+        /// The note of `change`; a progress report's message is given by [`Note::shows`].
+        pub(crate) fn of(change: &Change<'_>) -> Self {
             match change {
-                Change::Progress {
-                    current,
-                    total,
-                    message,
-                } => Note::Progress {
+                Change::Progress { current, total, .. } => Note::Progress {
                     current: *current,
                     total: *total,
-                    message,
+                    message: None,
                 },
                 Change::Canceling(cause) => Note::Canceling(*cause),
                 Change::TimedOut(timeout) => Note::TimedOut(*timeout),
@@ -64,6 +61,13 @@ mod enabled {
             }
         }
 
+        /// The progress message the job shows after a report.
+        pub(crate) fn shows(&mut self, shown: Option<Arc<str>>) {
+            if let Note::Progress { message, .. } = self {
+                *message = shown;
+            }
+        }
+
         /// Emits the event; `cause` is what asked the job to cancel, if anything did.
         pub(crate) fn emit(
             self,
@@ -71,7 +75,7 @@ mod enabled {
             user: Option<u64>,
             etag: u64,
             cause: Option<CancelCause>,
-            runtime_ms: impl FnOnce() -> u64,
+            runtime_ms: u64,
         ) {
             let id = id.as_u64();
             match self {
@@ -80,7 +84,7 @@ mod enabled {
                     total,
                     message,
                 } => {
-                    trace!(target: "asyncjobs", parent: None, job_id = id, user, etag, current, total, progress_message = message, "job progress")
+                    trace!(target: "asyncjobs", parent: None, job_id = id, user, etag, current, total, progress_message = message.as_deref(), "job progress")
                 }
                 Note::Canceling(cause) => {
                     info!(target: "asyncjobs", parent: None, job_id = id, user, etag, cause = %cause, "job cancel requested")
@@ -99,19 +103,19 @@ mod enabled {
                     trace!(target: "asyncjobs", job_id = id, user, etag, progress_message = &*message, "job moved in the queue")
                 }
                 Note::Complete => {
-                    debug!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms = runtime_ms(), "job complete")
+                    debug!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms, "job complete")
                 }
                 Note::Fail { message, exception } if &*exception == exception::PANICKED => {
-                    error!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms = runtime_ms(), %exception, error = %message, "job failed")
+                    error!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms, %exception, error = %message, "job failed")
                 }
                 // Stopping on request (or at a shutdown) is what was asked for, not a fault.
                 Note::Fail { message, exception }
                     if matches!(cause, Some(CancelCause::Requested | CancelCause::Shutdown)) =>
                 {
-                    info!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms = runtime_ms(), cause = %cause.unwrap_or(CancelCause::Requested), %exception, error = %message, "job canceled")
+                    info!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms, cause = %cause.unwrap_or(CancelCause::Requested), %exception, error = %message, "job canceled")
                 }
                 Note::Fail { message, exception } => {
-                    warn!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms = runtime_ms(), %exception, error = %message, "job failed")
+                    warn!(target: "asyncjobs", parent: None, job_id = id, user, etag, runtime_ms, %exception, error = %message, "job failed")
                 }
                 #[cfg(test)]
                 Note::Silent => {}
@@ -148,16 +152,18 @@ mod disabled {
     use crate::change::Change;
     use crate::JobId;
 
-    pub(crate) struct Note<'a>(std::marker::PhantomData<&'a ()>);
+    pub(crate) struct Note;
 
-    impl Note<'_> {
+    impl Note {
         pub(crate) fn of(_: &Change<'_>) -> Self {
-            Note(std::marker::PhantomData)
+            Note
         }
+
+        pub(crate) fn shows(&mut self, _: Option<std::sync::Arc<str>>) {}
 
         #[cfg(test)]
         pub(crate) fn none() -> Self {
-            Note(std::marker::PhantomData)
+            Note
         }
 
         pub(crate) fn emit(
@@ -166,7 +172,7 @@ mod disabled {
             _: Option<u64>,
             _: u64,
             _: Option<crate::CancelCause>,
-            _: impl FnOnce() -> u64,
+            _: u64,
         ) {
         }
     }

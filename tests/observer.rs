@@ -230,6 +230,56 @@ async fn an_observer_may_cancel_the_job_it_is_told_about_without_deadlock() {
     );
 }
 
+#[tokio::test]
+async fn changes_made_inside_an_observer_reach_every_observer_after_the_event_being_told() {
+    let registry_cell: Arc<OnceLock<JobRegistry>> = Arc::default();
+    let cell = registry_cell.clone();
+    // The first observer cancels on the first progress report and then reports more progress;
+    // the second records what it hears, and must hear it in etag order.
+    let (log, recorder) = recorder();
+    let registry = JobRegistry::builder()
+        .observe(move |event: &JobEvent<'_>| {
+            if event.kind() == JobEventKind::Changed && event.version() == 2 {
+                let registry = cell.get().expect("set before any job starts");
+                assert_eq!(
+                    registry.cancel(&event.job_id()).unwrap(),
+                    CancelOutcome::Requested
+                );
+            }
+        })
+        .observe(recorder)
+        .build();
+    registry_cell.set(registry.clone()).unwrap();
+    let id = registry
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.set_progress(1, 10, "started");
+            job.cancelled().await;
+            Err::<(), _>(std::io::Error::other("stopped"))
+        })
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), registry.wait(&id))
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    assert_eq!(done.etag.to_string(), "4");
+    let heard: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|&(_, kind, version, _)| (kind, version))
+        .collect();
+    assert_eq!(
+        heard,
+        [
+            (JobEventKind::Created, 1),
+            (JobEventKind::Changed, 2),
+            (JobEventKind::Changed, 3),
+            (JobEventKind::Finished, 4),
+        ],
+        "the cancel (3), made while 2 was being told, comes after 2 for every observer"
+    );
+}
+
 /// Counts the removals an observer hears. A job leaves the table before its removal is announced
 /// (an observer told of it finds it gone), so an empty registry does not yet mean every feed was
 /// told; feeds are told before observers, so once this has heard every removal, every feed has.

@@ -50,10 +50,7 @@ impl store::Local for Local {
 
     fn status(&self, id: JobId) -> Option<(AsynchronousJobStatus, bool)> {
         let engine = self.0.upgrade()?;
-        engine.table.with(id, |job| {
-            job.writing();
-            (job.snapshot(), job.is_queued())
-        })
+        engine.table.with(id, |job| job.snapshot_to_write())
     }
 
     fn retention(&self) -> (Duration, usize) {

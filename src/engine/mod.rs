@@ -10,12 +10,27 @@
 //! [`Job::apply`], which hands it to the [seam](crate::seam); the engine knows nothing of who
 //! listens there (feeds, tracing, observers, a store).
 //!
-//! Locks, in the order they may be taken: the request de-duplication index, a job's turn, a table
-//! shard, the scheduler, the retention queue, a job's status lock. None is held across an `.await`
-//! or while user code runs, except that a job's turn is held while its events are delivered.
+//! # Lock order
+//!
+//! The crate's one lock order, which every other module's notes link to. Locks are taken in this
+//! order, each only after those before it, and none is held across an `.await`:
+//!
+//! 1. the request de-duplication index ([`dedup`]; held while a new cacheable job is inserted, so
+//!    that equal requests racing start one job);
+//! 2. a shard of the job [`table`];
+//! 3. the [`scheduler`]'s lock;
+//! 4. the [`retention`] queue;
+//! 5. a job's status lock (`job/mod.rs`): the last. Under it nothing else is locked and no user
+//!    code runs.
+//!
+//! Apart from that chain, a job's events are delivered (to feeds, `tracing`, metrics and
+//! observers, which is user code) with none of the locks above held: delivery takes the seam's
+//! feed index (read), then one feed's pending lock. A job's events keep their etag order without a
+//! lock, through the job's outbox (`job/outbox.rs`).
 
 pub(crate) mod cancel;
 mod cluster;
+pub(crate) mod config;
 mod dedup;
 mod retention;
 mod scheduler;
@@ -31,13 +46,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::builder::Config;
 use crate::change::Change;
 use crate::job::{Applied, Job};
 use crate::seam::Seam;
 use crate::store::Store;
 use crate::{AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobId};
 
+use self::config::Config;
 use self::dedup::Dedup;
 use self::retention::Retention;
 use self::scheduler::Scheduler;

@@ -5,7 +5,7 @@
 //! the load; a status older than `keep_for` that is still in the queue (nothing has started or
 //! finished since it expired) is treated as gone by every lookup.
 //!
-//! Locks: the queue's lock is a leaf.
+//! Locks: nothing is locked under the queue's lock (see the [lock order](crate::engine#lock-order)).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -90,7 +90,7 @@ impl Engine {
         let token = self.root.child_token();
         let queued_message = ticket.as_ref().map(|ticket| ticket.message.clone());
         let entry = Arc::new(Job::new(id, request, token.clone(), queued_message));
-        entry.created(&self.seam, ticket.is_some(), || {
+        entry.created(&self.seam, || {
             self.table.insert(entry.clone());
             if let Some(reservation) = reservation {
                 reservation.insert(entry.clone());

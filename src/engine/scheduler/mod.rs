@@ -29,8 +29,8 @@
 //! length (8 for a queue of 100, 11 for 1,000), whatever else waits. Each rewrite is one change of
 //! that job (a new etag, so long-polls see it), with a message made once per registry and shared.
 //!
-//! Locks: the scheduler's lock is taken after a job's turn and the table's shards, and no lock is
-//! taken while it is held: every change of a job it decides on is applied after it is released.
+//! Locks: the scheduler's lock comes after the table's shards in the
+//! [lock order](crate::engine#lock-order), and no lock is taken while it is held: every change of a job it decides on is applied after it is released.
 //! Changes decided by two threads may then be applied in either order; a stamp per waiting job
 //! makes its latest place win ([`Change::Placed`] carries it).
 
