@@ -75,8 +75,8 @@
 //! | 401 | no user: [`BearerToken`] without a token or with an unknown one (with `WWW-Authenticate`), [`UserHeader`] without its header (other [`IdentifyUser`]s choose their own) |
 //! | 400 | the identity header (`Authorization`, or [`UserHeader`]'s) sent more than once, or a [`UserHeader`] that is not a user id |
 //! | 403 | the job was started by another user |
-//! | 404 | no such job (never started, or dropped by retention); on `async/get`, a job not started at that path (another area's, or other path parameters) |
-//! | 405 | `GET …/cancel` when cancel is POST only, with `Allow: POST` |
+//! | 404 | no such job (never started, or dropped by retention); on `async/get`, a job not started at that path (another area's, or other path parameters); a path the router does not serve |
+//! | 405 | a method the path does not take, e.g. `GET …/cancel` when cancel is POST only; with `Allow` |
 //! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes); when its `Content-Length` says so, answered from the headers before the body is read |
 //! | 503 | the registry is [shut down](crate::JobRegistry::shutdown) (no new jobs), or its store cannot be reached |
 //!
