@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::{AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, StatusObserver};
@@ -71,11 +72,15 @@ pub(crate) trait CacheClaim: Send {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) enum RemoteChange {
-    /// Job `id`, started by `user`, now has `version` in the store.
+    /// Job `id`, started by `user`, now has `version` in the store; the store heard of it at
+    /// `heard_at` (this host's clock). Notices come in the order their writes were made, so
+    /// every change written before this one was heard by then too, give or take the notices'
+    /// delay, or lost (and [`Resync`](RemoteChange::Resync) follows).
     Changed {
         id: JobId,
         version: u64,
         user: Option<u64>,
+        heard_at: DateTime<Utc>,
     },
     /// Notices may have been lost (the store reconnected, or a reader fell behind): whoever
     /// follows them reads again what may have changed.

@@ -353,9 +353,12 @@ async fn listen(inner: Weak<Inner>, mut listener: Listener) {
                 let id = JobId::from_u64(id);
                 inner.heard(id, version);
                 // No follower is not an error.
-                let _ = inner
-                    .changes
-                    .send(RemoteChange::Changed { id, version, user });
+                let _ = inner.changes.send(RemoteChange::Changed {
+                    id,
+                    version,
+                    user,
+                    heard_at: chrono::Utc::now(),
+                });
             }
             Notice::Cancel { owner, id } if owner == inner.instance() => {
                 if let Some(local) = inner.local() {
