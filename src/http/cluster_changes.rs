@@ -19,14 +19,12 @@
 //! few minutes, however long a stream stays open.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::broadcast::{error::RecvError, Receiver};
 use tokio::time::Instant;
 
-use super::events::Changes;
 use crate::store::RemoteChange;
 use crate::{AsynchronousJobStatus, Error, Etag, JobFilter, JobId, StatusFeed, UserView};
 
@@ -58,6 +56,12 @@ pub(super) struct ClusterChanges {
 }
 
 impl ClusterChanges {
+    /// How many jobs have changes read and not taken yet (this instance's, and other instances'
+    /// already read from the store).
+    pub(super) fn pending(&self) -> usize {
+        self.local.pending() + self.ready.len()
+    }
+
     pub(super) fn new(user: &UserView, remote: Receiver<RemoteChange>) -> Self {
         ClusterChanges {
             local: user.watch_all(),
@@ -147,7 +151,14 @@ impl ClusterChanges {
         Ok(())
     }
 
-    async fn next_change(&mut self) -> Option<AsynchronousJobStatus> {
+    /// The latest status of the next job that changed, of this instance or another, waiting for
+    /// one if none is pending; `None` once the registry shut down. As the event stream's
+    /// `Changes` asks: a job's latest status, never the same status twice.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped unfinished, it loses no change (what it was reading is read again).
+    pub(super) async fn next(&mut self) -> Option<AsynchronousJobStatus> {
         loop {
             if let Some(status) = self.ready.pop_front() {
                 return Some(status);
@@ -237,16 +248,6 @@ impl Given {
             self.finished.pop_first();
             self.etags.remove(&id);
         }
-    }
-}
-
-impl Changes for ClusterChanges {
-    fn next(&mut self) -> impl Future<Output = Option<AsynchronousJobStatus>> + Send {
-        self.next_change()
-    }
-
-    fn pending(&self) -> usize {
-        self.local.pending() + self.ready.len()
     }
 }
 
