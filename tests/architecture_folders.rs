@@ -1,7 +1,8 @@
 //! The layout inside each folder of `src/` (a concept made of several files, e.g. `http/`,
 //! `postgres/`): its files import each other one way, with no cycle, as the crate's top-level
-//! modules do (`architecture.rs`). A file uses a sibling when it names `super::that` (a path, or
-//! a name the folder's `mod.rs` re-exports from it); comments and unit tests do not count.
+//! modules do (`architecture.rs`); and no file of the fronts is over 600 lines. A file uses a
+//! sibling when it names `super::that` (a path, or a name the folder's `mod.rs` re-exports from
+//! it); comments and unit tests do not count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -34,6 +35,25 @@ fn path_after(text: &str) -> &str {
         }
     }
     text
+}
+
+/// The folders of `src/` that are modules of several files.
+fn folders() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path.join("mod.rs").exists() {
+                    out.push(path.clone());
+                }
+                walk(&path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut out);
+    out.sort();
+    out
 }
 
 /// Each file of `folder` (by module name; `mod` for `mod.rs`) and the siblings it uses.
@@ -148,6 +168,33 @@ fn assert_one_way(folder: &Path) {
 #[test]
 fn the_http_front_s_files_import_one_way() {
     assert_one_way(&src("http"));
+}
+
+#[test]
+fn the_store_s_files_import_one_way() {
+    assert_one_way(&src("postgres"));
+}
+
+#[test]
+fn files_within_every_folder_import_one_way() {
+    let folders = folders();
+    assert!(folders.len() >= 3, "the folders were found: {folders:?}");
+    for folder in &folders {
+        assert_one_way(folder);
+    }
+}
+
+#[test]
+fn no_file_of_the_fronts_is_over_600_lines() {
+    for folder in ["http", "postgres"] {
+        for entry in fs::read_dir(src(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let lines = fs::read_to_string(&path).unwrap().lines().count();
+                assert!(lines <= 600, "{} has {lines} lines", path.display());
+            }
+        }
+    }
 }
 
 #[test]

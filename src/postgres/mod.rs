@@ -63,6 +63,9 @@
 //! one job (the first takes a transaction-scoped advisory lock on the request's cache key until
 //! its job's row is written; the other waits for it, then finds that job).
 
+// Imports run one way: store (the public face) -> background (its tasks) -> state (what both
+// share) -> mirror (what is due to be written) -> the database layer (db and its statements).
+mod background;
 mod cancel;
 mod db;
 mod error;
@@ -74,6 +77,7 @@ mod reads;
 mod request_cache;
 mod retention;
 mod schema;
+mod state;
 mod store;
 mod writes;
 
