@@ -375,8 +375,8 @@ impl JobRegistry {
     }
 
     /// How many of one user's jobs are in each state (queued and running ones apart), as
-    /// [`UserView::counts`]. Unlike [`counts`](JobRegistry::counts), it reads each of the
-    /// registry's jobs, as [`list`](JobRegistry::list) does.
+    /// [`UserView::counts`]. Unlike [`counts`](JobRegistry::counts), it reads each of that
+    /// user's jobs (through a per-user index, so it costs that user's jobs, not everyone's).
     pub fn counts_for(&self, user_id: u64) -> JobCounts {
         self.engine.counts_for(user_id)
     }
