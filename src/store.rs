@@ -19,6 +19,9 @@ use crate::{AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, Stat
 /// A boxed future, as the store's methods return (no `async fn` in object-safe traits).
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Jobs' [names](crate::JobRequest::name), by id, as [`Store::names`] finds them.
+pub(crate) type Names = Vec<(JobId, Arc<str>)>;
+
 /// A store shared by several instances of a service, given to
 /// [`JobRegistryBuilder::store`](crate::JobRegistryBuilder::store): with one, the registry's
 /// `*_anywhere` calls, [`wait`](crate::JobRegistry::wait) and
@@ -106,6 +109,10 @@ pub(crate) trait Store: Send + Sync + 'static {
         user: Option<u64>,
         state: Option<AsynchJobState>,
     ) -> BoxFuture<'_, Result<Vec<AsynchronousJobStatus>, Error>>;
+
+    /// The [names](crate::JobRequest::name) of those of the jobs `ids` the store holds with
+    /// one, as their instances wrote them.
+    fn names<'a>(&'a self, ids: &'a [JobId]) -> BoxFuture<'a, Result<Names, Error>>;
 
     /// Jobs per state, across every instance.
     fn counts(&self) -> BoxFuture<'_, Result<JobCounts, Error>>;

@@ -52,6 +52,9 @@ struct Due {
     canceling: Ids,
     /// Jobs taken by the flush under way.
     in_flight: Ids,
+    /// The names of named jobs, carried by each of their rows until the final status is
+    /// written: a name is not a status field, so it is taken from the job's first event.
+    names: HashMap<JobId, Arc<str>>,
 }
 
 impl Mirror {
@@ -78,12 +81,22 @@ impl Mirror {
         .await;
     }
 
+    /// The name of job `id`, if it has one and its final status is not written yet.
+    pub(super) fn name_of(&self, id: JobId) -> Option<Arc<str>> {
+        self.due.lock().names.get(&id).cloned()
+    }
+
     /// Notes an event of one of the registry's jobs; the store's observer calls this for each.
     pub(super) fn note(&self, event: &JobEvent<'_>) {
         let id = event.job_id();
         let urgent = match event.kind() {
             JobEventKind::Created => {
-                self.due.lock().changed.insert(id);
+                let name = event.name().map(Arc::<str>::from);
+                let mut due = self.due.lock();
+                due.changed.insert(id);
+                if let Some(name) = name {
+                    due.names.insert(id, name);
+                }
                 true
             }
             JobEventKind::Changed => {
@@ -113,34 +126,47 @@ impl Mirror {
     /// was due stays due (unless something newer replaced it meanwhile).
     pub(super) async fn flush(&self, db: &Db, owner: u64, local: Option<&Arc<dyn Local>>) -> bool {
         let _writing = self.writing.lock().await;
-        let (changed, finished) = {
+        let (changed, finished, names) = {
             let mut due = self.due.lock();
             let changed = std::mem::take(&mut due.changed);
             let finished = std::mem::take(&mut due.finished);
             due.in_flight
                 .extend(changed.iter().chain(finished.keys()).copied());
-            (changed, finished)
+            let names: HashMap<JobId, Arc<str>> = changed
+                .iter()
+                .chain(finished.keys())
+                .filter_map(|id| Some((*id, due.names.get(id)?.clone())))
+                .collect();
+            (changed, finished, names)
         };
         if changed.is_empty() && finished.is_empty() {
             return true;
         }
+        let name = |id: &JobId| names.get(id).map(|name| &**name);
         let mut rows: Vec<StatusRow> = finished
             .values()
-            .map(|status| StatusRow::new(status, owner, None))
+            .map(|status| StatusRow::new(status, owner, None).named(name(&status.job_id)))
             .collect();
         if let Some(local) = local {
-            rows.extend(
-                changed
-                    .iter()
-                    .filter_map(|&id| local.status(id))
-                    .map(|(status, queued)| StatusRow::new(&status, owner, None).queued(queued)),
-            );
+            rows.extend(changed.iter().filter_map(|&id| local.status(id)).map(
+                |(status, queued)| {
+                    StatusRow::new(&status, owner, None)
+                        .queued(queued)
+                        .named(name(&status.job_id))
+                },
+            ));
         }
         let written = db.write_batch(&rows).await;
         let mut due = self.due.lock();
         due.in_flight.clear();
         let ok = match written {
-            Ok(_) => true,
+            Ok(_) => {
+                // A finished job's row is never written again: its name is no longer needed.
+                for id in finished.keys() {
+                    due.names.remove(id);
+                }
+                true
+            }
             Err(_) => {
                 for (id, status) in finished {
                     due.finished.entry(id).or_insert(status);

@@ -14,7 +14,7 @@
 //!
 //! | table | one row per | columns |
 //! |---|---|---|
-//! | `asyncjobs_jobs` | job | `id`, `version` (the etag's change counter), `state`, `user_id`, `owner` (instance), `cancel_requested`, `cache_key`, `queued` (waits under its instance's concurrency limits), `finished_at`, `changed_at`, `status` (the whole `AsynchronousJobStatus` JSON, `jsonb`) |
+//! | `asyncjobs_jobs` | job | `id`, `version` (the etag's change counter), `state`, `user_id`, `owner` (instance), `cancel_requested`, `cache_key`, `queued` (waits under its instance's concurrency limits), `finished_at`, `changed_at`, `status` (the whole `AsynchronousJobStatus` JSON, `jsonb`), `name` (the job's [name](crate::JobRequest::name), not a status field) |
 //! | `asyncjobs_instances` | running instance | `id`, `started_at`, `lease_until`, `host` |
 //!
 //! and the sequence `asyncjobs_id_blocks`, from which instances reserve blocks of 2^20 job ids:

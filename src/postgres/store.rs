@@ -19,7 +19,9 @@ use super::mirror::Mirror;
 use super::state::{Ids, Inner};
 use super::{CacheLookup, StatusRow};
 use super::{CancelRequest, Db, Listener, StoreError};
-use crate::store::{self as seam, BoxFuture, Cached, Local, RemoteCancel, RemoteChange, Store};
+use crate::store::{
+    self as seam, BoxFuture, Cached, Local, Names, RemoteCancel, RemoteChange, Store,
+};
 use crate::{
     AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobEvent, JobId, SharedStore,
     StatusObserver,
@@ -220,7 +222,10 @@ impl seam::CacheClaim for Claim {
         status: (AsynchronousJobStatus, bool),
     ) -> BoxFuture<'static, Result<(), Error>> {
         Box::pin(async move {
-            let row = StatusRow::new(&status.0, self.owner.instance(), None).queued(status.1);
+            let name = self.owner.mirror.name_of(status.0.job_id);
+            let row = StatusRow::new(&status.0, self.owner.instance(), None)
+                .queued(status.1)
+                .named(name.as_deref());
             self.claim.settle(row).await.map_err(unavailable)
         })
     }
@@ -291,6 +296,17 @@ impl Store for PostgresStore {
                 .await
                 .map_err(unavailable)?;
             Ok(jobs.into_iter().map(|job| job.status).collect())
+        })
+    }
+
+    fn names<'a>(&'a self, ids: &'a [JobId]) -> BoxFuture<'a, Result<Names, Error>> {
+        Box::pin(async move {
+            let ids: Vec<u64> = ids.iter().map(|id| id.as_u64()).collect();
+            let names = self.inner.db.names(&ids).await.map_err(unavailable)?;
+            Ok(names
+                .into_iter()
+                .map(|(id, name)| (JobId::from_u64(id), Arc::from(name)))
+                .collect())
         })
     }
 
