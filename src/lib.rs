@@ -221,6 +221,7 @@ pub mod postgres;
 mod builder;
 mod feed;
 mod handle;
+mod names;
 mod registry;
 mod user_view;
 mod watch;

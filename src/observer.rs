@@ -146,6 +146,13 @@ impl JobEvent<'_> {
     pub fn status(&self) -> AsynchronousJobStatus {
         self.source.snapshot()
     }
+
+    /// The job's [name](crate::JobRequest::name), if it was given one: for the store, which
+    /// keeps it beside the status.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.source.name()
+    }
 }
 
 impl std::fmt::Debug for JobEvent<'_> {

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::builder::JobRegistryBuilder;
 use crate::engine::{Engine, Scope};
+use crate::names;
 use crate::{
     AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobHandle, JobId,
     JobRequest, JobWatch, ShutdownSummary, Spawned, StatusFeed, UserView,
@@ -280,8 +281,9 @@ impl JobRegistry {
     }
 
     /// The jobs of every instance sharing this registry's store that `filter` selects, newest
-    /// first (by id); this instance's from memory, the others' as last written. Without a store,
-    /// this instance's [`list`](JobRegistry::list), newest first.
+    /// first (by id); this instance's from memory, the others' as last written (with their
+    /// [names](JobRequest::name), which the store keeps, for [`JobFilter::named`]). Without a
+    /// store, this instance's [`list`](JobRegistry::list), newest first.
     ///
     /// # Errors
     ///
@@ -294,7 +296,7 @@ impl JobRegistry {
         &self,
         filter: &JobFilter,
     ) -> Result<Vec<AsynchronousJobStatus>, Error> {
-        self.engine.list_anywhere(filter, Scope::All).await
+        names::list_anywhere(&self.engine, filter, Scope::All).await
     }
 
     /// How many jobs of every instance sharing this registry's store are in each state, as the
@@ -375,8 +377,8 @@ impl JobRegistry {
     }
 
     /// How many of one user's jobs are in each state (queued and running ones apart), as
-    /// [`UserView::counts`]. Unlike [`counts`](JobRegistry::counts), it reads each of the
-    /// registry's jobs, as [`list`](JobRegistry::list) does.
+    /// [`UserView::counts`]. Unlike [`counts`](JobRegistry::counts), it reads each of that
+    /// user's jobs (through a per-user index, so it costs that user's jobs, not everyone's).
     pub fn counts_for(&self, user_id: u64) -> JobCounts {
         self.engine.counts_for(user_id)
     }

@@ -11,12 +11,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::{AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, StatusObserver};
 
 /// A boxed future, as the store's methods return (no `async fn` in object-safe traits).
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Jobs' [names](crate::JobRequest::name), by id, as [`Store::names`] finds them.
+pub(crate) type Names = Vec<(JobId, Arc<str>)>;
 
 /// A store shared by several instances of a service, given to
 /// [`JobRegistryBuilder::store`](crate::JobRegistryBuilder::store): with one, the registry's
@@ -71,11 +75,15 @@ pub(crate) trait CacheClaim: Send {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) enum RemoteChange {
-    /// Job `id`, started by `user`, now has `version` in the store.
+    /// Job `id`, started by `user`, now has `version` in the store; the store heard of it at
+    /// `heard_at` (this host's clock). Notices come in the order their writes were made, so
+    /// every change written before this one was heard by then too, give or take the notices'
+    /// delay, or lost (and [`Resync`](RemoteChange::Resync) follows).
     Changed {
         id: JobId,
         version: u64,
         user: Option<u64>,
+        heard_at: DateTime<Utc>,
     },
     /// Notices may have been lost (the store reconnected, or a reader fell behind): whoever
     /// follows them reads again what may have changed.
@@ -101,6 +109,10 @@ pub(crate) trait Store: Send + Sync + 'static {
         user: Option<u64>,
         state: Option<AsynchJobState>,
     ) -> BoxFuture<'_, Result<Vec<AsynchronousJobStatus>, Error>>;
+
+    /// The [names](crate::JobRequest::name) of those of the jobs `ids` the store holds with
+    /// one, as their instances wrote them.
+    fn names<'a>(&'a self, ids: &'a [JobId]) -> BoxFuture<'a, Result<Names, Error>>;
 
     /// Jobs per state, across every instance.
     fn counts(&self) -> BoxFuture<'_, Result<JobCounts, Error>>;

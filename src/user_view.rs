@@ -1,5 +1,6 @@
 //! A registry seen by one user.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::engine::{Engine, Scope};
+use crate::names;
 use crate::{
     AsynchronousJobStatus, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobHandle, JobId,
     JobRequest, JobWatch, Spawned, StatusFeed,
@@ -242,7 +244,7 @@ impl UserView {
         &self,
         filter: &JobFilter,
     ) -> Result<Vec<AsynchronousJobStatus>, Error> {
-        self.engine.list_anywhere(filter, self.scope()).await
+        names::list_anywhere(&self.engine, filter, self.scope()).await
     }
 
     /// Follows one of this user's jobs, as [`JobRegistry::watch`](crate::JobRegistry::watch).
@@ -264,6 +266,17 @@ impl UserView {
     /// [`Error::NotYourJob`] if another user (or no user) started the job.
     pub async fn watch_anywhere(&self, id: &JobId) -> Result<JobWatch, Error> {
         JobWatch::anywhere(&self.engine, id, self.scope()).await
+    }
+
+    /// The [names](JobRequest::name) of those of this user's jobs `ids` (as a list gives them)
+    /// that have one, of any instance: this instance's from memory, the others' from the store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StoreUnavailable`] if the store cannot be reached.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) async fn job_names(&self, ids: &[JobId]) -> Result<HashMap<JobId, Arc<str>>, Error> {
+        names::names_of(&self.engine, ids, self.scope()).await
     }
 
     /// Whether job `id` is held by this instance (whoever started it).

@@ -493,6 +493,103 @@ async fn user_views_scope_jobs_across_instances() {
     assert_eq!(done, a.status(&id).unwrap());
 }
 
+/// A job's name is kept in the store with its status: another instance's lists filter by it
+/// (the registry's and a user's), and so does an instance that starts after the job's instance
+/// is gone, for jobs no instance holds any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_kept_in_the_store_and_filter_every_instance_s_jobs() {
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+
+    let (release, released) = watch::channel(false);
+    let spawn = |user: u64, name: Option<&str>, runs: bool| {
+        let mut released = released.clone();
+        let request = match name {
+            Some(name) => JobRequest::default().name(name),
+            None => JobRequest::default(),
+        };
+        b.as_user(user)
+            .spawn(request, move |_job: JobHandle| async move {
+                if runs {
+                    let _ = released.wait_for(|open| *open).await;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .unwrap()
+    };
+    let running_export = spawn(7, Some("export"), true);
+    let done_export = spawn(7, Some("export"), false);
+    let import = spawn(7, Some("import"), false);
+    let unnamed = spawn(7, None, false);
+    let eights_export = spawn(8, Some("export"), false);
+    // A cacheable request's row is first written by its cache claim: with its name too.
+    let query = b
+        .as_user(7)
+        .submit_anywhere(
+            JobRequest::new(json!({"concreteType": "org.example.Query", "q": 1}))
+                .name("query")
+                .cacheable(),
+            |_job: JobHandle| async { Ok::<_, std::io::Error>(()) },
+        )
+        .await
+        .unwrap()
+        .id();
+    for id in [done_export, import, unnamed, eights_export, query] {
+        eventually("A reads B's finished job", async || {
+            final_status_on(&a, id).await
+        })
+        .await;
+    }
+    b.announced(&running_export).await;
+
+    let ids = |list: Result<Vec<AsynchronousJobStatus>, Error>| -> HashSet<JobId> {
+        list.unwrap().into_iter().map(|s| s.job_id).collect()
+    };
+    let named = |name: &str| JobFilter::new().named(name);
+    assert_eq!(
+        ids(a.list_anywhere(&named("export")).await),
+        HashSet::from([running_export, done_export, eights_export]),
+        "every user's exports"
+    );
+    assert_eq!(
+        ids(a.as_user(7).list_anywhere(&named("export")).await),
+        HashSet::from([running_export, done_export]),
+        "user 7's exports"
+    );
+    assert_eq!(
+        ids(a
+            .as_user(7)
+            .list_anywhere(&named("export").state(Complete))
+            .await),
+        HashSet::from([done_export])
+    );
+    assert_eq!(
+        ids(a.list_anywhere(&named("import")).await),
+        HashSet::from([import])
+    );
+    assert_eq!(
+        ids(a.list_anywhere(&named("query")).await),
+        HashSet::from([query])
+    );
+    assert!(ids(a.list_anywhere(&named("nothing")).await).is_empty());
+    assert_eq!(
+        ids(a.as_user(7).list_anywhere(&JobFilter::new()).await).len(),
+        5
+    );
+
+    // B goes away; an instance started afterwards holds none of the jobs, and finds them by name.
+    release.send_replace(true);
+    b.shutdown(Duration::from_secs(5)).await;
+    drop(b);
+    let c = registry(store(&test.url).await);
+    assert_eq!(
+        ids(c.as_user(7).list_anywhere(&named("export")).await),
+        HashSet::from([running_export, done_export]),
+        "after a restart"
+    );
+}
+
 /// A cacheable job that runs until `release` opens, then completes with `result`.
 fn gated(
     mut release: watch::Receiver<bool>,

@@ -1405,6 +1405,72 @@ async fn cancel_can_be_post_only() {
     assert!(f.registry.status(&id).unwrap().job_canceling);
 }
 
+/// A mistyped URL (404) or a method its path does not take (405) is refused as every other
+/// error is: JSON `{"reason": …}`, with `Allow` on a 405; also with the router merged into an
+/// application's.
+#[tokio::test]
+async fn unknown_paths_and_methods_are_refused_as_json() {
+    let f = fixture().await;
+    for path in [
+        "/asynchronous/jobs",
+        "/asynchronous/job/1/cancle",
+        "/async/strat",
+        "/",
+    ] {
+        let response = f.get(ALICE, path).send().await.unwrap();
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        let reason = refused(response, StatusCode::NOT_FOUND).await;
+        assert!(reason.contains(path), "{path}: {reason}");
+    }
+    let wrong_method = |f: &Fixture, method: reqwest::Method, path: &str| {
+        f.http
+            .request(method, format!("{}{path}", f.base))
+            .header("X-User-Id", ALICE.to_string())
+            .send()
+    };
+    for (method, path, allowed) in [
+        (reqwest::Method::DELETE, "/asynchronous/job/1", "GET"),
+        (reqwest::Method::PUT, "/asynchronous/job", "POST"),
+        (reqwest::Method::POST, "/asynchronous/job/events", "GET"),
+        (
+            reqwest::Method::DELETE,
+            "/asynchronous/job/1/cancel",
+            "POST",
+        ),
+        (reqwest::Method::GET, "/async/start", "POST"),
+        (reqwest::Method::POST, "/async/get/1", "GET"),
+    ] {
+        let response = wrong_method(&f, method.clone(), path).await.unwrap();
+        let allow = response.headers()[header::ALLOW]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            allow.split(',').any(|m| m == allowed),
+            "{method} {path}: Allow {allow}"
+        );
+        let reason = refused(response, StatusCode::METHOD_NOT_ALLOWED).await;
+        assert!(
+            reason.contains(method.as_str()) && reason.contains(path),
+            "{reason}"
+        );
+    }
+
+    // Merged into an application's router, which has no fallback of its own: the
+    // application's routes still answer, unknown paths are refused as JSON.
+    let f = areas_fixture().await;
+    let health = f.get(ALICE, "/health").send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    refused(
+        f.get(ALICE, "/file/bulk/async/strat").send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let response = f.get(ALICE, "/file/bulk/async/start").send().await.unwrap();
+    assert_eq!(response.headers()[header::ALLOW], "POST");
+    refused(response, StatusCode::METHOD_NOT_ALLOWED).await;
+}
+
 /// One page of `GET /asynchronous/job`: the job ids, the next page's token and the counts.
 async fn page(f: &Fixture, user: u64, query: &str) -> (Vec<String>, Option<String>, Value) {
     let response = f

@@ -439,6 +439,69 @@ async fn the_event_stream_of_either_instance_carries_every_instance_s_jobs() {
     assert_eq!(done["requestBody"]["sql"], json!("local"));
 }
 
+/// The list's `names` (which the dashboard shows) carries the names of other instances' jobs,
+/// which the store keeps, also once the instance that ran them is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_names_other_instances_jobs() {
+    let test = pg::fresh_db().await;
+    let gate = Arc::new(Notify::new());
+    let a = instance(&test.url, &gate).await;
+    let b = instance(&test.url, &gate).await;
+    let http = client();
+
+    let alice = b.registry.as_user(ALICE);
+    let named = alice
+        .spawn(
+            JobRequest::new(json!({"concreteType": "test.Export"})).name("weekly export"),
+            |_job| async { Ok::<_, std::io::Error>(()) },
+        )
+        .unwrap();
+    let unnamed = alice
+        .spawn(
+            JobRequest::new(json!({"concreteType": "test.Export"})),
+            |_job| async { Ok::<_, std::io::Error>(()) },
+        )
+        .unwrap();
+    alice.wait(&named).await.unwrap();
+    alice.wait(&unnamed).await.unwrap();
+    alice.announced(&named).await;
+    alice.announced(&unnamed).await;
+
+    let list = |instance: &Instance| {
+        let http = http.clone();
+        let base = instance.base.clone();
+        async move {
+            let list: Value = http
+                .get(format!("{base}/asynchronous/job"))
+                .header("X-User-Id", ALICE.to_string())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            list
+        }
+    };
+    let on_a = list(&a).await;
+    assert_eq!(on_a["page"].as_array().unwrap().len(), 2, "{on_a}");
+    assert_eq!(
+        on_a["names"],
+        json!({named.to_string(): "weekly export"}),
+        "{on_a}"
+    );
+
+    // B goes away; a new instance (as after a restart) holds neither job.
+    b.registry.shutdown(Duration::from_secs(5)).await;
+    let c = instance(&test.url, &gate).await;
+    let on_c = list(&c).await;
+    assert_eq!(
+        on_c["names"],
+        json!({named.to_string(): "weekly export"}),
+        "{on_c}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_database_gone_the_other_instance_answers_503_with_a_reason() {
     let server = pg::private_server();

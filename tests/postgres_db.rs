@@ -210,6 +210,7 @@ fn handles_errors_and_futures_are_send() {
         send(db.write_batch(rows));
         send(db.read(1));
         send(db.list(None, None, 1));
+        send(db.names(&[1]));
         send(db.counts());
         send(db.request_cancel(1, None));
         send(db.cancels_for(1));
@@ -248,7 +249,7 @@ async fn migration_runs_once_even_when_instances_connect_at_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
     let tables: Vec<String> = raw
         .query(
             "SELECT tablename::text FROM pg_tables WHERE tablename LIKE 'asyncjobs\\_%' ORDER BY 1",
@@ -283,20 +284,20 @@ async fn a_newer_schema_is_refused() {
     let test = pg::fresh_db().await;
     db(&test.url).await;
     let raw = pg::connect(&test.url).await.unwrap();
-    raw.batch_execute("INSERT INTO asyncjobs_schema_version VALUES (3)")
+    raw.batch_execute("INSERT INTO asyncjobs_schema_version VALUES (4)")
         .await
         .unwrap();
     let e = Db::connect(&test.url).await.unwrap_err();
     assert_eq!(e.kind(), StoreErrorKind::Migrate);
     assert_eq!(
         e.to_string(),
-        "cannot set up the asyncjobs tables: the database has schema version 3, newer than this \
-         build's 2"
+        "cannot set up the asyncjobs tables: the database has schema version 4, newer than this \
+         build's 3"
     );
 }
 
-/// A database an older build set up (schema version 1: no `queued` column) is upgraded in place
-/// at connect, its rows kept, and used at once.
+/// A database an older build set up (schema version 1: no `queued` nor `name` column) is
+/// upgraded in place at connect, its rows kept, and used at once.
 #[tokio::test]
 async fn an_older_schema_is_upgraded_keeping_its_rows() {
     let test = pg::fresh_db().await;
@@ -306,8 +307,8 @@ async fn an_older_schema_is_upgraded_keeping_its_rows() {
     let raw = pg::connect(&test.url).await.unwrap();
     // Back to version 1, as the older build left it.
     raw.batch_execute(
-        "ALTER TABLE asyncjobs_jobs DROP COLUMN queued;
-         DELETE FROM asyncjobs_schema_version WHERE version = 2;",
+        "ALTER TABLE asyncjobs_jobs DROP COLUMN queued, DROP COLUMN name;
+         DELETE FROM asyncjobs_schema_version WHERE version >= 2;",
     )
     .await
     .unwrap();
@@ -316,6 +317,7 @@ async fn an_older_schema_is_upgraded_keeping_its_rows() {
     let read = upgraded.read(old.id).await.unwrap().unwrap();
     assert_eq!(read.status, old.status());
     assert_eq!(read.version, 3);
+    assert_eq!(read.name, None);
     let waiting = job(ID_BASE + 2, 1, Processing, 1);
     assert_eq!(
         upgraded
@@ -334,7 +336,7 @@ async fn an_older_schema_is_upgraded_keeping_its_rows() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 2);
+    assert_eq!(versions, 3);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,6 +648,51 @@ async fn list_is_newest_first_and_counts_add_up() {
         (counts.processing, counts.complete, counts.failed),
         (3, 1, 1)
     );
+}
+
+/// A job's name is stored by the first write that carries one and never changed after (nor
+/// cleared by a write without one), and read back by id.
+#[tokio::test]
+async fn names_are_stored_once_and_read_back_by_id() {
+    let test = pg::fresh_db().await;
+    let db = db(&test.url).await;
+    let export = job(ID_BASE + 1, 1, Processing, 1).user(7);
+    let unnamed = job(ID_BASE + 2, 1, Processing, 1).user(7);
+    let late = job(ID_BASE + 3, 1, Processing, 1).user(7);
+    db.write_batch(&[
+        export.row().named(Some("export")),
+        unnamed.row(),
+        late.row(),
+    ])
+    .await
+    .unwrap();
+    // Later writes: without the name, with another one, and a first name for `late`.
+    db.write_batch(&[
+        export.clone().at(2, Processing).row(),
+        late.clone().at(2, Processing).row().named(Some("late")),
+    ])
+    .await
+    .unwrap();
+    db.write_batch(&[export.clone().at(3, Complete).row().named(Some("renamed"))])
+        .await
+        .unwrap();
+
+    assert_eq!(read(&db, export.id).await.name.as_deref(), Some("export"));
+    assert_eq!(read(&db, unnamed.id).await.name, None);
+    assert_eq!(read(&db, late.id).await.name.as_deref(), Some("late"));
+    let mut names = db
+        .names(&[export.id, unnamed.id, late.id, ID_BASE + 99, u64::MAX])
+        .await
+        .unwrap();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            (export.id, "export".to_owned()),
+            (late.id, "late".to_owned())
+        ]
+    );
+    assert!(db.names(&[]).await.unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 //! A user's view sees only that user's jobs; the registry sees all.
 
-use asyncjobs::{CancelOutcome, Error, JobHandle, JobRegistry, JobRequest};
+use asyncjobs::{
+    AsynchJobState, AsynchronousJobStatus, CancelOutcome, Error, JobCounts, JobFilter, JobHandle,
+    JobRegistry, JobRequest,
+};
 
 #[tokio::test]
 async fn views_refuse_other_users_jobs() {
@@ -72,4 +75,140 @@ async fn views_refuse_other_users_jobs() {
     assert_eq!(alice.cancel(&alices), Ok(CancelOutcome::AlreadyRequested));
     go.send(()).ok();
     assert!(alice.wait(&alices).await.unwrap().job_canceling);
+}
+
+/// A user's counts are exact among many users: running and queued apart (under a per-user limit),
+/// finished ones by state, none of another user's, none dropped by retention; and they add up to
+/// the registry's.
+#[tokio::test]
+async fn each_users_counts_are_exact_among_many_users() {
+    const USERS: u64 = 40;
+    let registry = JobRegistry::builder()
+        .max_running_per_user(2)
+        .keep_finished_at_most(150)
+        .build();
+    let (release, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut held = 0;
+    for user in 1..=USERS {
+        // User `u` starts `u % 5` jobs that fail, `u % 7` that complete, and `u % 4` that wait
+        // for the test (two run, the rest queue).
+        for n in 0..user % 5 + user % 7 {
+            let fails = n < user % 5;
+            registry
+                .as_user(user)
+                .spawn(JobRequest::default(), move |_job| async move {
+                    if fails {
+                        Err("no")
+                    } else {
+                        Ok(())
+                    }
+                })
+                .unwrap();
+        }
+        for _ in 0..user % 4 {
+            let mut wait = release.subscribe();
+            registry
+                .as_user(user)
+                .spawn(JobRequest::default(), move |_job| async move {
+                    let _ = wait.recv().await;
+                    Ok::<_, &str>(())
+                })
+                .unwrap();
+            held += 1;
+        }
+    }
+    // And jobs of no user, which no user counts.
+    for _ in 0..5 {
+        registry
+            .spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
+            .unwrap();
+    }
+    // Every job that can finish has finished (the held ones and those queued behind them wait).
+    while registry.counts().processing != held {
+        tokio::task::yield_now().await;
+    }
+
+    let in_state = |listed: &[AsynchronousJobStatus], state| {
+        listed.iter().filter(|s| s.job_state == state).count()
+    };
+    let mut sum = JobCounts::default();
+    for user in 1..=USERS {
+        let counts = registry.counts_for(user);
+        assert_eq!(registry.as_user(user).counts(), counts, "user {user}");
+        let listed = registry.list(&JobFilter::new().started_by(user));
+        let waiting = (user % 4) as usize;
+        assert_eq!(
+            (counts.processing, counts.running, counts.queued),
+            (waiting, waiting.min(2), waiting.saturating_sub(2)),
+            "user {user}"
+        );
+        assert_eq!(
+            (counts.complete, counts.failed),
+            (
+                in_state(&listed, AsynchJobState::Complete),
+                in_state(&listed, AsynchJobState::Failed)
+            ),
+            "user {user}"
+        );
+        sum.processing += counts.processing;
+        sum.running += counts.running;
+        sum.queued += counts.queued;
+        sum.complete += counts.complete;
+        sum.failed += counts.failed;
+    }
+    assert_eq!(registry.counts_for(USERS + 1), JobCounts::default());
+
+    let all = registry.counts();
+    assert_eq!(
+        (sum.processing, sum.running, sum.queued),
+        (all.processing, all.running, all.queued)
+    );
+    // Retention dropped some finished statuses: each user counts only those the registry
+    // holds, and the jobs of no user are the rest.
+    let anonymous: Vec<_> = registry
+        .list(&JobFilter::new())
+        .into_iter()
+        .filter(|s| s.started_by_user_id.is_none())
+        .collect();
+    assert_eq!(all.complete + all.failed, 150, "retention kept its count");
+    assert_eq!(
+        sum.complete + in_state(&anonymous, AsynchJobState::Complete),
+        all.complete
+    );
+    assert_eq!(sum.failed, all.failed);
+    let _ = release.send(());
+}
+
+/// A user's counts cost that user's jobs, not every job's: among many jobs of another user,
+/// counting one user's is about as cheap as listing them (both go through the per-user index).
+#[tokio::test]
+async fn a_users_counts_cost_that_users_jobs_not_every_job() {
+    let registry = JobRegistry::builder().keep_finished_at_most(20_001).build();
+    for _ in 0..20_000 {
+        registry
+            .as_user(2)
+            .spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
+            .unwrap();
+    }
+    let alice = registry.as_user(1);
+    alice
+        .spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
+        .unwrap();
+    while registry.counts().processing != 0 {
+        tokio::task::yield_now().await;
+    }
+    // Interleaved, so that whatever else the machine does weighs on both alike.
+    let (mut counting, mut listing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for _ in 0..200 {
+        let started = std::time::Instant::now();
+        assert_eq!(std::hint::black_box(alice.counts()).complete, 1);
+        counting += started.elapsed();
+        let started = std::time::Instant::now();
+        assert_eq!(std::hint::black_box(alice.list(&JobFilter::new())).len(), 1);
+        listing += started.elapsed();
+    }
+    assert!(
+        counting < listing * 10,
+        "counting one user's job took {counting:?}, listing it {listing:?}"
+    );
 }

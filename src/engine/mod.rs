@@ -300,12 +300,12 @@ impl Engine {
     }
 
     /// One user's per-state counts, read from each of the user's jobs (after a sweep, as
-    /// [`counts`](Engine::counts)).
+    /// [`counts`](Engine::counts)): O(that user's jobs), through the table's per-user index.
     pub(crate) fn counts_for(&self, user: u64) -> JobCounts {
         self.sweep();
         let now = Instant::now();
         let (mut running, mut queued, mut complete, mut failed) = (0, 0, 0, 0);
-        for job in self.table.jobs(|job| job.user() == Some(user)) {
+        for job in self.table.jobs_of(user) {
             let (state, is_queued, changed_at) = job.standing();
             match state {
                 _ if state.is_terminal() && self.retention.expired(changed_at, now) => {}

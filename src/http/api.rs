@@ -17,7 +17,9 @@ use serde::Serialize;
 use super::area::{shape, Area};
 use super::dashboard::Dashboard;
 use super::events::{events, DEFAULT_EVENT_HEARTBEAT};
-use super::handlers::{area_routes, cancel, cancel_by_get_refused, launch, status};
+use super::handlers::{
+    area_routes, cancel, cancel_method_refused, launch, method_not_allowed, no_such_path, status,
+};
 use super::identify::IdentifyUser;
 use super::list::list;
 use super::state::{Api, Kind};
@@ -348,6 +350,13 @@ impl AsyncJobApi {
     /// The router: serve it with `axum::serve`, or merge or nest it into the application's
     /// router (it has its own state, so it fits a `Router<S>` of any state `S`).
     ///
+    /// A path it does not serve is answered 404, and a method a path does not take 405 with
+    /// `Allow`, each as JSON `{"reason": …}` like every other refusal. The 404 is the router's
+    /// fallback: merged into an application's router, it answers the application's unknown paths
+    /// too (nested, only those under the nest's path). axum refuses to merge two routers that
+    /// both have a fallback; to keep the application's, merge this one after
+    /// [`reset_fallback`](axum::Router::reset_fallback).
+    ///
     /// # Panics
     ///
     /// If an area's path is not a valid axum path, or clashes with a route of the shared set
@@ -360,7 +369,7 @@ impl AsyncJobApi {
         let cancel_route = if self.api.cancel_by_get {
             post(cancel).get(cancel)
         } else {
-            post(cancel).get(cancel_by_get_refused)
+            post(cancel).fallback(cancel_method_refused)
         };
         let mut router = Router::new()
             .route(
@@ -381,7 +390,11 @@ impl AsyncJobApi {
         for path in &self.areas {
             router = area_routes(router, path, body_limit);
         }
-        router.with_state(Arc::new(self.api))
+        // Last, so that it reaches every route above. Refusals are JSON, also axum's own.
+        router
+            .method_not_allowed_fallback(method_not_allowed)
+            .fallback(no_such_path)
+            .with_state(Arc::new(self.api))
     }
 }
 

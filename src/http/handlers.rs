@@ -7,11 +7,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{QueryRejection, RawPathParamsRejection};
 use axum::extract::{
-    DefaultBodyLimit, FromRequest, FromRequestParts, Query, RawPathParams, Request, State,
+    DefaultBodyLimit, FromRequest, FromRequestParts, OriginalUri, Query, RawPathParams, Request,
+    State,
 };
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::header::{self, HeaderMap};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -342,14 +343,34 @@ pub(super) async fn cancel(
     Ok(status_response(code, &status))
 }
 
-/// `GET /asynchronous/job/{jobId}/cancel` when cancel is `POST` only
-/// ([`cancel_by_get(false)`](super::AsyncJobApi::cancel_by_get)).
-pub(super) async fn cancel_by_get_refused() -> Rejection {
+/// A method other than `POST` on `/asynchronous/job/{jobId}/cancel` when cancel is `POST` only
+/// ([`cancel_by_get(false)`](super::AsyncJobApi::cancel_by_get)): a `GET` is told why.
+pub(super) async fn cancel_method_refused(method: Method, uri: OriginalUri) -> Rejection {
+    if method != Method::GET && method != Method::HEAD {
+        return method_not_allowed(method, uri).await;
+    }
     Rejection::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "cancel with POST: this service does not cancel over GET, which a link prefetch or another site can send",
     )
-    .with_header(header::ALLOW, HeaderValue::from_static("POST"))
+}
+
+/// A method a path of the router does not take: 405, as JSON like every other refusal. axum adds
+/// `Allow` with the methods the path takes.
+pub(super) async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Rejection {
+    Rejection::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A path the router does not serve: 404, as JSON like every other refusal. Answered without
+/// asking who calls: it says nothing about any job.
+pub(super) async fn no_such_path(OriginalUri(uri): OriginalUri) -> Rejection {
+    Rejection::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
 }
 
 /// Adds an area's two routes, `{path}/async/start` and `{path}/async/get/{asyncToken}`: their

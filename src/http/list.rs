@@ -40,9 +40,8 @@ struct JobList<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     next_page_token: Option<String>,
     counts: StateCounts,
-    /// The [names](crate::JobRequest::name) of the page's jobs that have one (and run, or ran,
-    /// on the instance answering), by job id: names are not status fields, whose set is
-    /// Synapse's.
+    /// The [names](crate::JobRequest::name) of the page's jobs that have one (of every instance
+    /// sharing a store), by job id: names are not status fields, whose set is Synapse's.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     names: BTreeMap<String, Arc<str>>,
 }
@@ -109,12 +108,12 @@ pub(super) async fn list(
                 .map(|last| format!("{TOKEN_PREFIX}{}", last.job_id))
         })
         .flatten();
-    let names = page
-        .iter()
-        .filter_map(|status| {
-            let name = user.job_name(&status.job_id)?;
-            Some((status.job_id.to_string(), name))
-        })
+    let ids: Vec<JobId> = page.iter().map(|status| status.job_id).collect();
+    let names = user
+        .job_names(&ids)
+        .await?
+        .into_iter()
+        .map(|(id, name)| (id.to_string(), name))
         .collect();
     let mut response = json(
         StatusCode::OK,

@@ -22,7 +22,7 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `POST /asynchronous/job` | `201` and the new job's status: Synapse's generic launch, for a kind of any area; `Job-Reused` as above |
-//! | `GET /asynchronous/job` | `200 {"page": [status…], "nextPageToken": "…", "counts": {"PROCESSING": n, "COMPLETE": n, "FAILED": n}, "names": {"<jobId>": "<name>"}}`: the caller's jobs, newest first ([listing](#listing)); `names` holds the [names](crate::JobRequest::name) of the page's jobs that have one (jobs of this instance; names are not status fields) and is left out when none has |
+//! | `GET /asynchronous/job` | `200 {"page": [status…], "nextPageToken": "…", "counts": {"PROCESSING": n, "COMPLETE": n, "FAILED": n}, "names": {"<jobId>": "<name>"}}`: the caller's jobs, newest first ([listing](#listing)); `names` holds the [names](crate::JobRequest::name) of the page's jobs that have one (of every instance, with a store, which keeps them; names are not status fields) and is left out when none has |
 //! | `GET /asynchronous/job/events` | Server-Sent Events: the caller's job changes ([event stream](#event-stream)) |
 //! | `GET /asynchronous/job/dashboard` | only with [`dashboard(true)`](AsyncJobApi::dashboard): an HTML page of the caller's jobs, live ([dashboard](#dashboard)); served without credentials, it carries no data |
 //! | `GET /asynchronous/job/{jobId}` | `200` and the status, in any state |
@@ -75,8 +75,8 @@
 //! | 401 | no user: [`BearerToken`] without a token or with an unknown one (with `WWW-Authenticate`), [`UserHeader`] without its header (other [`IdentifyUser`]s choose their own) |
 //! | 400 | the identity header (`Authorization`, or [`UserHeader`]'s) sent more than once, or a [`UserHeader`] that is not a user id |
 //! | 403 | the job was started by another user |
-//! | 404 | no such job (never started, or dropped by retention); on `async/get`, a job not started at that path (another area's, or other path parameters) |
-//! | 405 | `GET …/cancel` when cancel is POST only, with `Allow: POST` |
+//! | 404 | no such job (never started, or dropped by retention); on `async/get`, a job not started at that path (another area's, or other path parameters); a path the router does not serve |
+//! | 405 | a method the path does not take, e.g. `GET …/cancel` when cancel is POST only; with `Allow` |
 //! | 413 | the body is larger than [`max_body_bytes`](AsyncJobApi::max_body_bytes); when its `Content-Length` says so, answered from the headers before the body is read |
 //! | 503 | the registry is [shut down](crate::JobRegistry::shutdown) (no new jobs), or its store cannot be reached |
 //!
@@ -191,8 +191,8 @@
 //! (`Router::nest("/api", …)` serves it at `/api/asynchronous/job/dashboard`). A job is shown by
 //! its [name](crate::JobRequest::name), which the page takes from the job list's `names` (a
 //! name is not a status field: those are Synapse's); a job first seen on the stream has the
-//! list's first page asked for it. A job without one, or of another instance, is shown by its
-//! request's type, the last part of its `concreteType` (the full one in a tooltip).
+//! list's first page asked for it. A job without one is shown by its request's type, the last
+//! part of its `concreteType` (the full one in a tooltip).
 //!
 //! The page is sent with `Content-Type: text/html; charset=utf-8`, `Cache-Control: no-cache`,
 //! `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY`,
@@ -272,8 +272,8 @@
 //! [`JobRegistry::as_user`]: crate::JobRegistry::as_user
 
 // One file per concept. Imports run one way, from the router down to the leaves: each file
-// imports only from files later in this order: api, dashboard, list, events, handlers, area,
-// poll, state, bearer, identify, rejection, response.
+// imports only from files later in this order: api, dashboard, list, events, cluster_changes,
+// handlers, area, poll, state, bearer, identify, rejection, response.
 mod api;
 mod area;
 mod bearer;

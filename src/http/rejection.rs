@@ -17,13 +17,13 @@ use crate::Error;
 /// [`BearerToken`](super::BearerToken)'s lookup) returns one to refuse a request.
 /// `From<asyncjobs::Error>` picks the status from the README's table (404 unknown job, 400
 /// malformed id, 403 another user's job, 503 shut down or store unreachable, 500 otherwise).
-/// Answers to a 401 from [`BearerToken`](super::BearerToken) carry `WWW-Authenticate`, and a 405
-/// carries `Allow`.
+/// Answers to a 401 from [`BearerToken`](super::BearerToken) carry `WWW-Authenticate`, and the
+/// router's 405s carry `Allow`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     status: StatusCode,
     reason: String,
-    /// A header the status calls for: `WWW-Authenticate` on a 401, `Allow` on a 405.
+    /// A header the status calls for, e.g. `WWW-Authenticate` on a 401.
     header: Option<(HeaderName, HeaderValue)>,
 }
 

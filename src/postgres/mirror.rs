@@ -1,6 +1,7 @@
-//! Writing this instance's jobs to the database: an observer that notes which jobs changed
-//! (coalescing: a job is written once per flush however often it changed), and a flush loop that
-//! writes them, the latest status of each, in one statement.
+//! Writing this instance's jobs to the database: the store's observer notes here which jobs
+//! changed (coalescing: a job is written once per flush however often it changed), and a flush
+//! writes them, the latest status of each, in one statement. The store's flush loop
+//! ([`background`](super::background)) paces the flushes.
 //!
 //! Progress is written at most once per flush interval. A start, a new cancel flag and a final
 //! status wake the loop at once (it still writes whatever else is due in the same statement, and
@@ -13,30 +14,25 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::store::Inner;
-use super::StatusRow;
+use super::{Db, StatusRow};
 use crate::id::IdHasher;
-use crate::{AsynchronousJobStatus, JobEvent, JobEventKind, JobId, StatusObserver};
+use crate::store::Local;
+use crate::{AsynchronousJobStatus, JobEvent, JobEventKind, JobId};
 
 /// Job ids are ours, not an attacker's: the id hasher, not SipHash, on the progress path.
 type Ids = HashSet<JobId, BuildHasherDefault<IdHasher>>;
 
-/// The least time between two flushes, so that urgent writes in a burst share statements.
-const MIN_GAP: Duration = Duration::from_millis(20);
-
-/// How long a failed flush waits before the next try, at most.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
 #[derive(Default)]
 pub(super) struct Mirror {
     due: Mutex<Due>,
-    urgent: Notify,
+    /// Something urgent is due: flush now rather than at the interval's end.
+    pub(super) urgent: Notify,
     /// The database answered again after an outage: retry now rather than at the backoff's end.
     pub(super) back: Notify,
     /// Held through a whole flush: a second flusher (the store's close) waits for a write under
@@ -56,6 +52,9 @@ struct Due {
     canceling: Ids,
     /// Jobs taken by the flush under way.
     in_flight: Ids,
+    /// The names of named jobs, carried by each of their rows until the final status is
+    /// written: a name is not a status field, so it is taken from the job's first event.
+    names: HashMap<JobId, Arc<str>>,
 }
 
 impl Mirror {
@@ -81,29 +80,34 @@ impl Mirror {
         })
         .await;
     }
-}
 
-/// The observer the registry calls for every event of its jobs.
-pub(super) struct Observer(pub(super) Arc<Inner>);
+    /// The name of job `id`, if it has one and its final status is not written yet.
+    pub(super) fn name_of(&self, id: JobId) -> Option<Arc<str>> {
+        self.due.lock().names.get(&id).cloned()
+    }
 
-impl StatusObserver for Observer {
-    fn on_event(&self, event: &JobEvent<'_>) {
+    /// Notes an event of one of the registry's jobs; the store's observer calls this for each.
+    pub(super) fn note(&self, event: &JobEvent<'_>) {
         let id = event.job_id();
-        let mirror = &self.0.mirror;
         let urgent = match event.kind() {
             JobEventKind::Created => {
-                mirror.due.lock().changed.insert(id);
+                let name = event.name().map(Arc::<str>::from);
+                let mut due = self.due.lock();
+                due.changed.insert(id);
+                if let Some(name) = name {
+                    due.names.insert(id, name);
+                }
                 true
             }
             JobEventKind::Changed => {
-                let mut due = mirror.due.lock();
+                let mut due = self.due.lock();
                 due.changed.insert(id);
                 event.job_canceling() && due.canceling.insert(id)
             }
             JobEventKind::Finished => {
                 // Taken now: the job may be dropped from memory before it is written.
                 let status = event.status();
-                let mut due = mirror.due.lock();
+                let mut due = self.due.lock();
                 due.changed.remove(&id);
                 due.canceling.remove(&id);
                 due.finished.insert(id, status);
@@ -113,88 +117,70 @@ impl StatusObserver for Observer {
             _ => false,
         };
         if urgent {
-            mirror.urgent.notify_one();
+            self.urgent.notify_one();
         }
     }
-}
 
-/// Writes what is due every flush interval, or at once when something urgent is due.
-pub(super) async fn flush_loop(inner: Weak<Inner>) {
-    let mut backoff = Duration::ZERO;
-    loop {
-        // Held across the wait (at most a flush interval): once the registry and every handle
-        // of the store are gone, this is the last reference, and dropping it stops the task.
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        let interval = strong.flush_interval;
-        if backoff.is_zero() {
-            tokio::select! {
-                () = strong.mirror.urgent.notified() => {}
-                () = tokio::time::sleep(interval) => {}
-            }
-        } else {
-            tokio::select! {
-                () = strong.mirror.back.notified() => {}
-                () = tokio::time::sleep(backoff) => {}
-            }
-        }
-        backoff = if flush(&strong).await {
-            Duration::ZERO
-        } else {
-            (backoff * 2).clamp(interval, MAX_BACKOFF)
-        };
-        drop(strong);
-        tokio::time::sleep(MIN_GAP).await;
-    }
-}
-
-/// Writes every status that is due in one statement. Returns whether it worked; if not, what
-/// was due stays due (unless something newer replaced it meanwhile).
-pub(super) async fn flush(inner: &Inner) -> bool {
-    let _writing = inner.mirror.writing.lock().await;
-    let (changed, finished) = {
-        let mut due = inner.mirror.due.lock();
-        let changed = std::mem::take(&mut due.changed);
-        let finished = std::mem::take(&mut due.finished);
-        due.in_flight
-            .extend(changed.iter().chain(finished.keys()).copied());
-        (changed, finished)
-    };
-    if changed.is_empty() && finished.is_empty() {
-        return true;
-    }
-    let owner = inner.instance();
-    let mut rows: Vec<StatusRow> = finished
-        .values()
-        .map(|status| StatusRow::new(status, owner, None))
-        .collect();
-    if let Some(local) = inner.local.get() {
-        rows.extend(
-            changed
+    /// Writes every status that is due in one statement, as instance `owner`, reading the
+    /// latest status of each changed job from `local`. Returns whether it worked; if not, what
+    /// was due stays due (unless something newer replaced it meanwhile).
+    pub(super) async fn flush(&self, db: &Db, owner: u64, local: Option<&Arc<dyn Local>>) -> bool {
+        let _writing = self.writing.lock().await;
+        let (changed, finished, names) = {
+            let mut due = self.due.lock();
+            let changed = std::mem::take(&mut due.changed);
+            let finished = std::mem::take(&mut due.finished);
+            due.in_flight
+                .extend(changed.iter().chain(finished.keys()).copied());
+            let names: HashMap<JobId, Arc<str>> = changed
                 .iter()
-                .filter_map(|&id| local.status(id))
-                .map(|(status, queued)| StatusRow::new(&status, owner, None).queued(queued)),
-        );
-    }
-    let written = inner.db.write_batch(&rows).await;
-    let mut due = inner.mirror.due.lock();
-    due.in_flight.clear();
-    let ok = match written {
-        Ok(_) => true,
-        Err(_) => {
-            for (id, status) in finished {
-                due.finished.entry(id).or_insert(status);
-            }
-            for id in changed {
-                if !due.finished.contains_key(&id) {
-                    due.changed.insert(id);
-                }
-            }
-            false
+                .chain(finished.keys())
+                .filter_map(|id| Some((*id, due.names.get(id)?.clone())))
+                .collect();
+            (changed, finished, names)
+        };
+        if changed.is_empty() && finished.is_empty() {
+            return true;
         }
-    };
-    drop(due);
-    inner.mirror.flushed.send_modify(|n| *n += 1);
-    ok
+        let name = |id: &JobId| names.get(id).map(|name| &**name);
+        let mut rows: Vec<StatusRow> = finished
+            .values()
+            .map(|status| StatusRow::new(status, owner, None).named(name(&status.job_id)))
+            .collect();
+        if let Some(local) = local {
+            rows.extend(changed.iter().filter_map(|&id| local.status(id)).map(
+                |(status, queued)| {
+                    StatusRow::new(&status, owner, None)
+                        .queued(queued)
+                        .named(name(&status.job_id))
+                },
+            ));
+        }
+        let written = db.write_batch(&rows).await;
+        let mut due = self.due.lock();
+        due.in_flight.clear();
+        let ok = match written {
+            Ok(_) => {
+                // A finished job's row is never written again: its name is no longer needed.
+                for id in finished.keys() {
+                    due.names.remove(id);
+                }
+                true
+            }
+            Err(_) => {
+                for (id, status) in finished {
+                    due.finished.entry(id).or_insert(status);
+                }
+                for id in changed {
+                    if !due.finished.contains_key(&id) {
+                        due.changed.insert(id);
+                    }
+                }
+                false
+            }
+        };
+        drop(due);
+        self.flushed.send_modify(|n| *n += 1);
+        ok
+    }
 }

@@ -14,7 +14,7 @@
 //!
 //! | table | one row per | columns |
 //! |---|---|---|
-//! | `asyncjobs_jobs` | job | `id`, `version` (the etag's change counter), `state`, `user_id`, `owner` (instance), `cancel_requested`, `cache_key`, `queued` (waits under its instance's concurrency limits), `finished_at`, `changed_at`, `status` (the whole `AsynchronousJobStatus` JSON, `jsonb`) |
+//! | `asyncjobs_jobs` | job | `id`, `version` (the etag's change counter), `state`, `user_id`, `owner` (instance), `cancel_requested`, `cache_key`, `queued` (waits under its instance's concurrency limits), `finished_at`, `changed_at`, `status` (the whole `AsynchronousJobStatus` JSON, `jsonb`), `name` (the job's [name](crate::JobRequest::name), not a status field) |
 //! | `asyncjobs_instances` | running instance | `id`, `started_at`, `lease_until`, `host` |
 //!
 //! and the sequence `asyncjobs_id_blocks`, from which instances reserve blocks of 2^20 job ids:
@@ -63,6 +63,9 @@
 //! one job (the first takes a transaction-scoped advisory lock on the request's cache key until
 //! its job's row is written; the other waits for it, then finds that job).
 
+// Imports run one way: store (the public face) -> background (its tasks) -> state (what both
+// share) -> mirror (what is due to be written) -> the database layer (db and its statements).
+mod background;
 mod cancel;
 mod db;
 mod error;
@@ -74,6 +77,7 @@ mod reads;
 mod request_cache;
 mod retention;
 mod schema;
+mod state;
 mod store;
 mod writes;
 

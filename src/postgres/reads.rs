@@ -1,4 +1,4 @@
-//! Reading statuses: one job, a user's newest jobs, counts per state.
+//! Reading statuses: one job, a user's newest jobs, jobs' names, counts per state.
 
 use serde_json::Value;
 use tokio_postgres::Row;
@@ -21,9 +21,11 @@ pub struct StoredJob {
     pub cancel_requested: bool,
     /// The request-cache key, for a cacheable request.
     pub cache_key: Option<i64>,
+    /// The job's [name](crate::JobRequest::name), if it has one and a write carried it.
+    pub name: Option<String>,
 }
 
-const COLUMNS: &str = "id, version, owner, cancel_requested, cache_key, status";
+const COLUMNS: &str = "id, version, owner, cancel_requested, cache_key, status, name";
 
 impl Db {
     /// Job `id` as stored, or `None` if there is no such job (never written, or dropped by
@@ -100,6 +102,42 @@ impl Db {
         rows.iter().map(stored_job).collect()
     }
 
+    /// The names of those of the jobs `ids` that are stored with one, in no particular order.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the database cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn names(&self, ids: &[u64]) -> Result<Vec<(u64, String)>, StoreError> {
+        const WHAT: &str = "read job names";
+        // An id beyond `i64::MAX` is never stored.
+        let ids: Vec<i64> = ids
+            .iter()
+            .filter_map(|&id| i64::try_from(id).ok())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT id, name FROM asyncjobs_jobs WHERE id = ANY($1) AND name IS NOT NULL",
+            )
+            .await
+            .map_err(|e| StoreError::query(WHAT, e))?;
+        let rows = client
+            .query(&statement, &[&ids])
+            .await
+            .map_err(|e| StoreError::query(WHAT, e))?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get::<_, i64>(0) as u64, row.get(1)))
+            .collect())
+    }
+
     /// How many stored jobs are in each state, across all instances.
     ///
     /// The three counts are one consistent snapshot.
@@ -161,5 +199,6 @@ fn stored_job(row: &Row) -> Result<StoredJob, StoreError> {
         owner: row.get::<_, i64>(2) as u64,
         cancel_requested: row.get(3),
         cache_key: row.get(4),
+        name: row.get(6),
     })
 }

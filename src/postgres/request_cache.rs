@@ -53,16 +53,20 @@ FROM (SELECT hashtextextended(
           coalesce($1::bigint::text, '') || ':' || coalesce($2::jsonb::text, ''), 0) AS key)
      AS keyed";
 
-/// Writes the claimer's new job with its cache key: a new row, or the key on the row the
-/// job's instance wrote meanwhile (whose status is as new or newer). Notifies the write as every
+/// Writes the claimer's new job with its cache key: a new row, or the key (and the job's name,
+/// if the row has none yet) on the row the job's instance wrote meanwhile (whose status is as new
+/// or newer). Notifies the write as every
 /// status write does, so that other instances hear of the job at once.
 static RECORD: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH written AS (
     INSERT INTO asyncjobs_jobs AS j
-        (id, version, state, user_id, owner, cache_key, changed_at, finished_at, status, queued)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-    ON CONFLICT (id) DO UPDATE SET cache_key = EXCLUDED.cache_key
+        (id, version, state, user_id, owner, cache_key, changed_at, finished_at, status, queued,
+         name)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    ON CONFLICT (id) DO UPDATE SET
+        cache_key = EXCLUDED.cache_key,
+        name = coalesce(j.name, EXCLUDED.name)
     RETURNING j.id, j.version, j.user_id
 ), {NOTIFY_WRITTEN}
 SELECT (SELECT count(*) FROM notified)"
@@ -241,6 +245,7 @@ impl CacheClaim {
                     &row.finished_at,
                     &row.status,
                     &row.queued,
+                    &row.name,
                 ],
             )
             .await

@@ -18,7 +18,7 @@ pub(super) const REAP_LOCK: i64 = i64::from_be_bytes(*b"ajreaper");
 pub(super) const SWEEP_LOCK: i64 = i64::from_be_bytes(*b"ajsweepr");
 
 /// The schema's versions: `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build of the crate writes and reads.
 pub(super) const VERSION: i32 = MIGRATIONS.len() as i32;
@@ -66,6 +66,13 @@ CREATE SEQUENCE asyncjobs_id_blocks AS BIGINT MINVALUE 0 START WITH 0 MAXVALUE 8
 /// so that counts across instances tell running from queued jobs.
 const V2: &str = "
 ALTER TABLE asyncjobs_jobs ADD COLUMN queued BOOLEAN NOT NULL DEFAULT false;
+";
+
+/// Version 3: the job's [name](crate::JobRequest::name), which is not a status field, so that
+/// every instance (and this one after a restart) shows and filters jobs by it. Set once, by the
+/// first write that carries it; `NULL` for a job without one, and for jobs written before.
+const V3: &str = "
+ALTER TABLE asyncjobs_jobs ADD COLUMN name TEXT NULL;
 ";
 
 /// Creates the tables or brings them up to [`VERSION`].

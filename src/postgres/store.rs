@@ -1,26 +1,30 @@
-//! The public face of the store, and what it does for the registry it is attached to: hand out
-//! ids, keep its lease, listen for cancels and changes, reap lost instances, sweep retention, and
-//! answer for other instances' jobs.
+//! The public face of the store, and what it does when the registry it is attached to asks: hand
+//! out ids, answer for other instances' jobs, route cancels, find cached requests, wait for
+//! changes, and leave the cluster. What it does on its own (lease, notifications, reaping,
+//! retention, writing) is in [`background`](super::background), over the [state](super::state)
+//! both share.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::background::{flush_loop, keep_lease, listen, poll_cancels, reap_and_sweep, this_host};
 use super::mirror::Mirror;
+use super::state::{Ids, Inner};
 use super::{CacheLookup, StatusRow};
-use super::{CancelRequest, Db, Listener, Notice, StoreError};
-use crate::store::{self as seam, BoxFuture, Cached, Local, RemoteCancel, RemoteChange, Store};
+use super::{CancelRequest, Db, Listener, StoreError};
+use crate::store::{
+    self as seam, BoxFuture, Cached, Local, Names, RemoteCancel, RemoteChange, Store,
+};
 use crate::{
-    AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, SharedStore, StatusObserver,
+    AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobEvent, JobId, SharedStore,
+    StatusObserver,
 };
 
 /// Default of [`PostgresStoreBuilder::lease`]: 10 seconds. Renewed every third of it, so a
@@ -30,16 +34,6 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Default of [`PostgresStoreBuilder::flush_interval`]: progress is written at most this often.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(250);
-
-/// How often an instance asks the database for cancels it may have missed (notifications are
-/// lost while its listening connection reconnects).
-const CANCEL_POLL: Duration = Duration::from_secs(1);
-
-/// How often one instance trims the database by the retention rules.
-const RETENTION_SWEEP: Duration = Duration::from_secs(10);
-
-/// Rows deleted per statement by a retention sweep.
-const RETENTION_BATCH: usize = 1_000;
 
 /// How often a closing store tries to write what is pending, and how long it waits between.
 const CLOSE_TRIES: u32 = 5;
@@ -93,36 +87,6 @@ pub struct PostgresStoreBuilder {
     url: String,
     lease: Duration,
     flush_interval: Duration,
-}
-
-pub(super) struct Inner {
-    pub(super) db: Db,
-    /// This instance's registration; a new one if the old lease was lost.
-    pub(super) instance: AtomicU64,
-    lease: Duration,
-    pub(super) flush_interval: Duration,
-    runtime: Handle,
-    ids: Mutex<Ids>,
-    /// The registry's jobs, once attached.
-    pub(super) local: OnceLock<Arc<dyn Local>>,
-    pub(super) mirror: Mirror,
-    /// Waits for other instances' jobs, by job: told the version of each change heard of.
-    waiters: Mutex<HashMap<JobId, watch::Sender<u64>>>,
-    /// Every change heard, for the registry's cluster-wide followers (the HTTP event stream).
-    changes: tokio::sync::broadcast::Sender<RemoteChange>,
-    /// Told once, when the store is attached to a registry.
-    attached: Arc<tokio::sync::Notify>,
-    /// Set while this instance could not renew its lease in time: its jobs were canceled.
-    lease_lost: AtomicBool,
-    /// Stops the background tasks.
-    stop: CancellationToken,
-}
-
-/// Reserved job ids: the block in use, and the next one, fetched ahead.
-struct Ids {
-    current: Range<u64>,
-    next: Option<Range<u64>>,
-    refilling: bool,
 }
 
 impl PostgresStore {
@@ -231,187 +195,18 @@ impl PostgresStoreBuilder {
         inner.spawn(listen(weak.clone(), listener));
         inner.spawn(poll_cancels(weak.clone()));
         inner.spawn(reap_and_sweep(weak.clone()));
-        inner.spawn(super::mirror::flush_loop(weak));
+        inner.spawn(flush_loop(weak));
         Ok(PostgresStore { inner })
     }
 }
 
-impl Inner {
-    /// Runs a background task until the store is dropped or closed.
-    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        let stop = self.stop.clone();
-        self.runtime.spawn(async move {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = task => {}
-            }
-        });
-    }
+/// What the registry tells of every event of its jobs. It holds the store's state, so that the
+/// store's background tasks run as long as the registry does.
+struct Observer(Arc<Inner>);
 
-    pub(super) fn instance(&self) -> u64 {
-        self.instance.load(Ordering::Acquire)
-    }
-
-    fn local(&self) -> Option<&Arc<dyn Local>> {
-        self.local.get()
-    }
-
-    /// Tells waiters for `id` that it changed.
-    fn heard(&self, id: JobId, version: u64) {
-        let mut waiters = self.waiters.lock();
-        if let Some(sender) = waiters.get(&id) {
-            if sender.receiver_count() == 0 {
-                waiters.remove(&id);
-            } else {
-                sender.send_replace(version);
-            }
-        }
-    }
-
-    /// Tells every waiter to read again (notifications may have been lost).
-    fn wake_all_waiters(&self) {
-        let mut waiters = self.waiters.lock();
-        waiters.retain(|_, sender| sender.receiver_count() > 0);
-        for sender in waiters.values() {
-            sender.send_modify(|v| *v += 1);
-        }
-    }
-
-    /// Applies the cancels the database holds for this instance's jobs.
-    async fn apply_requested_cancels(&self) -> Result<(), StoreError> {
-        let ids = self.db.cancels_for(self.instance()).await?;
-        if let Some(local) = self.local() {
-            for id in ids {
-                local.cancel(JobId::from_u64(id));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// Renews the lease every third of it. Past the lease without a renewal, this instance cancels
-/// its jobs; if the lease was taken away meanwhile (another instance reaped it), it registers
-/// anew, so new jobs have a live owner.
-async fn keep_lease(inner: Weak<Inner>) {
-    let Some(lease) = inner.upgrade().map(|i| i.lease) else {
-        return;
-    };
-    let mut renewed_at = Instant::now();
-    loop {
-        tokio::time::sleep(lease / 3).await;
-        let Some(inner) = inner.upgrade() else { return };
-        match inner.db.renew_lease(inner.instance(), inner.lease).await {
-            Ok(true) => {
-                renewed_at = Instant::now();
-                inner.lease_lost.store(false, Ordering::Release);
-            }
-            Ok(false) => {
-                // The cluster has marked every job of this registration lost, also those started
-                // after an earlier failed renewal: cancel them all, whatever was canceled before.
-                inner.lease_lost.store(false, Ordering::Release);
-                lose_lease(&inner, "another instance found its lease run out");
-                if let Ok(instance) = inner.db.register_instance(&this_host(), lease).await {
-                    inner.instance.store(instance, Ordering::Release);
-                    renewed_at = Instant::now();
-                    inner.lease_lost.store(false, Ordering::Release);
-                }
-            }
-            Err(error) if renewed_at.elapsed() >= lease => {
-                lose_lease(&inner, &error.to_string());
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-/// This instance can no longer vouch for its jobs: it cancels them, once per lost lease.
-fn lose_lease(inner: &Inner, why: &str) {
-    if !inner.lease_lost.swap(true, Ordering::AcqRel) {
-        #[cfg(feature = "tracing")]
-        tracing::error!(target: "asyncjobs", instance = inner.instance(), why, "instance lost its lease; canceling its jobs");
-        #[cfg(not(feature = "tracing"))]
-        let _ = why;
-        if let Some(local) = inner.local() {
-            local.cancel_all();
-        }
-    }
-}
-
-/// Follows the database's notifications: cancels of this instance's jobs, changes of jobs
-/// someone here waits for.
-async fn listen(inner: Weak<Inner>, mut listener: Listener) {
-    while let Some(notice) = listener.recv().await {
-        let Some(inner) = inner.upgrade() else { return };
-        match notice {
-            Notice::Changed { id, version, user } => {
-                let id = JobId::from_u64(id);
-                inner.heard(id, version);
-                // No follower is not an error.
-                let _ = inner
-                    .changes
-                    .send(RemoteChange::Changed { id, version, user });
-            }
-            Notice::Cancel { owner, id } if owner == inner.instance() => {
-                if let Some(local) = inner.local() {
-                    local.cancel(JobId::from_u64(id));
-                }
-            }
-            Notice::Cancel { .. } => {}
-            Notice::Reconnected | Notice::Lagged => {
-                inner.mirror.back.notify_one();
-                inner.wake_all_waiters();
-                let _ = inner.changes.send(RemoteChange::Resync);
-                let _ = inner.apply_requested_cancels().await;
-            }
-        }
-    }
-}
-
-/// The backup for lost cancel notifications: asks the database every second.
-async fn poll_cancels(inner: Weak<Inner>) {
-    loop {
-        tokio::time::sleep(CANCEL_POLL).await;
-        let Some(inner) = inner.upgrade() else { return };
-        let _ = inner.apply_requested_cancels().await;
-    }
-}
-
-/// Reaps instances whose lease ran out (every third of a lease) and trims the table by the
-/// registry's retention rules (every few seconds). Both are safe with every instance doing it.
-async fn reap_and_sweep(inner: Weak<Inner>) {
-    // The retention rules are the registry's: wait until the store is attached to one (without
-    // holding the store, which may be dropped unattached).
-    let Some((lease, attached)) = inner.upgrade().map(|i| (i.lease, i.attached.clone())) else {
-        return;
-    };
-    attached.notified().await;
-    // The first round runs at once: an instance that starts after a crash reaps its dead
-    // predecessor and trims what piled up meanwhile without waiting a round.
-    let mut swept_at: Option<Instant> = None;
-    loop {
-        let Some(inner) = inner.upgrade() else { return };
-        if let Ok(reaped) = inner.db.reap_dead_instances().await {
-            for (id, version) in reaped {
-                inner.heard(JobId::from_u64(id), version);
-            }
-        }
-        if let Some((keep_for, keep_at_most)) = inner.local().map(|local| local.retention()) {
-            if swept_at.is_none_or(|at| at.elapsed() >= RETENTION_SWEEP) {
-                swept_at = Some(Instant::now());
-                let _ = inner
-                    .db
-                    .sweep_retention(keep_for, keep_at_most, RETENTION_BATCH)
-                    .await;
-            }
-        }
-        drop(inner);
-        tokio::time::sleep(lease / 3).await;
+impl StatusObserver for Observer {
+    fn on_event(&self, event: &JobEvent<'_>) {
+        self.0.mirror.note(event);
     }
 }
 
@@ -427,7 +222,10 @@ impl seam::CacheClaim for Claim {
         status: (AsynchronousJobStatus, bool),
     ) -> BoxFuture<'static, Result<(), Error>> {
         Box::pin(async move {
-            let row = StatusRow::new(&status.0, self.owner.instance(), None).queued(status.1);
+            let name = self.owner.mirror.name_of(status.0.job_id);
+            let row = StatusRow::new(&status.0, self.owner.instance(), None)
+                .queued(status.1)
+                .named(name.as_deref());
             self.claim.settle(row).await.map_err(unavailable)
         })
     }
@@ -443,7 +241,7 @@ impl Store for PostgresStore {
         if self.inner.local.set(local).is_ok() {
             self.inner.attached.notify_one();
         }
-        Arc::new(super::mirror::Observer(self.inner.clone()))
+        Arc::new(Observer(self.inner.clone()))
     }
 
     fn next_id(&self) -> Option<u64> {
@@ -498,6 +296,17 @@ impl Store for PostgresStore {
                 .await
                 .map_err(unavailable)?;
             Ok(jobs.into_iter().map(|job| job.status).collect())
+        })
+    }
+
+    fn names<'a>(&'a self, ids: &'a [JobId]) -> BoxFuture<'a, Result<Names, Error>> {
+        Box::pin(async move {
+            let ids: Vec<u64> = ids.iter().map(|id| id.as_u64()).collect();
+            let names = self.inner.db.names(&ids).await.map_err(unavailable)?;
+            Ok(names
+                .into_iter()
+                .map(|(id, name)| (JobId::from_u64(id), Arc::from(name)))
+                .collect())
         })
     }
 
@@ -584,7 +393,7 @@ impl Store for PostgresStore {
             let inner = &self.inner;
             // The final statuses matter most: a database that is briefly away gets a few tries.
             for attempt in 0..CLOSE_TRIES {
-                if super::mirror::flush(inner).await {
+                if inner.flush().await {
                     break;
                 }
                 if attempt + 1 < CLOSE_TRIES {
@@ -627,15 +436,4 @@ impl fmt::Debug for PostgresStore {
             .field("flush_interval", &self.inner.flush_interval)
             .finish_non_exhaustive()
     }
-}
-
-/// How this instance describes itself in `asyncjobs_instances.host`: host name and process id.
-fn this_host() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown host".to_owned());
-    format!("{name} (pid {})", std::process::id())
 }

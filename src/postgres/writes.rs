@@ -35,6 +35,9 @@ pub struct StatusRow {
     pub finished_at: Option<DateTime<Utc>>,
     /// The whole status as JSON, as `serde_json::to_value(&AsynchronousJobStatus)` gives it.
     pub status: Value,
+    /// The job's [name](crate::JobRequest::name), if it has one. Stored by the first write that
+    /// carries one, and never changed after.
+    pub name: Option<String>,
 }
 
 impl StatusRow {
@@ -54,7 +57,14 @@ impl StatusRow {
             // Bodies are JSON values already and every other field is a string, number or
             // bool: serializing a status to a value cannot fail.
             status: serde_json::to_value(status).expect("a status serializes to JSON"),
+            name: None,
         }
+    }
+
+    /// This row, of a job with this name (or none).
+    pub fn named(mut self, name: Option<&str>) -> StatusRow {
+        self.name = name.map(str::to_owned);
+        self
     }
 
     /// This row, of a job that waits in its instance's queue (`true`) or runs (`false`, as
@@ -72,21 +82,23 @@ static WRITE_BATCH: LazyLock<String> =
 /// Inserts new rows and updates rows whose stored version is older and that are still
 /// PROCESSING; then notifies `asyncjobs_changed` with the `id:version` of each row written.
 /// The columns `owner`, `user_id`, `cache_key` and `cancel_requested` of an existing row are
-/// never changed by a write.
+/// never changed by a write, and `name` only from `NULL`.
 const WRITE: &str = "
 WITH written AS (
     INSERT INTO asyncjobs_jobs AS j
-        (id, version, state, user_id, owner, cache_key, changed_at, finished_at, status, queued)
+        (id, version, state, user_id, owner, cache_key, changed_at, finished_at, status, queued,
+         name)
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
                          $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::jsonb[],
-                         $10::boolean[])
+                         $10::boolean[], $11::text[])
     ON CONFLICT (id) DO UPDATE SET
         version = EXCLUDED.version,
         state = EXCLUDED.state,
         queued = EXCLUDED.queued,
         changed_at = EXCLUDED.changed_at,
         finished_at = EXCLUDED.finished_at,
-        status = EXCLUDED.status
+        status = EXCLUDED.status,
+        name = coalesce(j.name, EXCLUDED.name)
     WHERE j.version < EXCLUDED.version AND j.state = 'PROCESSING'
     RETURNING j.id, j.version, j.user_id
 ), ";
@@ -138,6 +150,7 @@ impl Db {
         let mut finished = Vec::with_capacity(n);
         let mut statuses = Vec::with_capacity(n);
         let mut queued = Vec::with_capacity(n);
+        let mut names = Vec::with_capacity(n);
         for row in latest.values() {
             ids.push(to_bigint(row.id, "job id", WHAT)?);
             versions.push(to_bigint(row.version, "version", WHAT)?);
@@ -153,6 +166,7 @@ impl Db {
             finished.push(row.finished_at);
             statuses.push(&row.status);
             queued.push(row.queued);
+            names.push(row.name.as_deref());
         }
         let client = self.client().await?;
         let statement = client
@@ -173,6 +187,7 @@ impl Db {
                     &finished,
                     &statuses,
                     &queued,
+                    &names,
                 ],
             )
             .await
