@@ -73,15 +73,15 @@ impl Target for Ours {
         black_box(self.handles[job].set_progress(current, u64::MAX, message(current)));
     }
     fn read(&self, job: usize) {
-        black_box(self.registry.status(&self.ids[job]).unwrap());
+        black_box(self.registry.local().status(&self.ids[job]).unwrap());
     }
     fn list(&self) {
-        let all = self.registry.list(&JobFilter::new());
+        let all = self.registry.local().list(&JobFilter::new()).jobs;
         assert_eq!(all.len(), JOBS + FINISHED);
         black_box(all);
     }
     fn counts(&self) {
-        black_box(self.registry.counts());
+        black_box(self.registry.local().counts());
     }
 }
 
@@ -98,12 +98,12 @@ impl Target for Theirs {
         black_box(self.registry.status(self.jobs[job].id).unwrap());
     }
     fn list(&self) {
-        let all = self.registry.list();
+        let all = self.registry.local().list().jobs;
         assert_eq!(all.len(), JOBS + FINISHED);
         black_box(all);
     }
     fn counts(&self) {
-        black_box(self.registry.counts());
+        black_box(self.registry.local().counts());
     }
 }
 
@@ -206,7 +206,7 @@ fn run<T: Target>(rt: &Runtime, target: &Arc<T>, measured: Side, ops: u64) -> Du
         match measured {
             Side::List => sort(
                 Side::List,
-                looping(target, &stop, ops, u64::MAX, |t, _| t.list()),
+                looping(target, &stop, ops, u64::MAX, |t, _| t.local().list().jobs),
             ),
             Side::Counts => sort(
                 Side::Counts,
@@ -241,7 +241,7 @@ fn contention(c: &mut Criterion) {
                         JobRequest::new(request_body(1024)),
                         |_job: JobHandle| async { Ok::<_, std::io::Error>(response_body()) },
                     )
-                    .unwrap(),
+                    .await.unwrap(),
             );
         }
         for id in &finished {
@@ -260,7 +260,7 @@ fn contention(c: &mut Criterion) {
                             std::future::pending::<Result<(), std::io::Error>>()
                         },
                     )
-                    .unwrap(),
+                    .await.unwrap(),
             );
             handles.push(rx.recv().unwrap());
         }

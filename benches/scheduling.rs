@@ -77,7 +77,7 @@ fn scheduling(c: &mut Criterion) {
                                                 Err::<(), _>("canceled")
                                             },
                                         )
-                                        .unwrap();
+                                        .await.unwrap();
                                 }
                                 let requests: Vec<JobRequest> = (0..n)
                                     .map(|i| JobRequest::default().started_by(user_of(variant, i)))
@@ -86,10 +86,10 @@ fn scheduling(c: &mut Criterion) {
                                 for request in requests {
                                     registry
                                         .spawn(request, |_job| async { Ok::<_, &str>(()) })
-                                        .unwrap();
+                                        .await.unwrap();
                                 }
                                 let elapsed = start.elapsed();
-                                assert_eq!(registry.counts().queued, n);
+                                assert_eq!(registry.local().counts().queued, n);
                                 (elapsed, registry)
                             }))
                             .unwrap();
@@ -123,7 +123,7 @@ fn scheduling(c: &mut Criterion) {
                                         latch.count_down();
                                         Ok::<_, &str>(())
                                     })
-                                    .unwrap();
+                                    .await.unwrap();
                             }
                             latch.wait().await;
                             (start.elapsed(), registry)

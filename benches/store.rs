@@ -117,7 +117,7 @@ fn set_progress_with_store(c: &mut Criterion) {
     let read = rt
         .block_on(async {
             tokio::time::sleep(Duration::from_millis(600)).await;
-            busy.status_anywhere(&with_store.id()).await
+            busy.status(&with_store.id()).await
         })
         .expect("the bench job's status");
     assert!(

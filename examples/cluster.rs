@@ -216,7 +216,7 @@ async fn orchestrate(url: &str) -> Result<()> {
     say!("3. A cancels B's export-2 (cancel_anywhere); B hears it and stops the export:");
     read_soon(&registry, &export_2).await?;
     let asked = Instant::now();
-    let outcome = registry.cancel_anywhere(&export_2).await?;
+    let outcome = registry.cancel(&export_2).await?;
     say!("   cancel_anywhere: {outcome:?}");
     ensure!(
         outcome == CancelOutcome::Requested,
@@ -283,7 +283,7 @@ async fn orchestrate(url: &str) -> Result<()> {
     say!("6. C is stopped cleanly (its stdin closed): it cancels its reindex and leaves:");
     let stopped = c.stop().await?;
     say!("   C: shutdown: {}", stopped.join(" "));
-    let reindexed = registry.status_anywhere(&reindex).await?;
+    let reindexed = registry.status(&reindex).await?;
     say!("   {}", line(&reindexed));
     say!(
         "      errorMessage: {}",
@@ -298,7 +298,7 @@ async fn orchestrate(url: &str) -> Result<()> {
     );
 
     say!("7. Every job of the cluster, as A lists them (list_anywhere):");
-    let listed = registry.list_anywhere(&JobFilter::new()).await?;
+    let listed = registry.local().list(&JobFilter::new()).jobs.await?.jobs;
     for status in listed.iter().filter(|s| jobs.contains_key(&s.job_id)) {
         let (instance, name) = &jobs[&status.job_id];
         say!("   {instance}  {name:<9} {}", line(status));
@@ -306,7 +306,7 @@ async fn orchestrate(url: &str) -> Result<()> {
     let ours = listed.iter().filter(|s| jobs.contains_key(&s.job_id));
     ensure!(ours.clone().count() == 5, "all five jobs listed");
     ensure!(ours.clone().all(|s| s.is_terminal()), "every job finished");
-    let counts = registry.counts_anywhere().await?;
+    let counts = registry.counts().await?;
     say!(
         "   counts_anywhere: {} processing, {} complete, {} failed",
         counts.processing,
@@ -332,7 +332,7 @@ async fn orchestrate(url: &str) -> Result<()> {
 async fn read_soon(registry: &JobRegistry, id: &JobId) -> Result<AsynchronousJobStatus> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        match registry.status_anywhere(id).await {
+        match registry.status(id).await {
             Err(asyncjobs::Error::UnknownJob(_)) if Instant::now() < deadline => {
                 sleep(Duration::from_millis(20)).await;
             }

@@ -70,8 +70,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 println!(
                     "[{:.2}s] counts: {}; {} statuses held",
                     start.elapsed().as_secs_f64(),
-                    registry.counts(),
-                    registry.len(),
+                    registry.local().counts(),
+                    registry.local().len(),
                 );
             }
             () = &mut time_up => {
@@ -90,14 +90,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "[{:.2}s] shutdown: {summary}",
         start.elapsed().as_secs_f64()
     );
-    println!("counts: {}", registry.counts());
+    println!("counts: {}", registry.local().counts());
 
     // The request source stops at its next request, which the registry refuses.
     source.await?;
 
     // What a client asking now would still find: retention keeps only the latest finished jobs.
     println!("statuses still held:");
-    for status in registry.list(&JobFilter::new()) {
+    for status in registry.local().list(&JobFilter::new()).jobs {
         let ended = status
             .error_message
             .as_deref()
@@ -140,7 +140,7 @@ async fn accept_requests(registry: JobRegistry, start: Instant) {
                 (
                     format!("query {query:?}"),
                     user.spawn(request, move |job| run_query(job, query)),
-                )
+                ).await
             }
             5..=7 => {
                 let rows = 10 + dice.below(30);
@@ -153,7 +153,7 @@ async fn accept_requests(registry: JobRegistry, start: Instant) {
                 (
                     format!("export of {rows} rows"),
                     user.spawn(request, move |job| export_rows(job, rows)),
-                )
+                ).await
             }
             _ => {
                 let request =
@@ -167,14 +167,14 @@ async fn accept_requests(registry: JobRegistry, start: Instant) {
             start.elapsed().as_secs_f64()
         );
         match started_job {
-            Ok(id) if started.insert(id) => println!("{asked} job {id}"),
-            Ok(id) => println!("{asked} job {id} again (cached)"),
-            Err(asyncjobs::Error::ShutDown) => {
+            Ok(id).await if started.insert(id) => println!("{asked} job {id}"),
+            Ok(id).await => println!("{asked} job {id} again (cached)"),
+            Err(asyncjobs::Error::ShutDown).await => {
                 // What an HTTP handler answers with 503.
                 println!("{asked} refused: the service is shutting down");
                 return;
             }
-            Err(error) => println!("{asked} error: {error}"),
+            Err(error).await => println!("{asked} error: {error}"),
         }
     }
 }

@@ -221,8 +221,10 @@ pub mod postgres;
 mod builder;
 mod feed;
 mod handle;
+mod job_fn;
+mod local;
 mod registry;
-mod user_view;
+mod scope;
 mod watch;
 
 // 3. Engine
@@ -263,15 +265,17 @@ pub use engine::spawn::Spawned;
 pub use error::Error;
 pub use etag::Etag;
 pub use feed::StatusFeed;
-pub use filter::JobFilter;
+pub use filter::{JobFilter, JobPage};
 pub use handle::JobHandle;
 pub use id::JobId;
 pub use observer::{JobEvent, JobEventKind, StatusObserver};
-pub use registry::JobRegistry;
+pub use job_fn::JobFn;
+pub use local::LocalJobs;
+pub use registry::{JobRegistry, UserView};
 pub use request::JobRequest;
 pub use status::{AsynchJobState, AsynchronousJobStatus};
+pub use scope::{Everyone, OneUser, Scope};
 pub use store::SharedStore;
-pub use user_view::UserView;
 pub use watch::JobWatch;
 
 /// The most characters kept of a progress message or an error message, as in Synapse; longer

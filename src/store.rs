@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, StatusObserver};
+use crate::{AsynchronousJobStatus, Error, JobCounts, JobFilter, JobId, StatusObserver};
 
 /// A boxed future, as the store's methods return (no `async fn` in object-safe traits).
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -67,6 +67,19 @@ pub(crate) trait CacheClaim: Send {
     ) -> BoxFuture<'static, Result<(), Error>>;
 }
 
+/// A stored status with its job's name.
+pub(crate) type Named = (AsynchronousJobStatus, Option<Arc<str>>);
+
+/// A page of [`Store::list`].
+#[derive(Debug, Default)]
+pub(crate) struct StoredPage {
+    /// Newest first, at most one more than the filter's limit.
+    pub(crate) jobs: Vec<AsynchronousJobStatus>,
+    /// The lowest id listed, when the store holds more jobs below it that the filter selects
+    /// (it listed one more than the limit).
+    pub(crate) more_below: Option<JobId>,
+}
+
 /// What a store hears of other instances' jobs (and of this one's, as written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
@@ -95,15 +108,16 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// A job's status as last written, if the store has the job.
     fn read(&self, id: JobId) -> BoxFuture<'_, Result<Option<AsynchronousJobStatus>, Error>>;
 
-    /// Jobs, newest first, of `user` (every user's for `None`), in `state` if given.
-    fn list(
-        &self,
-        user: Option<u64>,
-        state: Option<AsynchJobState>,
-    ) -> BoxFuture<'_, Result<Vec<AsynchronousJobStatus>, Error>>;
+    /// A job's status as last written and the name it was started with, if the store has the
+    /// job.
+    fn read_named(&self, id: JobId) -> BoxFuture<'_, Result<Option<Named>, Error>>;
 
-    /// Jobs per state, across every instance.
-    fn counts(&self) -> BoxFuture<'_, Result<JobCounts, Error>>;
+    /// One page of the jobs `filter` selects (its user, state, name, and ids below its `before`),
+    /// newest first: up to one more than its limit, so that the caller knows whether more follow.
+    fn list<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<StoredPage, Error>>;
+
+    /// Jobs per state across every instance: of `user`, or of everyone for `None`.
+    fn counts(&self, user: Option<u64>) -> BoxFuture<'_, Result<JobCounts, Error>>;
 
     /// Asks the instance that runs job `id` to cancel it, for `user` (any user for `None`).
     fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<RemoteCancel, Error>>;

@@ -107,7 +107,7 @@ async fn eventually_within<T>(
 
 /// A status as another instance reads it, once the job has finished and every field is final.
 async fn final_status_on(reader: &JobRegistry, id: JobId) -> Result<AsynchronousJobStatus, String> {
-    match reader.status_anywhere(&id).await {
+    match reader.status(&id).await {
         Ok(status) if status.is_terminal() => Ok(status),
         other => Err(format!("{other:?}")),
     }
@@ -154,16 +154,16 @@ fn the_store_and_the_cluster_futures_are_send() {
         fn send<T: Send>(_: T) {}
         send(PostgresStore::connect(""));
         send(PostgresStore::builder("").connect());
-        send(registry.status_anywhere(id));
-        send(registry.cancel_anywhere(id));
-        send(registry.list_anywhere(filter));
-        send(registry.counts_anywhere());
+        send(registry.status(id));
+        send(registry.cancel(id));
+        send(registry.local().list(filter).jobs);
+        send(registry.local().counts());
         send(registry.wait(id));
         send(registry.wait_for_change(id, etag));
         let user = registry.as_user(1);
-        send(user.status_anywhere(id));
-        send(user.cancel_anywhere(id));
-        send(user.list_anywhere(filter));
+        send(user.status(id));
+        send(user.cancel(id));
+        send(user.local().list(filter).jobs);
         send(user.wait(id));
         send(user.wait_for_change(id, etag));
     }
@@ -204,7 +204,7 @@ async fn another_instance_reads_follows_cancels_and_waits_for_a_job() {
 
     // B reads it from the database, progress included, within about one flush.
     let first = eventually("B reads the job at step 1", async || {
-        match b.status_anywhere(&id).await {
+        match b.status(&id).await {
             Ok(status) if status.progress_current == Some(1) => Ok(status),
             other => Err(format!("{other:?}")),
         }
@@ -253,7 +253,7 @@ async fn another_instance_reads_follows_cancels_and_waits_for_a_job() {
     assert_ne!(changed.etag, first.etag);
     assert_eq!(
         without_runtime(changed),
-        without_runtime(a.status(&id).unwrap())
+        without_runtime(a.status(&id).await.unwrap())
     );
     assert!(
         long_poll_latency <= CROSSING,
@@ -269,7 +269,7 @@ async fn another_instance_reads_follows_cancels_and_waits_for_a_job() {
         }
     });
     let requested = Instant::now();
-    assert_eq!(b.cancel_anywhere(&id).await, Ok(CancelOutcome::Requested));
+    assert_eq!(b.cancel(&id).await, Ok(CancelOutcome::Requested));
     let (seen_at, canceling) = within("A's job sees the cancel", saw_cancel)
         .await
         .expect("the job tells when its token fires");
@@ -295,10 +295,10 @@ async fn another_instance_reads_follows_cancels_and_waits_for_a_job() {
     );
     let (on_b, b_woke) = within("B's wait returns", b_waits).await.unwrap();
     assert_eq!(on_b, Ok(on_a.clone()), "B's wait returns A's final status");
-    assert_eq!(b.status_anywhere(&id).await, Ok(on_a.clone()));
-    assert_eq!(a.status_anywhere(&id).await, Ok(on_a.clone()));
+    assert_eq!(b.status(&id).await, Ok(on_a.clone()));
+    assert_eq!(a.status(&id).await, Ok(on_a.clone()));
     assert_eq!(
-        b.cancel_anywhere(&id).await,
+        b.cancel(&id).await,
         Ok(CancelOutcome::AlreadyFinished)
     );
     println!(
@@ -365,7 +365,7 @@ async fn ids_never_collide_across_instances() {
     }
     // B lists all of A's, and counts every job of both.
     let listed = eventually("B lists all of A's jobs", async || {
-        match b.list_anywhere(&JobFilter::new().started_by(1)).await {
+        match b.local().list(&JobFilter::new().started_by(1)).jobs.await {
             Ok(list) if list.len() == PER_INSTANCE => Ok(list),
             Ok(list) => Err(format!("{} listed", list.len())),
             Err(e) => Err(format!("{e:?}")),
@@ -376,7 +376,7 @@ async fn ids_never_collide_across_instances() {
         assert_eq!(Some(status), finals_of_a.get(&status.job_id));
     }
     let counts = eventually("B counts every job of both", async || {
-        match b.counts_anywhere().await {
+        match b.counts().await {
             Ok(counts) if counts.total() == 2 * PER_INSTANCE => Ok(counts),
             other => Err(format!("{other:?}")),
         }
@@ -405,7 +405,7 @@ async fn user_views_scope_jobs_across_instances() {
         })
         .unwrap();
     let seen = eventually("B reads user 1's job", async || {
-        match b.status_anywhere(&id).await {
+        match b.status(&id).await {
             Ok(status) if status.progress_current == Some(1) => Ok(status),
             other => Err(format!("{other:?}")),
         }
@@ -414,11 +414,11 @@ async fn user_views_scope_jobs_across_instances() {
 
     let intruder = b.as_user(2);
     assert_eq!(
-        intruder.status_anywhere(&id).await,
+        intruder.status(&id).await,
         Err(Error::NotYourJob(id))
     );
     assert_eq!(
-        intruder.cancel_anywhere(&id).await,
+        intruder.cancel(&id).await,
         Err(Error::NotYourJob(id))
     );
     assert_eq!(
@@ -433,7 +433,7 @@ async fn user_views_scope_jobs_across_instances() {
         within("a refused wait returns at once", intruder.wait(&id)).await,
         Err(Error::NotYourJob(id))
     );
-    let intruder_list = intruder.list_anywhere(&JobFilter::new()).await.unwrap();
+    let intruder_list = intruder.local().list(&JobFilter::new()).jobs.await.unwrap().jobs;
     assert_eq!(intruder_list, Vec::new(), "user 2 lists none of user 1's");
     // The refused cancel left no request behind.
     let requested: bool = raw
@@ -448,10 +448,10 @@ async fn user_views_scope_jobs_across_instances() {
     assert!(!a.status(&id).unwrap().job_canceling);
 
     let owner = b.as_user(1);
-    let read = owner.status_anywhere(&id).await.unwrap();
+    let read = owner.status(&id).await.unwrap();
     assert_eq!(without_runtime(read.clone()), without_runtime(seen.clone()));
     assert_eq!(read.started_by_user_id, Some(1));
-    let listed = owner.list_anywhere(&JobFilter::new()).await.unwrap();
+    let listed = owner.local().list(&JobFilter::new()).jobs.await.unwrap().jobs;
     assert_eq!(
         listed.iter().map(|s| s.job_id).collect::<Vec<_>>(),
         vec![id]
@@ -460,15 +460,15 @@ async fn user_views_scope_jobs_across_instances() {
     // An id no instance ever gave is unknown to everyone, and not "someone else's".
     let unknown = JobId::from_u64(id.as_u64() + 1_000_000_000);
     assert_eq!(
-        b.status_anywhere(&unknown).await,
+        b.status(&unknown).await,
         Err(Error::UnknownJob(unknown))
     );
     assert_eq!(
-        owner.status_anywhere(&unknown).await,
+        owner.status(&unknown).await,
         Err(Error::UnknownJob(unknown))
     );
     assert_eq!(
-        intruder.cancel_anywhere(&unknown).await,
+        intruder.cancel(&unknown).await,
         Err(Error::UnknownJob(unknown))
     );
     assert_eq!(
@@ -482,7 +482,7 @@ async fn user_views_scope_jobs_across_instances() {
 
     // The owner's view may cancel it from B.
     assert_eq!(
-        owner.cancel_anywhere(&id).await,
+        owner.cancel(&id).await,
         Ok(CancelOutcome::Requested)
     );
     let done = within("user 1 waits for the end from B", owner.wait(&id))
@@ -490,7 +490,7 @@ async fn user_views_scope_jobs_across_instances() {
         .unwrap();
     assert_eq!(done.job_state, Failed);
     assert!(done.job_canceling);
-    assert_eq!(done, a.status(&id).unwrap());
+    assert_eq!(done, a.status(&id).await.unwrap());
 }
 
 /// A cacheable job that runs until `release` opens, then completes with `result`.
@@ -530,7 +530,7 @@ async fn request_caching_answers_equal_requests_from_any_instance() {
 
     let first = a
         .as_user(1)
-        .submit_anywhere(query("select 1"), gated(release.clone(), json!(1)))
+        .submit(query("select 1"), gated(release.clone(), json!(1)))
         .await
         .unwrap();
     let Spawned::Started(id) = first else {
@@ -544,25 +544,25 @@ async fn request_caching_answers_equal_requests_from_any_instance() {
         Ok::<_, std::io::Error>(())
     };
     assert_eq!(
-        b.as_user(1).submit_anywhere(reordered, never_called).await,
+        b.as_user(1).submit(reordered, never_called).await,
         Ok(Spawned::Reused(id))
     );
     // Another user, another body, or a request not marked cacheable: a job of its own.
     let other_user = b
         .as_user(2)
-        .submit_anywhere(query("select 1"), gated(release.clone(), json!(2)))
+        .submit(query("select 1"), gated(release.clone(), json!(2)))
         .await
         .unwrap();
     assert!(!other_user.is_reused() && other_user.id() != id);
     let other_body = b
         .as_user(1)
-        .submit_anywhere(query("select 2"), gated(release.clone(), json!(3)))
+        .submit(query("select 2"), gated(release.clone(), json!(3)))
         .await
         .unwrap();
     assert!(!other_body.is_reused() && other_body.id() != id);
     let not_cacheable = b
         .as_user(1)
-        .submit_anywhere(
+        .submit(
             JobRequest::new(
                 json!({"concreteType": "org.example.Query", "sql": "select 1", "limit": 10}),
             ),
@@ -574,7 +574,7 @@ async fn request_caching_answers_equal_requests_from_any_instance() {
     // B's own new job answers B's equal requests from memory, and A's from the store.
     assert_eq!(
         a.as_user(2)
-            .submit_anywhere(query("select 1"), never_called)
+            .submit(query("select 1"), never_called)
             .await,
         Ok(Spawned::Reused(other_user.id()))
     );
@@ -589,7 +589,7 @@ async fn request_caching_answers_equal_requests_from_any_instance() {
     .await;
     assert_eq!(
         b.as_user(1)
-            .submit_anywhere(query("select 1"), never_called)
+            .submit(query("select 1"), never_called)
             .await,
         Ok(Spawned::Reused(id))
     );
@@ -618,7 +618,7 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
 
     // Failed on A: B starts anew.
     let failed = a
-        .submit_anywhere(request(), |_job| async {
+        .submit(request(), |_job| async {
             Err::<(), _>(std::io::Error::other("disk full"))
         })
         .await
@@ -639,7 +639,7 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
     // This one stops when canceled (a job that completes despite a cancel is COMPLETE, and
     // answers equal requests again).
     let second = b
-        .submit_anywhere(request(), |job: JobHandle| async move {
+        .submit(request(), |job: JobHandle| async move {
             job.cancelled().await;
             Err::<(), _>(std::io::Error::other("canceled"))
         })
@@ -649,11 +649,11 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
 
     // Being canceled (asked from A, applied by B): A starts anew.
     assert_eq!(
-        a.cancel_anywhere(&second.id()).await,
+        a.cancel(&second.id()).await,
         Ok(CancelOutcome::Requested)
     );
     let third = a
-        .submit_anywhere(request(), gated(release.clone(), json!("third")))
+        .submit(request(), gated(release.clone(), json!("third")))
         .await
         .unwrap();
     assert!(!third.is_reused() && third.id() != second.id(), "{third:?}");
@@ -673,7 +673,7 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
         Complete
     );
     assert_eq!(
-        b.submit_anywhere(request(), |_job| async { Ok::<_, std::io::Error>(()) })
+        b.submit(request(), |_job| async { Ok::<_, std::io::Error>(()) })
             .await,
         Ok(Spawned::Reused(third.id()))
     );
@@ -711,7 +711,7 @@ async fn counts_anywhere_tell_running_from_queued_jobs_of_every_instance() {
         .unwrap();
 
     let counts = eventually("every instance's jobs counted", async || {
-        let counts = b.counts_anywhere().await.map_err(|e| e.to_string())?;
+        let counts = b.counts().await.map_err(|e| e.to_string())?;
         if counts.processing == 4 && counts.failed == 1 && counts.queued == 2 {
             Ok(counts)
         } else {
@@ -721,7 +721,7 @@ async fn counts_anywhere_tell_running_from_queued_jobs_of_every_instance() {
     .await;
     assert_eq!((counts.running, counts.queued, counts.complete), (2, 2, 0));
     assert_eq!(counts.processing, counts.running + counts.queued);
-    assert_eq!(a.counts_anywhere().await.unwrap(), counts);
+    assert_eq!(a.counts().await.unwrap(), counts);
 
     // Once the queue drains, nothing is counted as waiting.
     finish.send(true).unwrap();
@@ -729,7 +729,7 @@ async fn counts_anywhere_tell_running_from_queued_jobs_of_every_instance() {
         within("a job completes", b.wait(id)).await.unwrap();
     }
     let counts = eventually("the finished jobs counted", async || {
-        let counts = b.counts_anywhere().await.map_err(|e| e.to_string())?;
+        let counts = b.counts().await.map_err(|e| e.to_string())?;
         if counts.complete == 4 {
             Ok(counts)
         } else {
@@ -766,7 +766,7 @@ async fn watch_anywhere_follows_another_instance_s_job_to_its_end() {
         .unwrap();
     within("A's start is written", a.announced(&id)).await;
 
-    let mut watch = within("B watches A's job", b.as_user(1).watch_anywhere(&id))
+    let mut watch = within("B watches A's job", b.as_user(1).watch(&id))
         .await
         .unwrap();
     let first = within("the first status", watch.next()).await.unwrap();
@@ -803,16 +803,16 @@ async fn watch_anywhere_follows_another_instance_s_job_to_its_end() {
 
     // Scoped as every other call, and an unknown id is unknown everywhere.
     assert!(matches!(
-        b.as_user(2).watch_anywhere(&id).await,
+        b.as_user(2).watch(&id).await,
         Err(Error::NotYourJob(_))
     ));
     let unknown: JobId = "999".parse().unwrap();
     assert!(matches!(
-        b.watch_anywhere(&unknown).await,
+        b.watch(&unknown).await,
         Err(Error::UnknownJob(_))
     ));
     // A's own job through the same call: watched in memory.
-    let mut local = a.watch_anywhere(&id).await.unwrap();
+    let mut local = a.watch(&id).await.unwrap();
     assert_eq!(local.next().await.unwrap().job_state, Complete);
 }
 
@@ -843,7 +843,7 @@ async fn the_last_of_a_burst_of_progress_is_written() {
         eventually_within(
             CROSSING,
             "B reads the burst's last report",
-            async || match b.status_anywhere(&id).await {
+            async || match b.status(&id).await {
                 Ok(status) if status.progress_current == Some(target) => Ok(()),
                 other => Err(format!("{other:?}")),
             },
@@ -877,7 +877,7 @@ async fn equal_requests_racing_on_two_instances_start_one_job() {
                     .started_by(9)
                     .cacheable();
                 instance
-                    .submit_anywhere(request, move |job| {
+                    .submit(request, move |job| {
                         called.fetch_add(1, Ordering::SeqCst);
                         gated(release, json!(round))(job)
                     })
@@ -983,7 +983,7 @@ async fn a_killed_instance_s_jobs_fail_with_node_lost() {
     let mut running = Vec::new();
     for (n, id) in ids.iter().enumerate() {
         let status = eventually("this instance reads the child's job", async || {
-            match here.status_anywhere(id).await {
+            match here.status(id).await {
                 Ok(status) => Ok(status),
                 Err(e) => Err(format!("{e:?}")),
             }
@@ -1079,7 +1079,7 @@ async fn a_database_restart_mid_run_loses_no_final_status() {
         .collect();
     for id in &ids {
         eventually("B reads A's running job", async || {
-            match b.status_anywhere(id).await {
+            match b.status(id).await {
                 Ok(status) if status.job_state == Processing => Ok(()),
                 other => Err(format!("{other:?}")),
             }
@@ -1111,7 +1111,7 @@ async fn a_database_restart_mid_run_loses_no_final_status() {
             final_status_on(&b, *id).await
         })
         .await;
-        assert_eq!(read, a.status(id).unwrap());
+        assert_eq!(read, a.status(id).await.unwrap());
     }
     println!(
         "restart took {restart_took:?}; {running_after} of 20 jobs were still running after \
@@ -1169,7 +1169,7 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
         .unwrap();
     for id in ids.iter().chain([&survivor]) {
         eventually("B reads A's job at its first step", async || {
-            match b.status_anywhere(id).await {
+            match b.status(id).await {
                 Ok(status) if status.progress_current == Some(1) => Ok(()),
                 other => Err(format!("{other:?}")),
             }
@@ -1185,7 +1185,7 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
         let local = a.status(id).unwrap();
         assert_eq!(local.job_state, Processing);
         assert_eq!(local.progress_current, Some(1));
-        let anywhere = within("A reads its own job", a.status_anywhere(id))
+        let anywhere = within("A reads its own job", a.status(id))
             .await
             .unwrap();
         assert_eq!(without_runtime(anywhere), without_runtime(local));
@@ -1198,14 +1198,14 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
         );
     }
     let id = ids[0];
-    unavailable(within("B reads", b.status_anywhere(&id)).await, "reads");
+    unavailable(within("B reads", b.status(&id)).await, "reads");
     unavailable(within("B waits", b.wait(&id)).await, "waits");
-    unavailable(within("B cancels", b.cancel_anywhere(&id)).await, "cancels");
+    unavailable(within("B cancels", b.cancel(&id)).await, "cancels");
     unavailable(
-        within("B lists", b.list_anywhere(&JobFilter::new())).await,
+        within("B lists", b.local().list(&JobFilter::new()).jobs).await,
         "lists",
     );
-    unavailable(within("B counts", b.counts_anywhere()).await, "counts");
+    unavailable(within("B counts", b.local().counts()).await, "counts");
 
     // A's jobs go on and finish, and A starts one more, all while the database is down.
     go.send(true).unwrap();
@@ -1223,7 +1223,7 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
     let (go_late, mut late_gate) = watch::channel(false);
     let late = within(
         "A starts a cacheable job without the store",
-        a.submit_anywhere(late_request(), |_job| async move {
+        a.submit(late_request(), |_job| async move {
             late_gate.wait_for(|open| *open).await.ok();
             Ok::<_, std::io::Error>(json!({"late": true}))
         }),
@@ -1233,7 +1233,7 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
     assert!(!late.is_reused());
     let again = within(
         "A answers an equal request without the store",
-        a.submit_anywhere(late_request(), |_job| async {
+        a.submit(late_request(), |_job| async {
             Ok::<_, std::io::Error>(json!({"again": true}))
         }),
     )
@@ -1274,11 +1274,11 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
             async || final_status_on(&b, *id).await,
         )
         .await;
-        assert_eq!(read, a.status(id).unwrap());
+        assert_eq!(read, a.status(id).await.unwrap());
     }
     // The survivor's latest progress, not an earlier one, reaches the database.
     let latest = eventually("B reads the survivor's last step", async || {
-        match b.status_anywhere(&survivor).await {
+        match b.status(&survivor).await {
             Ok(status) if status.progress_current == Some(SURVIVOR_STEPS) => Ok(status),
             other => Err(format!("{other:?}")),
         }
@@ -1287,14 +1287,14 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
     let written = back.elapsed();
     assert_eq!(
         without_runtime(latest),
-        without_runtime(a.status(&survivor).unwrap())
+        without_runtime(a.status(&survivor).await.unwrap())
     );
     release.send(true).unwrap();
     let done = within("B waits for the survivor", b.wait(&survivor))
         .await
         .unwrap();
     assert_eq!(done.job_state, Complete);
-    assert_eq!(done, a.status(&survivor).unwrap());
+    assert_eq!(done, a.status(&survivor).await.unwrap());
     println!(
         "outage of {outage:?}; every status written and read from B {written:?} after the \
          database came back"
@@ -1323,7 +1323,7 @@ async fn an_instance_that_cannot_renew_its_lease_cancels_its_jobs() {
         })
         .unwrap();
     eventually("B reads A's job", async || {
-        match b.status_anywhere(&id).await {
+        match b.status(&id).await {
             Ok(status) if status.progress_current == Some(1) => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -1386,19 +1386,19 @@ async fn an_instance_that_cannot_renew_its_lease_cancels_its_jobs() {
         })
         .unwrap();
     eventually("B reads A's new job", async || {
-        match b.status_anywhere(&next).await {
+        match b.status(&next).await {
             Ok(status) if status.job_state == Processing => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
     .await;
-    assert_eq!(b.cancel_anywhere(&next).await, Ok(CancelOutcome::Requested));
+    assert_eq!(b.cancel(&next).await, Ok(CancelOutcome::Requested));
     let done = within("B waits for A's new job", b.wait(&next))
         .await
         .unwrap();
     assert_eq!(done.job_state, Failed);
     assert!(done.job_canceling);
-    assert_eq!(done, a.status(&next).unwrap());
+    assert_eq!(done, a.status(&next).await.unwrap());
     println!(
         "lease {LEASE:?}: A canceled its job {self_cancel:?} after the database went down; \
          B read it as {}",
@@ -1432,7 +1432,7 @@ async fn a_job_started_while_the_lease_is_lost_is_not_left_running_unseen() {
         })
         .unwrap();
     eventually("B reads A's first job", async || {
-        b.status_anywhere(&old).await.map_err(|e| format!("{e:?}"))
+        b.status(&old).await.map_err(|e| format!("{e:?}"))
     })
     .await;
 
@@ -1701,7 +1701,7 @@ async fn progress_costs_a_bounded_number_of_statements() {
     // before the shutdown, which must then write nothing more (whether it does is
     // `shutdown_writes_every_final_status_before_leaving`'s business).
     eventually("the final statuses are written", async || {
-        match registry.counts_anywhere().await {
+        match registry.counts().await {
             Ok(counts) if counts.complete == JOBS as usize => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -1867,8 +1867,8 @@ async fn the_shared_table_keeps_at_most_the_finished_count() {
         1,
         "the running job's row stays"
     );
-    assert_eq!(registry.status(&running).unwrap().job_state, Processing);
-    assert_eq!(registry.list(&JobFilter::new().state(Complete)).len(), 10);
+    assert_eq!(registry.status(&running).await.unwrap().job_state, Processing);
+    assert_eq!(registry.local().list(&JobFilter::new().state(Complete)).jobs.len(), 10);
     println!("100 finished rows were trimmed to 10 {trimmed_after:?} after they were written");
 }
 
@@ -1895,6 +1895,6 @@ async fn the_shared_table_drops_finished_statuses_after_their_time() {
         1,
         "the running job's row stays"
     );
-    assert_eq!(registry.status(&running).unwrap().job_state, Processing);
+    assert_eq!(registry.status(&running).await.unwrap().job_state, Processing);
     println!("100 finished rows kept 2 s were gone {gone_after:?} after they were all written");
 }

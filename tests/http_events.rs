@@ -201,7 +201,7 @@ async fn each_change_of_the_callers_jobs_is_one_event() {
 
     // Each change is let happen only once the one before was sent: one event each.
     let (first, status) = events.status().await;
-    assert_eq!(first, id_of(&registry.status(&id).unwrap()));
+    assert_eq!(first, id_of(&registry.status(&id).await.unwrap()));
     assert_eq!(status["jobState"], "PROCESSING");
     assert_eq!(status["startedByUserId"], ALICE);
     gate.notify_one();
@@ -228,7 +228,7 @@ async fn each_change_of_the_callers_jobs_is_one_event() {
         versions.windows(2).all(|w| w[0] < w[1]),
         "each event is a newer status: {ids:?}"
     );
-    assert_eq!(ids.last(), Some(&id_of(&registry.status(&id).unwrap())));
+    assert_eq!(ids.last(), Some(&id_of(&registry.status(&id).await.unwrap())));
 }
 
 /// Alice's jobs A to F (and one of Bob's), started together, each changed only when a test

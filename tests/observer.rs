@@ -49,7 +49,7 @@ async fn an_observer_hears_every_event_of_a_jobs_life_in_order() {
                 Ok::<_, std::io::Error>(())
             },
         )
-        .unwrap();
+        .await.unwrap();
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(done.etag.to_string(), "4");
     use AsynchJobState::{Complete, Processing};
@@ -92,7 +92,7 @@ async fn an_event_carries_the_user_and_its_status_is_the_status_as_of_the_event(
             }
             Ok::<_, std::io::Error>(())
         })
-        .unwrap();
+        .await.unwrap();
     alice.wait(&id).await.unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 12, "created, ten changes, finished");
@@ -119,7 +119,7 @@ async fn each_jobs_events_arrive_in_etag_order_while_many_threads_change_it() {
                 }
                 Ok(())
             })
-            .unwrap();
+            .await.unwrap();
         ids.push(id);
     }
     // Cancels race the jobs' own progress and completion, from other tasks.
@@ -130,7 +130,7 @@ async fn each_jobs_events_arrive_in_etag_order_while_many_threads_change_it() {
             let registry = registry.clone();
             tokio::spawn(async move {
                 tokio::task::yield_now().await;
-                registry.cancel(&id).unwrap()
+                registry.cancel(&id).await.unwrap()
             })
         })
         .collect();
@@ -180,7 +180,7 @@ async fn a_panicking_observer_changes_nothing_for_the_job_or_the_other_observers
             job.set_progress(1, 2, "half");
             Ok::<_, std::io::Error>(serde_json::json!({"ok": true}))
         })
-        .unwrap();
+        .await.unwrap();
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(done.job_state, AsynchJobState::Complete);
     assert_eq!(done.progress_current, Some(2));
@@ -189,7 +189,7 @@ async fn a_panicking_observer_changes_nothing_for_the_job_or_the_other_observers
         3,
         "created, changed, finished"
     );
-    assert_eq!(registry.counts().complete, 1);
+    assert_eq!(registry.local().counts().complete, 1);
 }
 
 #[tokio::test]
@@ -203,7 +203,7 @@ async fn an_observer_may_cancel_the_job_it_is_told_about_without_deadlock() {
             // Cancel on the first progress report, from inside the delivery.
             if event.kind() == JobEventKind::Changed && event.version() == 2 {
                 let registry = cell.get().expect("set before any job starts");
-                *recorded.lock().unwrap() = Some(registry.cancel(&event.job_id()).unwrap());
+                *recorded.lock().unwrap() = Some(registry.local().cancel(&event.job_id()).unwrap());
             }
         })
         .build();
@@ -216,7 +216,7 @@ async fn an_observer_may_cancel_the_job_it_is_told_about_without_deadlock() {
             }
             Ok(())
         })
-        .unwrap();
+        .await.unwrap();
     let done = tokio::time::timeout(Duration::from_secs(10), registry.wait(&id))
         .await
         .expect("no deadlock")
@@ -242,7 +242,7 @@ async fn changes_made_inside_an_observer_reach_every_observer_after_the_event_be
             if event.kind() == JobEventKind::Changed && event.version() == 2 {
                 let registry = cell.get().expect("set before any job starts");
                 assert_eq!(
-                    registry.cancel(&event.job_id()).unwrap(),
+                    registry.local().cancel(&event.job_id()).unwrap(),
                     CancelOutcome::Requested
                 );
             }
@@ -256,7 +256,7 @@ async fn changes_made_inside_an_observer_reach_every_observer_after_the_event_be
             job.cancelled().await;
             Err::<(), _>(std::io::Error::other("stopped"))
         })
-        .unwrap();
+        .await.unwrap();
     let done = tokio::time::timeout(Duration::from_secs(10), registry.wait(&id))
         .await
         .expect("no deadlock")
@@ -331,7 +331,7 @@ async fn an_unread_feed_holds_no_job_that_retention_dropped() {
                     Ok::<_, std::io::Error>(())
                 },
             )
-            .unwrap();
+            .await.unwrap();
         ids.push(id);
     }
     for id in &ids {
@@ -340,7 +340,7 @@ async fn an_unread_feed_holds_no_job_that_retention_dropped() {
     }
     // A job counts as finished before its task retires it (and retention drops it): wait for that.
     all_removed(&removals, ids.len()).await;
-    assert!(registry.is_empty());
+    assert!(registry.local().is_empty());
     assert_eq!(feed.pending(), 0, "the admin feed holds ghosts");
     assert_eq!(user_feed.pending(), 0, "a user's feed holds ghosts");
 }
@@ -389,7 +389,7 @@ async fn a_cancel_announced_late_leaves_no_ghost_in_a_feed() {
                 cancelled_slowly(&job).await;
                 Err::<(), _>(std::io::Error::other("canceled"))
             })
-            .unwrap();
+            .await.unwrap();
         ids.push(id);
     }
     // Let every job reach its wait, then cancel from outside the runtime, so the woken job runs
@@ -415,6 +415,6 @@ async fn a_cancel_announced_late_leaves_no_ghost_in_a_feed() {
         .await
         .unwrap();
     all_removed(&removals, ids.len()).await;
-    assert!(registry.is_empty());
+    assert!(registry.local().is_empty());
     assert_eq!(feed.pending(), 0, "the feed holds ghosts of dropped jobs");
 }

@@ -579,7 +579,7 @@ async fn a_large_batch_is_notified_in_payloads_under_8000_bytes() {
                     parts.next().unwrap().parse().unwrap(),
                     parts.next().unwrap(),
                 );
-                let user = (!user.is_empty()).then(|| user.parse().unwrap());
+                let user = (!user.local().is_empty()).then(|| user.parse().unwrap());
                 assert_eq!(parts.next(), None, "id:version:user");
                 assert!(pairs.insert((id, version, user)));
             }

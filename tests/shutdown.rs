@@ -13,12 +13,12 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
         .build();
     let done = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(1) })
-        .unwrap();
+        .await.unwrap();
     registry.wait(&done).await.unwrap();
     let polite: Vec<_> = (0..5)
         .map(|_| {
             registry
-                .spawn(JobRequest::default(), |job: JobHandle| async move {
+                .local().spawn(JobRequest::default(), |job: JobHandle| async move {
                     job.cancelled().await;
                     tokio::time::sleep(Duration::from_secs(1)).await; // cleanup takes a while
                     Err::<(), _>("canceled")
@@ -29,7 +29,7 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
     let stubborn: Vec<_> = (0..5)
         .map(|_| {
             registry
-                .spawn(JobRequest::default(), |_| async {
+                .local().spawn(JobRequest::default(), |_| async {
                     std::future::pending::<()>().await;
                     Ok::<_, &str>(())
                 })
@@ -38,7 +38,7 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
         .collect();
     let queued = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
-        .unwrap();
+        .await.unwrap();
     tokio::task::yield_now().await;
 
     let summary = registry.shutdown(Duration::from_secs(5)).await;
@@ -54,14 +54,14 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
     assert!(registry.is_shut_down());
     assert!(
         registry
-            .list(&JobFilter::new().state(AsynchJobState::Processing))
+            .local().list(&JobFilter::new().state(AsynchJobState::Processing)).jobs
             .is_empty(),
         "none PROCESSING"
     );
-    assert_eq!(registry.counts().processing, 0);
+    assert_eq!(registry.local().counts().processing, 0);
 
     for id in &polite {
-        let s = registry.status(id).unwrap();
+        let s = registry.status(id).await.unwrap();
         assert_eq!(
             (s.job_state, s.job_canceling),
             (AsynchJobState::Failed, true)
@@ -69,7 +69,7 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
         assert_eq!(s.error_message.as_deref(), Some("canceled"));
     }
     for id in &stubborn {
-        let s = registry.status(id).unwrap();
+        let s = registry.status(id).await.unwrap();
         assert_eq!(s.exception.as_deref(), Some(exception::CANCELED));
         assert_eq!(
             s.error_message.as_deref(),
@@ -77,13 +77,13 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
         );
         assert_eq!(s.runtime_ms, 5_000);
     }
-    let s = registry.status(&queued).unwrap();
+    let s = registry.status(&queued).await.unwrap();
     assert_eq!(
         s.error_message.as_deref(),
         Some("job was canceled while queued, before it started")
     );
     assert_eq!(
-        registry.status(&done).unwrap().job_state,
+        registry.status(&done).await.unwrap().job_state,
         AsynchJobState::Complete,
         "finished statuses stay readable"
     );
@@ -116,8 +116,8 @@ async fn shutdown_under_load_with_pollers_leaves_nothing_processing() {
                         }
                     });
                 match spawned {
-                    Ok(id) => ids.push(id),
-                    Err(e) => return (ids, e),
+                    Ok(id).await => ids.push(id),
+                    Err(e).await => return (ids, e),
                 }
                 if i % 64 == 0 {
                     tokio::task::yield_now().await;
@@ -131,13 +131,13 @@ async fn shutdown_under_load_with_pollers_leaves_nothing_processing() {
         tokio::spawn(async move {
             let mut reads = 0u64;
             while !registry.is_shut_down() {
-                reads += registry.list(&JobFilter::new()).len() as u64;
+                reads += registry.local().list(&JobFilter::new()).jobs.len() as u64;
                 tokio::task::yield_now().await;
             }
             reads
         })
     };
-    while registry.len() < 2_000 {
+    while registry.local().len() < 2_000 {
         tokio::task::yield_now().await;
     }
     let summary = registry.shutdown(Duration::from_millis(200)).await;
@@ -150,11 +150,11 @@ async fn shutdown_under_load_with_pollers_leaves_nothing_processing() {
         summary.finished_within_grace + summary.stopped
     );
     for id in &ids {
-        let s = registry.status(id).unwrap();
+        let s = registry.status(id).await.unwrap();
         assert_eq!(s.job_state, AsynchJobState::Failed);
         assert!(s.job_canceling);
     }
-    assert_eq!(registry.counts().processing, 0);
+    assert_eq!(registry.local().counts().processing, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -167,7 +167,7 @@ async fn dropping_the_last_registry_clone_lets_jobs_finish() {
             tx.send(job.status()).ok();
             Ok::<_, &str>(())
         })
-        .unwrap();
+        .await.unwrap();
     drop(registry);
     let seen_by_the_job = rx.await.unwrap();
     assert_eq!(
@@ -191,7 +191,7 @@ async fn a_shutdown_starts_no_queued_job() {
             job.cancelled().await;
             Err::<(), _>(std::io::Error::other("stopped when canceled"))
         })
-        .unwrap();
+        .await.unwrap();
     let mut queued = Vec::new();
     for _ in 0..2_000 {
         let ran = ran.clone();
@@ -200,7 +200,7 @@ async fn a_shutdown_starts_no_queued_job() {
                 ran.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, std::io::Error>(())
             })
-            .unwrap();
+            .await.unwrap();
         queued.push(id);
     }
     let summary = registry.shutdown(Duration::from_secs(10)).await;
@@ -210,10 +210,10 @@ async fn a_shutdown_starts_no_queued_job() {
         0,
         "queued jobs ran during the shutdown"
     );
-    let first = registry.status(&first).unwrap();
+    let first = registry.status(&first).await.unwrap();
     assert_eq!(first.job_state, AsynchJobState::Failed);
     for id in &queued {
-        let status = registry.status(id).unwrap();
+        let status = registry.status(id).await.unwrap();
         assert_eq!(status.job_state, AsynchJobState::Failed, "{id}");
         assert!(status.job_canceling, "{id}");
         assert_eq!(
@@ -262,8 +262,8 @@ async fn a_job_ended_by_a_shutdown_during_its_spawn_never_runs() {
     let id = tokio::task::spawn_blocking(move || spawner.join().unwrap())
         .await
         .unwrap()
-        .unwrap();
-    let ended = registry.status(&id).unwrap();
+        .await.unwrap();
+    let ended = registry.status(&id).await.unwrap();
     assert_eq!(ended.job_state, AsynchJobState::Failed);
     assert!(ended.job_canceling);
     // Give a wrongly spawned task every chance to run.
@@ -275,5 +275,5 @@ async fn a_job_ended_by_a_shutdown_during_its_spawn_never_runs() {
         !ran.load(Ordering::SeqCst),
         "the body of a job already FAILED ran"
     );
-    assert_eq!(registry.status(&id).unwrap(), ended);
+    assert_eq!(registry.status(&id).await.unwrap(), ended);
 }

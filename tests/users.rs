@@ -19,26 +19,26 @@ async fn views_refuse_other_users_jobs() {
                 Ok::<_, std::io::Error>(())
             },
         )
-        .unwrap();
+        .await.unwrap();
     let anonymous = registry
         .spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
-        .unwrap();
+        .await.unwrap();
     let bobs_claimed = registry
         .spawn(JobRequest::default().started_by(2), |_job| async {
             Ok::<_, &str>(())
         })
-        .unwrap();
+        .await.unwrap();
 
-    assert_eq!(alice.status(&alices).unwrap().started_by_user_id, Some(1));
-    assert_eq!(bob.status(&alices), Err(Error::NotYourJob(alices)));
-    assert_eq!(bob.cancel(&alices), Err(Error::NotYourJob(alices)));
+    assert_eq!(alice.status(&alices).await.unwrap().started_by_user_id, Some(1));
+    assert_eq!(bob.status(&alices).await, Err(Error::NotYourJob(alices)));
+    assert_eq!(bob.cancel(&alices).await, Err(Error::NotYourJob(alices)));
     assert_eq!(bob.wait(&alices).await, Err(Error::NotYourJob(alices)));
     assert!(
-        !registry.status(&alices).unwrap().job_canceling,
+        !registry.status(&alices).await.unwrap().job_canceling,
         "a refused cancel did nothing"
     );
     assert_eq!(
-        alice.status(&anonymous),
+        alice.status(&anonymous).await,
         Err(Error::NotYourJob(anonymous)),
         "no user: only the registry sees it"
     );
@@ -56,20 +56,20 @@ async fn views_refuse_other_users_jobs() {
         .spawn(JobRequest::default().started_by(1), |_job| async {
             Ok::<_, &str>(())
         })
-        .unwrap();
+        .await.unwrap();
     assert_eq!(
-        registry.status(&forced).unwrap().started_by_user_id,
+        registry.status(&forced).await.unwrap().started_by_user_id,
         Some(2)
     );
-    assert_eq!(alice.status(&forced), Err(Error::NotYourJob(forced)));
+    assert_eq!(alice.status(&forced).await, Err(Error::NotYourJob(forced)));
 
     // Unknown ids are unknown to everyone, before the ownership check.
     let unknown = asyncjobs::JobId::from_u64(1);
-    assert_eq!(alice.status(&unknown), Err(Error::UnknownJob(unknown)));
+    assert_eq!(alice.status(&unknown).await, Err(Error::UnknownJob(unknown)));
 
     // The registry (the administrator) can do anything.
-    assert_eq!(registry.cancel(&alices), Ok(CancelOutcome::Requested));
-    assert_eq!(alice.cancel(&alices), Ok(CancelOutcome::AlreadyRequested));
+    assert_eq!(registry.cancel(&alices).await, Ok(CancelOutcome::Requested));
+    assert_eq!(alice.cancel(&alices).await, Ok(CancelOutcome::AlreadyRequested));
     go.send(()).ok();
     assert!(alice.wait(&alices).await.unwrap().job_canceling);
 }

@@ -4,17 +4,13 @@
 //! A job held here is always answered from memory (it is the freshest copy); the store is asked
 //! only about ids this instance does not hold. Without a store, every call here is the local one.
 
-use std::error::Error as StdError;
-use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::store::{self, Cached, RemoteCancel, Store};
 use crate::{
-    AsynchronousJobStatus, CancelCause, CancelOutcome, Error, Etag, JobCounts, JobFilter,
-    JobHandle, JobId, JobRequest, Spawned,
+    AsynchronousJobStatus, CancelCause, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobFn,
+    JobId, JobPage, JobRequest, Spawned,
 };
 
 use super::{Engine, Scope};
@@ -22,6 +18,10 @@ use super::{Engine, Scope};
 /// How long a wait for another instance's job goes without re-reading it, however quiet the
 /// store's notifications are (they are lost while the store reconnects).
 const REREAD_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a cancel of another instance's job waits for that instance to apply it. The owner
+/// hears of it through the store's notification at once, or within a second by polling.
+const REMOTE_CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 /// The registry as its store sees it: held weakly, so a store does not keep a dropped registry
 /// alive, and every call on a registry that is gone does nothing.
@@ -100,8 +100,9 @@ impl Engine {
         }
     }
 
-    /// Cancels a job of any instance; another instance's job is canceled by that instance, as
-    /// it would cancel its own, within about a second.
+    /// Cancels a job of any instance. Another instance's job is canceled by that instance, as it
+    /// would cancel its own; this waits up to [`REMOTE_CANCEL_WAIT`] for it to show the flag, and
+    /// answers `Requested` once it does, or `Recorded` if it has not yet.
     pub(crate) async fn cancel_anywhere(
         &self,
         id: &JobId,
@@ -117,7 +118,13 @@ impl Engine {
                     RemoteCancel::NotYourJob => Err(Error::NotYourJob(*id)),
                     RemoteCancel::AlreadyFinished => Ok(CancelOutcome::AlreadyFinished),
                     RemoteCancel::AlreadyRequested => Ok(CancelOutcome::AlreadyRequested),
-                    RemoteCancel::Requested => Ok(CancelOutcome::Requested),
+                    RemoteCancel::Requested => {
+                        let applied = self.wait_remote(id, scope, |s| s.job_canceling || s.is_terminal());
+                        match tokio::time::timeout(REMOTE_CANCEL_WAIT, applied).await {
+                            Ok(Ok(_)) => Ok(CancelOutcome::Requested),
+                            Ok(Err(_)) | Err(_) => Ok(CancelOutcome::Recorded),
+                        }
+                    }
                 }
             }
             local => local,
@@ -194,35 +201,69 @@ impl Engine {
         }
     }
 
-    /// The jobs of every instance that `filter` selects within `scope`, newest first. Jobs held
-    /// here are listed as they are in memory (fresher than the store's copy).
+    /// One page of the jobs of every instance that `filter` selects within `scope`, newest first.
+    /// Jobs held here are listed as they are in memory (fresher than the store's copy).
     pub(crate) async fn list_anywhere(
         &self,
         filter: &JobFilter,
         scope: Scope,
-    ) -> Result<Vec<AsynchronousJobStatus>, Error> {
-        let mut local = self.list(filter, scope);
+    ) -> Result<JobPage, Error> {
+        let local = self.list(filter, scope);
         let Some(store) = self.store() else {
-            local.reverse();
             return Ok(local);
         };
-        let user = scope.user().or(filter.user);
-        let stored = store.list(user, filter.state).await?;
+        let mut filter = filter.clone();
+        filter.user = scope.user().or(filter.user);
+        let stored = store.list(&filter).await?;
+        // Each source lists up to one more than a page; where one was cut short, jobs below its
+        // last id are not known yet, so the page ends there.
+        let cut = |page: &JobPage, last: Option<JobId>| page.next.as_ref().and(last);
+        let local_cut = cut(&local, local.jobs.last().map(|s| s.job_id));
+        let stored_cut = stored.more_below;
+        let floor = local_cut.max(stored_cut);
         let mut by_id: std::collections::BTreeMap<JobId, AsynchronousJobStatus> = stored
+            .jobs
             .into_iter()
             .filter(|s| !self.holds(&s.job_id))
             .map(|s| (s.job_id, s))
             .collect();
-        by_id.extend(local.drain(..).map(|s| (s.job_id, s)));
-        Ok(by_id.into_values().rev().collect())
+        by_id.extend(local.jobs.into_iter().map(|s| (s.job_id, s)));
+        let jobs = by_id
+            .into_values()
+            .rev()
+            .filter(|s| floor.is_none_or(|floor| s.job_id >= floor))
+            .collect();
+        Ok(JobPage::new(jobs, &filter, floor))
     }
 
-    /// Jobs per state across every instance, as the store counts them (this instance's changes
-    /// reach it within a flush interval).
-    pub(crate) async fn counts_anywhere(&self) -> Result<JobCounts, Error> {
+    /// Jobs per state in `scope` across every instance, as the store counts them (this instance's
+    /// changes reach it within a flush interval).
+    pub(crate) async fn counts_anywhere(&self, scope: Scope) -> Result<JobCounts, Error> {
         match self.store() {
-            Some(store) => store.counts().await,
-            None => Ok(self.counts()),
+            Some(store) => store.counts(scope.user()).await,
+            None => Ok(self.counts_in(scope)),
+        }
+    }
+
+    /// The name of a job of any instance.
+    pub(crate) async fn name_anywhere(
+        &self,
+        id: &JobId,
+        scope: Scope,
+    ) -> Result<Option<Arc<str>>, Error> {
+        if self.holds(id) {
+            self.status(id, scope)?;
+            return Ok(self.name_of(id, scope));
+        }
+        let Some(store) = self.store() else {
+            return Err(Error::UnknownJob(*id));
+        };
+        let (status, name) = store.read_named(*id).await?.ok_or(Error::UnknownJob(*id))?;
+        match scope {
+            Scope::User(user) if status.started_by_user_id != Some(user) => {
+                Err(Error::NotYourJob(*id))
+            }
+            _ => Ok(name),
         }
     }
 
@@ -233,16 +274,11 @@ impl Engine {
     /// A store that cannot be reached does not stop the job: the request is answered from this
     /// instance's jobs alone, as without a store (an equal request's job on another instance is
     /// then not found, and a second job starts).
-    pub(crate) async fn submit_anywhere<F, Fut, R, E>(
+    pub(crate) async fn submit<Fut>(
         self: &Arc<Self>,
         request: JobRequest,
-        job: F,
+        job: impl JobFn<Fut>,
     ) -> Result<Spawned, Error>
-    where
-        F: FnOnce(JobHandle) -> Fut,
-        Fut: Future<Output = Result<R, E>> + Send + 'static,
-        R: Serialize + Send + 'static,
-        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
     {
         let store = match self.store.as_ref() {
             Some(store) if request.cacheable && !self.is_shut_down() => store,

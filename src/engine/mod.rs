@@ -50,7 +50,9 @@ use crate::change::Change;
 use crate::job::{Applied, Job};
 use crate::seam::Seam;
 use crate::store::Store;
-use crate::{AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobId};
+use crate::{
+    AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobId, JobPage,
+};
 
 use self::config::Config;
 use self::dedup::Dedup;
@@ -266,8 +268,8 @@ impl Engine {
         self.status(&id, Scope::All).ok()
     }
 
-    /// Snapshots of the jobs that `filter` selects within `scope`, ordered by id.
-    pub(crate) fn list(&self, filter: &JobFilter, scope: Scope) -> Vec<AsynchronousJobStatus> {
+    /// One page of the jobs that `filter` selects within `scope`, newest first.
+    pub(crate) fn list(&self, filter: &JobFilter, scope: Scope) -> JobPage {
         self.sweep();
         let user = scope.user().or(filter.user);
         let now = Instant::now();
@@ -276,14 +278,26 @@ impl Engine {
             Some(user) => self.table.jobs_of(user),
             None => self.table.jobs(|_| true),
         };
-        if let Some(name) = &filter.name {
-            jobs.retain(|job| job.name.as_ref() == Some(name));
-        }
-        jobs.sort_unstable_by_key(|job| job.id);
-        jobs.iter()
+        jobs.retain(|job| {
+            filter.name.as_ref().is_none_or(|name| job.name.as_ref() == Some(name))
+                && filter.before.is_none_or(|before| job.id < before)
+        });
+        jobs.sort_unstable_by_key(|job| std::cmp::Reverse(job.id));
+        let statuses = jobs
+            .iter()
             .filter_map(|job| job.snapshot_unless(|at| self.retention.expired(at, now)))
-            .filter(|s| filter.state.is_none_or(|state| s.job_state == state))
-            .collect()
+            .filter(|status| filter.admits_state(status))
+            .take(filter.limit.saturating_add(1))
+            .collect();
+        JobPage::new(statuses, filter, None)
+    }
+
+    /// The per-state counts of the jobs in `scope` held here.
+    pub(crate) fn counts_in(&self, scope: Scope) -> JobCounts {
+        match scope {
+            Scope::All => self.counts(),
+            Scope::User(user) => self.counts_for(user),
+        }
     }
 
     /// The per-state counts, without sweeping (for `Debug`, which must not change anything).

@@ -508,7 +508,7 @@ fn run_round(
         };
         let waited = Instant::now();
         while waited.elapsed() < Duration::from_secs(1) {
-            let c = registry.counts();
+            let c = registry.local().counts();
             if c.complete + c.failed >= finished && (!drained || c.processing < max_running) {
                 break;
             }
@@ -544,13 +544,13 @@ fn run_round(
         let mut shutdown = std::pin::pin!(registry.shutdown(grace));
         let first = poll_once(&mut shutdown).await;
         // Every token has fired: each job read now as unfinished is one the shutdown ends.
-        let first_poll = registry.list(&JobFilter::new());
+        let first_poll = registry.local().list(&JobFilter::new()).jobs;
         let summary = match first {
             Poll::Ready(summary) => summary,
             Poll::Pending => shutdown.await,
         };
         round.phase.returned.store(true, Ordering::SeqCst);
-        let processing_after = registry.list(&JobFilter::new().state(AsynchJobState::Processing));
+        let processing_after = registry.local().list(&JobFilter::new().state(AsynchJobState::Processing)).jobs;
         spawned.extend(racers.into_iter().flat_map(|racer| racer.join().unwrap()));
         (summary, first_poll, processing_after)
     });
@@ -559,8 +559,8 @@ fn run_round(
         spawned.extend(thread.join().unwrap());
     }
     // Every spawn has returned: the jobs of those that straddled the shutdown's end have ended.
-    let processing = registry.list(&JobFilter::new().state(AsynchJobState::Processing));
-    if !processing.is_empty() || registry.counts().processing != 0 {
+    let processing = registry.local().list(&JobFilter::new().state(AsynchJobState::Processing)).jobs;
+    if !processing.is_empty() || registry.local().counts().processing != 0 {
         round.fail(format_args!(
             "PROCESSING after shutdown and every spawn returned: {processing:#?}"
         ));
@@ -683,7 +683,7 @@ fn check_round(round: &Round, outcome: &Outcome, strict: bool, tally: &mut Tally
         tally.ran += usize::from(entered);
         tally.ran_after_began += usize::from(log.entered_after_began.load(Ordering::SeqCst));
         let last = registry
-            .status(&id)
+            .local().status(&id)
             .unwrap_or_else(|e| job(format_args!("status after shutdown: {e}")));
         if !last.is_terminal() {
             job(format_args!("not final after shutdown: {last:#?}"));
@@ -828,7 +828,7 @@ fn a_queued_job_whose_closure_is_slow_never_starts_after_a_shutdown() {
         for stops in [true, false] {
             let started = started.clone();
             registry
-                .spawn(JobRequest::default(), move |job: JobHandle| async move {
+                .local().spawn(JobRequest::default(), move |job: JobHandle| async move {
                     started.fetch_add(1, Ordering::SeqCst);
                     if stops {
                         job.cancelled().await;
@@ -857,13 +857,13 @@ fn a_queued_job_whose_closure_is_slow_never_starts_after_a_shutdown() {
                 })
             })
         };
-        while registry.len() < 3 {
+        while registry.local().len() < 3 {
             std::thread::sleep(Duration::from_millis(1));
         }
         // Behind it, enough queued jobs that the shutdown takes a while to cancel them one by one.
         for _ in 0..20_000 {
             registry
-                .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+                .local().spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
                 .unwrap();
         }
         runtime.block_on(async {
@@ -871,12 +871,12 @@ fn a_queued_job_whose_closure_is_slow_never_starts_after_a_shutdown() {
             // The first poll fires every token and cancels every job; then the closure returns.
             let first = std::future::poll_fn(|cx| Poll::Ready(shutdown.as_mut().poll(cx))).await;
             go.send(()).unwrap();
-            let id = slow.join().unwrap().unwrap();
+            let id = slow.join().unwrap().await.unwrap();
             if first.is_pending() {
                 shutdown.await;
             }
             if ran.load(Ordering::SeqCst) {
-                ran_in.push((trial, registry.status(&id).unwrap()));
+                ran_in.push((trial, registry.status(&id).await.unwrap()));
             }
         });
     }

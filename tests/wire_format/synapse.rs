@@ -42,11 +42,11 @@ async fn processing_status_has_exactly_synapse_fields() {
                 Ok::<_, std::io::Error>(())
             },
         )
-        .unwrap();
+        .await.unwrap();
     tokio::task::yield_now().await;
     tokio::time::advance(std::time::Duration::from_millis(1500)).await;
 
-    let status = registry.status(&id).unwrap();
+    let status = registry.status(&id).await.unwrap();
     let map = object(&status);
     let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -106,7 +106,7 @@ async fn complete_and_failed_statuses_on_the_wire() {
                 json!({"concreteType": "org.example.ExportResponse", "rows": 10}),
             )
         })
-        .unwrap();
+        .await.unwrap();
     let bad = registry
         .spawn(JobRequest::default(), |_job| async {
             Err::<(), _>(std::io::Error::new(
@@ -114,7 +114,7 @@ async fn complete_and_failed_statuses_on_the_wire() {
                 "table syn9 is gone",
             ))
         })
-        .unwrap();
+        .await.unwrap();
 
     let done = object(&registry.wait(&ok).await.unwrap());
     assert_eq!(done["jobState"], json!("COMPLETE"));
@@ -167,7 +167,7 @@ async fn a_status_round_trips_through_json() {
                 Ok::<_, std::io::Error>(json!({"concreteType": "a.C", "x": [1, 2, 3]}))
             },
         )
-        .unwrap();
+        .await.unwrap();
     let status = registry.wait(&id).await.unwrap();
     let text = serde_json::to_string(&status).unwrap();
     let parsed: AsynchronousJobStatus = serde_json::from_str(&text).unwrap();
