@@ -73,15 +73,15 @@ impl Target for Ours {
         black_box(self.handles[job].set_progress(current, u64::MAX, message(current)));
     }
     fn read(&self, job: usize) {
-        black_box(self.registry.status(&self.ids[job]).unwrap());
+        black_box(self.registry.local().status(&self.ids[job]).unwrap());
     }
     fn list(&self) {
-        let all = self.registry.list(&JobFilter::new());
+        let all = self.registry.local().list(&JobFilter::new()).jobs;
         assert_eq!(all.len(), JOBS + FINISHED);
         black_box(all);
     }
     fn counts(&self) {
-        black_box(self.registry.counts());
+        black_box(self.registry.local().counts());
     }
 }
 
@@ -241,6 +241,7 @@ fn contention(c: &mut Criterion) {
                         JobRequest::new(request_body(1024)),
                         |_job: JobHandle| async { Ok::<_, std::io::Error>(response_body()) },
                     )
+                    .await
                     .unwrap(),
             );
         }
@@ -260,6 +261,7 @@ fn contention(c: &mut Criterion) {
                             std::future::pending::<Result<(), std::io::Error>>()
                         },
                     )
+                    .await
                     .unwrap(),
             );
             handles.push(rx.recv().unwrap());

@@ -67,6 +67,7 @@ fn open_feeds(registry: &JobRegistry, count: usize, own: bool) -> Vec<StatusFeed
 fn pending_job(registry: &JobRegistry) -> JobHandle {
     let (tx, rx) = mpsc::channel();
     registry
+        .local()
         .spawn(
             JobRequest::default().started_by(USER),
             move |job: JobHandle| {
@@ -146,11 +147,12 @@ fn finish(c: &mut Criterion) {
         .keep_finished_at_most(CHUNK as usize)
         .build();
     rt.block_on(spawn_chunks(100 * CHUNK, |latch| {
-        warm.spawn(JobRequest::default(), |_job| async move {
-            latch.count_down();
-            Ok::<_, std::io::Error>(())
-        })
-        .unwrap();
+        warm.local()
+            .spawn(JobRequest::default(), |_job| async move {
+                latch.count_down();
+                Ok::<_, std::io::Error>(())
+            })
+            .unwrap();
     }));
     drop(warm);
 
@@ -181,11 +183,12 @@ fn finish(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("ours", name), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(spawn_chunks(iters, |latch| {
-                    view.spawn(JobRequest::default(), |_job| async move {
-                        latch.count_down();
-                        Ok::<_, std::io::Error>(())
-                    })
-                    .unwrap();
+                    view.local()
+                        .spawn(JobRequest::default(), |_job| async move {
+                            latch.count_down();
+                            Ok::<_, std::io::Error>(())
+                        })
+                        .unwrap();
                 }))
             });
         });
@@ -308,7 +311,7 @@ fn wait_for_change(c: &mut Criterion) {
             rt.block_on(rt.spawn(async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let seen = registry.status(&id).unwrap();
+                    let seen = registry.status(&id).await.unwrap();
                     let (etag, current) = (seen.etag, seen.progress_current);
                     let (ready, done) = (Latch::new(count), Latch::new(count));
                     for _ in 0..count {

@@ -92,6 +92,7 @@ fn run<F: FnMut(u64)>(iterations: u64, mut f: F) {
 fn pending(registry: &JobRegistry, request: JobRequest) -> (JobId, JobHandle) {
     let (tx, rx) = mpsc::channel();
     let id = registry
+        .local()
         .spawn(request, move |job: JobHandle| {
             tx.send(job).expect("the bench waits for the handle");
             std::future::pending::<Result<(), std::io::Error>>()
@@ -167,7 +168,7 @@ fn case(rt: &Runtime, case: &str, n: u64) {
                 "status_running" => {
                     report(&job, 7, "exporting rows");
                     run(n, |_| {
-                        black_box(registry.status(black_box(&id)).expect("known"));
+                        black_box(registry.local().status(black_box(&id)).expect("known"));
                     });
                 }
                 _ => run(n, |i| report(&job, i, "copying rows")),
@@ -197,13 +198,14 @@ fn case(rt: &Runtime, case: &str, n: u64) {
         "status_finished" => {
             let registry = JobRegistry::new();
             let id = registry
+                .local()
                 .spawn(JobRequest::default(), |_job| async {
                     Ok::<_, std::io::Error>(response_body())
                 })
                 .expect("spawn");
             rt.block_on(registry.wait(&id)).expect("known");
             run(n, |_| {
-                black_box(registry.status(black_box(&id)).expect("known"));
+                black_box(registry.local().status(black_box(&id)).expect("known"));
             });
         }
         "lifecycle" => {
@@ -214,6 +216,7 @@ fn case(rt: &Runtime, case: &str, n: u64) {
                 rt.block_on(async {
                     let id = registry
                         .spawn(JobRequest::default(), ours_body)
+                        .await
                         .expect("spawn");
                     black_box(registry.wait(&id).await.expect("known"));
                 });

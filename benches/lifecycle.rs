@@ -167,7 +167,12 @@ fn lifecycle(c: &mut Criterion) {
                     let start = Instant::now();
                     let mut ids = Vec::with_capacity(n);
                     for _ in 0..n {
-                        ids.push(registry.spawn(JobRequest::default(), ours_body).unwrap());
+                        ids.push(
+                            registry
+                                .spawn(JobRequest::default(), ours_body)
+                                .await
+                                .unwrap(),
+                        );
                     }
                     for id in &ids {
                         black_box(registry.wait(id).await.unwrap());

@@ -102,6 +102,7 @@ fn ours_finished(rt: &Runtime, n: usize) -> (JobRegistry, Vec<JobId>) {
             let chunk: Vec<JobId> = (done..n.min(done + CHUNK))
                 .map(|_| {
                     registry
+                        .local()
                         .spawn(JobRequest::default(), |_job: JobHandle| async {
                             Ok::<(), std::io::Error>(())
                         })
@@ -116,7 +117,7 @@ fn ours_finished(rt: &Runtime, n: usize) -> (JobRegistry, Vec<JobId>) {
         }
     });
     let bytes = live_bytes() - before;
-    assert_eq!(registry.len(), n);
+    assert_eq!(registry.local().len(), n);
     println!(
         "  ours:        {:>7.1} bytes per retained finished job at {n} jobs",
         bytes as f64 / n as f64
@@ -147,6 +148,7 @@ fn allocation_report(rt: &Runtime) {
     let registry = JobRegistry::new();
     let (tx, rx) = mpsc::channel();
     let id = registry
+        .local()
         .spawn(
             JobRequest::new(request_body(1024)),
             move |job: JobHandle| {
@@ -201,7 +203,7 @@ fn allocation_report(rt: &Runtime) {
     row(
         "status() (ours with a 1 KB request body)",
         allocs_per_call(CALLS, |_| {
-            black_box(registry.status(&id).unwrap());
+            black_box(registry.local().status(&id).unwrap());
         }),
         allocs_per_call(CALLS, |_| {
             black_box(lean.status(theirs.id).unwrap());
@@ -232,6 +234,7 @@ fn allocation_report(rt: &Runtime) {
                         latch.count_down();
                         Ok::<_, std::io::Error>(response_body())
                     })
+                    .await
                     .unwrap();
             }
             latch.wait().await;

@@ -52,6 +52,7 @@ fn pending_job(registry: &JobRegistry) -> JobHandle {
 fn pending_job_of(registry: &JobRegistry, request: JobRequest) -> JobHandle {
     let (tx, rx) = mpsc::channel();
     registry
+        .local()
         .spawn(request, move |job: JobHandle| {
             tx.send(job).unwrap();
             std::future::pending::<Result<(), std::io::Error>>()

@@ -77,6 +77,7 @@ fn scheduling(c: &mut Criterion) {
                                                 Err::<(), _>("canceled")
                                             },
                                         )
+                                        .await
                                         .unwrap();
                                 }
                                 let requests: Vec<JobRequest> = (0..n)
@@ -86,10 +87,11 @@ fn scheduling(c: &mut Criterion) {
                                 for request in requests {
                                     registry
                                         .spawn(request, |_job| async { Ok::<_, &str>(()) })
+                                        .await
                                         .unwrap();
                                 }
                                 let elapsed = start.elapsed();
-                                assert_eq!(registry.counts().queued, n);
+                                assert_eq!(registry.local().counts().queued, n);
                                 (elapsed, registry)
                             }))
                             .unwrap();
@@ -123,6 +125,7 @@ fn scheduling(c: &mut Criterion) {
                                         latch.count_down();
                                         Ok::<_, &str>(())
                                     })
+                                    .await
                                     .unwrap();
                             }
                             latch.wait().await;

@@ -21,7 +21,7 @@
 //! - `finished_random`: random finished jobs (what the memory hierarchy adds at size N).
 //!
 //! Group `list_user`: `list()` of one user's 100 jobs in the same registries (job `i` is user
-//! `i % (N / 100)`'s), ours through `as_user(u).list()` and its per-user index, lean by scanning
+//! `i % (N / 100)`'s), ours through `as_user(u).local().list().jobs` and its per-user index, lean by scanning
 //! its map (it has no index). Ours is also compared with 100 of its own `status()` reads.
 
 use std::hint::black_box;
@@ -47,6 +47,7 @@ const CHUNK: usize = 10_000;
 fn pending_job(registry: &JobRegistry, request: JobRequest) -> (JobId, JobHandle) {
     let (tx, rx) = mpsc::channel();
     let id = registry
+        .local()
         .spawn(request, move |job: JobHandle| {
             tx.send(job).unwrap();
             std::future::pending::<Result<(), std::io::Error>>()
@@ -161,6 +162,7 @@ fn ours_retained(rt: &Runtime, n: usize, users: u64) -> (JobRegistry, Vec<JobId>
             let chunk: Vec<JobId> = (ids.len()..n.min(ids.len() + CHUNK))
                 .map(|i| {
                     registry
+                        .local()
                         .spawn(
                             JobRequest::default().started_by(i as u64 % users),
                             |_job: JobHandle| async { Ok::<_, std::io::Error>(response_body()) },
@@ -208,7 +210,7 @@ fn status_retained(c: &mut Criterion) {
         let users = (n / PER_USER).max(1) as u64;
         let (ours, ours_ids, ours_running) = ours_retained(&rt, n, users);
         let (lean, lean_ids, lean_running) = lean_retained(n, users);
-        assert_eq!(ours.len(), n + 1);
+        assert_eq!(ours.local().len(), n + 1);
         eprintln!(
             "status_retained: {n} finished jobs, {users} users, built in {:.1?}",
             started.elapsed()
@@ -274,10 +276,15 @@ fn status_retained(c: &mut Criterion) {
         let (n, users) = (*n, *users);
         let user = users / 2;
         let view = ours.as_user(user);
-        assert_eq!(view.list(&JobFilter::new()).len(), PER_USER.min(n));
+        assert_eq!(
+            view.local().list(&JobFilter::new()).jobs.len(),
+            PER_USER.min(n)
+        );
         assert_eq!(lean.list_of(user).len(), PER_USER.min(n));
         let mine: Vec<JobId> = view
+            .local()
             .list(&JobFilter::new())
+            .jobs
             .iter()
             .map(|s| s.job_id)
             .collect();
@@ -285,12 +292,12 @@ fn status_retained(c: &mut Criterion) {
             b.iter(|| black_box(lean.list_of(black_box(user))));
         });
         group.bench_function(BenchmarkId::new("ours/list", n), |b| {
-            b.iter(|| black_box(view.list(&JobFilter::new())));
+            b.iter(|| black_box(view.local().list(&JobFilter::new()).jobs));
         });
         group.bench_function(BenchmarkId::new("ours/100_status", n), |b| {
             b.iter(|| {
                 for id in &mine {
-                    black_box(view.status(id).unwrap());
+                    black_box(view.local().status(id).unwrap());
                 }
             });
         });

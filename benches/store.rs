@@ -40,6 +40,7 @@ const TOTAL: u64 = 1 << 40;
 fn pending_job(registry: &JobRegistry) -> JobHandle {
     let (tx, rx) = mpsc::channel();
     registry
+        .local()
         .spawn(
             JobRequest::new(request_body(1024)),
             move |job: JobHandle| {
@@ -117,7 +118,7 @@ fn set_progress_with_store(c: &mut Criterion) {
     let read = rt
         .block_on(async {
             tokio::time::sleep(Duration::from_millis(600)).await;
-            busy.status_anywhere(&with_store.id()).await
+            busy.status(&with_store.id()).await
         })
         .expect("the bench job's status");
     assert!(

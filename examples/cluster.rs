@@ -174,12 +174,14 @@ async fn orchestrate(url: &str) -> Result<()> {
     }
     // A's job waits for a go, so that B surely sees it running in step 4.
     let (go, gate) = oneshot::channel::<()>();
-    let summary = registry.spawn(request("summary"), |job| async move {
-        job.set_progress(1, 2, "summary: waiting for its input");
-        let _ = gate.await;
-        job.set_progress(2, 2, "summary: writing");
-        Ok::<_, std::io::Error>(json!({"concreteType": "org.example.Summary", "exports": 3}))
-    })?;
+    let summary = registry
+        .spawn(request("summary"), |job| async move {
+            job.set_progress(1, 2, "summary: waiting for its input");
+            let _ = gate.await;
+            job.set_progress(2, 2, "summary: writing");
+            Ok::<_, std::io::Error>(json!({"concreteType": "org.example.Summary", "exports": 3}))
+        })
+        .await?;
     jobs.insert(summary, ("A", "summary".to_owned()));
     for (id, (instance, name)) in &jobs {
         say!("   {instance}  {id}  {name}");
@@ -216,7 +218,7 @@ async fn orchestrate(url: &str) -> Result<()> {
     say!("3. A cancels B's export-2 (cancel_anywhere); B hears it and stops the export:");
     read_soon(&registry, &export_2).await?;
     let asked = Instant::now();
-    let outcome = registry.cancel_anywhere(&export_2).await?;
+    let outcome = registry.cancel(&export_2).await?;
     say!("   cancel_anywhere: {outcome:?}");
     ensure!(
         outcome == CancelOutcome::Requested,
@@ -283,7 +285,7 @@ async fn orchestrate(url: &str) -> Result<()> {
     say!("6. C is stopped cleanly (its stdin closed): it cancels its reindex and leaves:");
     let stopped = c.stop().await?;
     say!("   C: shutdown: {}", stopped.join(" "));
-    let reindexed = registry.status_anywhere(&reindex).await?;
+    let reindexed = registry.status(&reindex).await?;
     say!("   {}", line(&reindexed));
     say!(
         "      errorMessage: {}",
@@ -297,8 +299,8 @@ async fn orchestrate(url: &str) -> Result<()> {
         line(&reindexed)
     );
 
-    say!("7. Every job of the cluster, as A lists them (list_anywhere):");
-    let listed = registry.list_anywhere(&JobFilter::new()).await?;
+    say!("7. Every job of the cluster, as A lists them:");
+    let listed = registry.list(&JobFilter::new()).await?.jobs;
     for status in listed.iter().filter(|s| jobs.contains_key(&s.job_id)) {
         let (instance, name) = &jobs[&status.job_id];
         say!("   {instance}  {name:<9} {}", line(status));
@@ -306,9 +308,9 @@ async fn orchestrate(url: &str) -> Result<()> {
     let ours = listed.iter().filter(|s| jobs.contains_key(&s.job_id));
     ensure!(ours.clone().count() == 5, "all five jobs listed");
     ensure!(ours.clone().all(|s| s.is_terminal()), "every job finished");
-    let counts = registry.counts_anywhere().await?;
+    let counts = registry.counts().await?;
     say!(
-        "   counts_anywhere: {} processing, {} complete, {} failed",
+        "   counts: {} processing, {} complete, {} failed",
         counts.processing,
         counts.complete,
         counts.failed
@@ -332,7 +334,7 @@ async fn orchestrate(url: &str) -> Result<()> {
 async fn read_soon(registry: &JobRegistry, id: &JobId) -> Result<AsynchronousJobStatus> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        match registry.status_anywhere(id).await {
+        match registry.status(id).await {
             Err(asyncjobs::Error::UnknownJob(_)) if Instant::now() < deadline => {
                 sleep(Duration::from_millis(20)).await;
             }
@@ -406,7 +408,9 @@ async fn instance(name: &str, jobs: &[String]) -> Result<()> {
     println!("READY {}", store.instance_id());
     let registry = JobRegistry::builder().store(store).build();
     for job in jobs {
-        let id = registry.spawn(request(job), |handle| work(handle, job.clone()))?;
+        let id = registry
+            .spawn(request(job), |handle| work(handle, job.clone()))
+            .await?;
         println!("JOB {job} {id}");
     }
     let mut commands = BufReader::new(tokio::io::stdin()).lines();

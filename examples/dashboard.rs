@@ -103,7 +103,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         if let Some(limit) = task.time_limit_ms {
             request = request.time_limit(Duration::from_millis(limit) * pace);
         }
-        let id = registry.spawn(request, move |job| run(job, task, pace))?;
+        let id = registry
+            .spawn(request, move |job| run(job, task, pace))
+            .await?;
 
         let bar = multi.add(ProgressBar::no_length());
         bar.set_style(style(Look::Running)?);
@@ -112,7 +114,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let row = Row {
             name: task.name,
             bar,
-            status: registry.status(&id)?,
+            status: registry.status(&id).await?,
         };
         row.draw()?;
         rows.insert(id, row);
@@ -172,7 +174,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     if multi.is_hidden() {
         print_summary(order.iter().filter_map(|id| rows.get(id)));
     }
-    println!("counts: {}", registry.counts());
+    println!("counts: {}", registry.local().counts());
     Ok(())
 }
 
@@ -274,7 +276,7 @@ fn cancel_one(registry: &JobRegistry, rows: &HashMap<JobId, Row>, source: Cancel
     else {
         return format!("{source:?}: no running job left to cancel");
     };
-    match registry.cancel(id) {
+    match registry.local().cancel(id) {
         Ok(outcome) => format!("{source:?}: cancel {} (job {id}): {outcome:?}", row.name),
         Err(error) => format!("{source:?}: cancel {} (job {id}) failed: {error}", row.name),
     }

@@ -42,12 +42,22 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // Opened before the jobs start, so that it misses none of their changes.
     let mut feed = alice.watch_all();
 
-    let export = alice.spawn(request("org.example.CsvExportRequest"), export_rows)?;
-    let query = alice.spawn(request("org.example.QueryRequest"), run_query)?;
-    let reindex = alice.spawn(request("org.example.ReindexRequest"), reindex_forever)?;
+    let export = alice
+        .spawn(request("org.example.CsvExportRequest"), export_rows)
+        .await?;
+    let query = alice
+        .spawn(request("org.example.QueryRequest"), run_query)
+        .await?;
+    let reindex = alice
+        .spawn(request("org.example.ReindexRequest"), reindex_forever)
+        .await?;
     // The limit is reached: these two are queued until a slot frees up.
-    let copy = alice.spawn(request("org.example.FileCopyRequest"), copy_files)?;
-    let import = alice.spawn(request("org.example.ImportRequest"), import_members)?;
+    let copy = alice
+        .spawn(request("org.example.FileCopyRequest"), copy_files)
+        .await?;
+    let import = alice
+        .spawn(request("org.example.ImportRequest"), import_members)
+        .await?;
     let jobs = [
         ("export", export),
         ("query", query),
@@ -57,7 +67,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     ];
 
     // Another user is refused, as Synapse answers 403.
-    if let Err(refused) = registry.as_user(42).status(&export) {
+    if let Err(refused) = registry.as_user(42).status(&export).await {
         println!("user 42 asks for alice's export: {refused}\n");
     }
 
@@ -67,7 +77,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     tokio::spawn(async move {
         sleep(Duration::from_millis(750)).await;
         for (name, id) in [("copy", copy), ("reindex", reindex)] {
-            match canceler.cancel(&id) {
+            match canceler.cancel(&id).await {
                 Ok(outcome) => println!("cancel {name}: {outcome:?}\n"),
                 Err(error) => eprintln!("cancel {name}: {error}"),
             }
@@ -77,7 +87,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // The dashboard starts from a list of the present (the feed reports only jobs started or
     // changed after it was opened), then keeps up from the feed. It shows the latest status it has of each job.
     let mut board: HashMap<JobId, AsynchronousJobStatus> = alice
+        .local()
         .list(&JobFilter::new())
+        .jobs
         .into_iter()
         .map(|status| (status.job_id, status))
         .collect();
@@ -120,12 +132,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
 
     // Shutting down, as a service does when told to stop: two more jobs are running then.
-    let late_export = alice.spawn(request("org.example.CsvExportRequest"), export_rows)?;
-    let late_reindex = alice.spawn(request("org.example.ReindexRequest"), reindex_forever)?;
+    let late_export = alice
+        .spawn(request("org.example.CsvExportRequest"), export_rows)
+        .await?;
+    let late_reindex = alice
+        .spawn(request("org.example.ReindexRequest"), reindex_forever)
+        .await?;
     sleep(Duration::from_millis(200)).await;
 
     // Cheap enough for a dashboard to poll: no job is read, only three counters.
-    let counts = registry.counts();
+    let counts = registry.local().counts();
     println!(
         "\ncounts: {} processing, {} complete, {} failed",
         counts.processing, counts.complete, counts.failed
@@ -140,14 +156,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
     );
     for (name, id) in [("late export", late_export), ("late reindex", late_reindex)] {
         // Statuses stay readable after a shutdown.
-        let status = alice.status(&id)?;
+        let status = alice.status(&id).await?;
         println!(
             "  {name}: {}, {}",
             status.job_state,
             status.error_message.as_deref().unwrap_or("")
         );
     }
-    if let Err(refused) = alice.spawn(request("org.example.QueryRequest"), run_query) {
+    if let Err(refused) = alice
+        .spawn(request("org.example.QueryRequest"), run_query)
+        .await
+    {
         println!("a job started after the shutdown: {refused}");
     }
     Ok(())

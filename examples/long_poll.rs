@@ -25,16 +25,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = JobRegistry::builder().max_running(1).build();
     let alice = registry.as_user(3_350_396);
 
-    alice.spawn(request("org.example.ReindexRequest"), |job| {
-        work(job, "reindexing", 4, Duration::from_millis(250))
-    })?;
-    let export = alice.spawn(request("org.example.CsvExportRequest"), |job| {
-        work(job, "exporting", 5, Duration::from_millis(100))
-    })?;
+    alice
+        .spawn(request("org.example.ReindexRequest"), |job| {
+            work(job, "reindexing", 4, Duration::from_millis(250))
+        })
+        .await?;
+    let export = alice
+        .spawn(request("org.example.CsvExportRequest"), |job| {
+            work(job, "exporting", 5, Duration::from_millis(100))
+        })
+        .await?;
 
     // The client's first request carries no etag: it is answered at once.
     let start = Instant::now();
-    let mut status = alice.status(&export)?;
+    let mut status = alice.status(&export).await?;
     println!("{}", line(start, &status));
     while !status.is_terminal() {
         // Each answer is the latest status: changes close together arrive as one, so the etag

@@ -23,30 +23,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_running(2)
         .cancel_grace(Duration::from_millis(100))
         .build();
-    let export = registry.spawn(
-        JobRequest::default().started_by(1),
-        |job: JobHandle| async move {
-            for row in 1..=20u64 {
-                job.set_progress(row, 20, "exporting");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Ok::<_, std::io::Error>(serde_json::json!({"rows": 20}))
-        },
-    )?;
-    let broken = registry.spawn(JobRequest::default().started_by(2), |_| async {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        Err::<(), _>(std::io::Error::other("disk full"))
-    })?;
-    let waiting = registry.spawn(
-        JobRequest::default().started_by(3),
-        |job: JobHandle| async move {
-            job.cancelled().await;
-            Err::<(), _>(std::io::Error::other("canceled"))
-        },
-    )?;
+    let export = registry
+        .spawn(
+            JobRequest::default().started_by(1),
+            |job: JobHandle| async move {
+                for row in 1..=20u64 {
+                    job.set_progress(row, 20, "exporting");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok::<_, std::io::Error>(serde_json::json!({"rows": 20}))
+            },
+        )
+        .await?;
+    let broken = registry
+        .spawn(JobRequest::default().started_by(2), |_| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err::<(), _>(std::io::Error::other("disk full"))
+        })
+        .await?;
+    let waiting = registry
+        .spawn(
+            JobRequest::default().started_by(3),
+            |job: JobHandle| async move {
+                job.cancelled().await;
+                Err::<(), _>(std::io::Error::other("canceled"))
+            },
+        )
+        .await?;
     registry.wait(&export).await?;
     registry.wait(&broken).await?;
-    registry.cancel(&waiting)?;
+    registry.cancel(&waiting).await?;
     registry.wait(&waiting).await?;
 
     // The route a service adds next to its API; Prometheus scrapes it.

@@ -70,8 +70,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 println!(
                     "[{:.2}s] counts: {}; {} statuses held",
                     start.elapsed().as_secs_f64(),
-                    registry.counts(),
-                    registry.len(),
+                    registry.local().counts(),
+                    registry.local().len(),
                 );
             }
             () = &mut time_up => {
@@ -90,14 +90,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "[{:.2}s] shutdown: {summary}",
         start.elapsed().as_secs_f64()
     );
-    println!("counts: {}", registry.counts());
+    println!("counts: {}", registry.local().counts());
 
     // The request source stops at its next request, which the registry refuses.
     source.await?;
 
     // What a client asking now would still find: retention keeps only the latest finished jobs.
     println!("statuses still held:");
-    for status in registry.list(&JobFilter::new()) {
+    for status in registry.local().list(&JobFilter::new()).jobs {
         let ended = status
             .error_message
             .as_deref()
@@ -139,7 +139,7 @@ async fn accept_requests(registry: JobRegistry, start: Instant) {
                 .cacheable();
                 (
                     format!("query {query:?}"),
-                    user.spawn(request, move |job| run_query(job, query)),
+                    user.spawn(request, move |job| run_query(job, query)).await,
                 )
             }
             5..=7 => {
@@ -152,13 +152,13 @@ async fn accept_requests(registry: JobRegistry, start: Instant) {
                 .time_limit(Duration::from_millis(1_100));
                 (
                     format!("export of {rows} rows"),
-                    user.spawn(request, move |job| export_rows(job, rows)),
+                    user.spawn(request, move |job| export_rows(job, rows)).await,
                 )
             }
             _ => {
                 let request =
                     JobRequest::new(json!({ "concreteType": "org.example.ReindexRequest" }));
-                ("reindex".to_owned(), user.spawn(request, reindex))
+                ("reindex".to_owned(), user.spawn(request, reindex).await)
             }
         };
 

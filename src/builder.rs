@@ -115,11 +115,11 @@ impl JobRegistryBuilder {
     /// let first = registry.spawn(JobRequest::default(), |job| async move {
     ///     job.cancelled().await;
     ///     Err::<(), _>("canceled")
-    /// })?;
-    /// let second = registry.spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })?;
-    /// let queued = registry.status(&second)?;
+    /// }).await?;
+    /// let second = registry.spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) }).await?;
+    /// let queued = registry.status(&second).await?;
     /// assert!(queued.progress_message.as_deref().unwrap().starts_with("Queued"));
-    /// registry.cancel(&first)?;
+    /// registry.cancel(&first).await?;
     /// registry.wait(&second).await?;
     /// # Ok(())
     /// # }
@@ -151,16 +151,16 @@ impl JobRegistryBuilder {
     /// let first = alice.spawn(export(), |job| async move {
     ///     job.cancelled().await;
     ///     Err::<(), _>("canceled")
-    /// })?;
-    /// let second = alice.spawn(export(), |_| async { Ok::<_, &str>(()) })?;
+    /// }).await?;
+    /// let second = alice.spawn(export(), |_| async { Ok::<_, &str>(()) }).await?;
     /// assert_eq!(
-    ///     alice.status(&second)?.progress_message.as_deref(),
+    ///     alice.status(&second).await?.progress_message.as_deref(),
     ///     Some("Queued: next of your jobs; your limit of 1 running job is reached")
     /// );
     /// // Another user is not held up.
-    /// let bob = registry.as_user(2).spawn(export(), |_| async { Ok::<_, &str>(()) })?;
+    /// let bob = registry.as_user(2).spawn(export(), |_| async { Ok::<_, &str>(()) }).await?;
     /// registry.wait(&bob).await?;
-    /// alice.cancel(&first)?;
+    /// alice.cancel(&first).await?;
     /// alice.wait(&second).await?;
     /// # Ok(())
     /// # }
@@ -228,11 +228,9 @@ impl JobRegistryBuilder {
     /// A store that several instances of a service share (e.g. a
     /// `PostgresStore`, feature `postgres`), so that each instance answers for every job of every
     /// instance: job ids then come from the store and never collide, every job's status is
-    /// written to it, and the registry's `*_anywhere` calls,
-    /// [`wait`](crate::JobRegistry::wait) and
-    /// [`wait_for_change`](crate::JobRegistry::wait_for_change) reach jobs of other instances.
-    /// The synchronous calls (`status`, `cancel`, `list`, `counts`, `watch`) stay about this
-    /// instance's jobs and never wait.
+    /// written to it, and every call of the registry (and of its users' views) reaches jobs of
+    /// other instances. [`local`](crate::JobRegistry::local) stays about this instance's jobs
+    /// and never waits.
     ///
     /// Build the registry inside the tokio runtime the store was connected on.
     ///

@@ -9,8 +9,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CancelCause {
-    /// Someone asked: [`JobRegistry::cancel`](crate::JobRegistry::cancel) (or a `UserView`'s, or
-    /// `cancel_anywhere` from any instance, or the HTTP front's cancel).
+    /// Someone asked: [`JobRegistry::cancel`](crate::JobRegistry::cancel) from any instance (or a
+    /// `UserView`'s, or the HTTP front's cancel).
     Requested,
     /// The registry's [`shutdown`](crate::JobRegistry::shutdown).
     Shutdown,

@@ -1,7 +1,7 @@
 //! Counts of jobs per state.
 
-/// How many jobs the registry holds in each state, from [`JobRegistry::counts`] (or one user's,
-/// from [`JobRegistry::counts_for`]): running jobs and retained finished ones.
+/// How many jobs are in each state, from [`JobRegistry::counts`] (of every job, or of one user's
+/// through a `UserView`): running jobs and retained finished ones.
 ///
 /// PROCESSING jobs are counted twice over: in `processing`, and split into `running` and `queued`
 /// (waiting for a slot under the [concurrency limits](crate::JobRegistryBuilder::max_running)), so
@@ -11,9 +11,9 @@
 /// Each count is exact, but they are read one after another: while jobs start or finish during
 /// the read, a job may be counted in neither or both of PROCESSING and its final state, or as
 /// running an instant before or after it leaves the queue. When no job starts or finishes
-/// meanwhile, they add up to [`JobRegistry::len`].
+/// meanwhile, they add up to [`LocalJobs::len`].
 ///
-/// From a shared store ([`JobRegistry::counts_anywhere`]) the counts are of every instance's
+/// From a shared store ([`JobRegistry::counts`]) the counts are of every instance's
 /// jobs as last written (each instance writes a job's changes within a flush interval), queued
 /// ones under each instance's own limits included.
 ///
@@ -21,9 +21,7 @@
 /// "complete":120,"failed":2}`, for a dashboard's endpoint.
 ///
 /// [`JobRegistry::counts`]: crate::JobRegistry::counts
-/// [`JobRegistry::counts_for`]: crate::JobRegistry::counts_for
-/// [`JobRegistry::counts_anywhere`]: crate::JobRegistry::counts_anywhere
-/// [`JobRegistry::len`]: crate::JobRegistry::len
+/// [`LocalJobs::len`]: crate::LocalJobs::len
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]

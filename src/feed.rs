@@ -38,7 +38,7 @@ use crate::{AsynchronousJobStatus, JobId};
 /// let id = registry.spawn(JobRequest::default(), |job: JobHandle| async move {
 ///     job.set_progress(1, 2, "half way");
 ///     Ok::<_, std::io::Error>(())
-/// })?;
+/// }).await?;
 /// registry.wait(&id).await?;
 /// // A start and two changes (progress, then complete) while nobody read: one entry, at its latest.
 /// let status = feed.next().await.expect("the registry is running");

@@ -31,7 +31,7 @@ use crate::{AsynchronousJobStatus, CancelCause, JobId, MAX_MESSAGE_CHARS};
 ///         tokio::task::yield_now().await;
 ///     }
 ///     Ok(serde_json::json!({"rows": 100}))
-/// })?;
+/// }).await?;
 /// let done = registry.wait(&id).await?;
 /// assert_eq!(done.progress_current, Some(100));
 /// # Ok(())

@@ -20,10 +20,10 @@
 //!         }
 //!         Ok::<_, std::io::Error>(serde_json::json!({"concreteType": "org.example.Count", "n": 3}))
 //!     },
-//! )?;
+//! ).await?;
 //!
 //! // Any time, from anywhere: a snapshot of the status.
-//! let now = registry.status(&id)?;
+//! let now = registry.status(&id).await?;
 //! println!("{}", serde_json::to_string(&now)?);
 //!
 //! let done = registry.wait(&id).await?;
@@ -221,9 +221,10 @@ pub mod postgres;
 mod builder;
 mod feed;
 mod handle;
-mod names;
+mod job_fn;
+mod local;
 mod registry;
-mod user_view;
+mod scope;
 mod watch;
 
 // 3. Engine
@@ -264,15 +265,17 @@ pub use engine::spawn::Spawned;
 pub use error::Error;
 pub use etag::Etag;
 pub use feed::StatusFeed;
-pub use filter::JobFilter;
+pub use filter::{JobFilter, JobPage};
 pub use handle::JobHandle;
 pub use id::JobId;
+pub use job_fn::JobFn;
+pub use local::LocalJobs;
 pub use observer::{JobEvent, JobEventKind, StatusObserver};
-pub use registry::JobRegistry;
+pub use registry::{JobRegistry, UserView};
 pub use request::JobRequest;
+pub use scope::{Everyone, OneUser, Scope};
 pub use status::{AsynchJobState, AsynchronousJobStatus};
 pub use store::SharedStore;
-pub use user_view::UserView;
 pub use watch::JobWatch;
 
 /// The most characters kept of a progress message or an error message, as in Synapse; longer

@@ -44,7 +44,7 @@ use crate::{AsynchJobState, AsynchronousJobStatus, Etag, JobId};
 ///         }
 ///     })
 ///     .build();
-/// let id = registry.spawn(JobRequest::default(), |_job| async { Ok::<_, std::io::Error>(()) })?;
+/// let id = registry.spawn(JobRequest::default(), |_job| async { Ok::<_, std::io::Error>(()) }).await?;
 /// registry.wait(&id).await?;
 /// assert_eq!(saved.lock().unwrap()[0].job_id, id);
 /// # Ok(())

@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::{AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobId, StatusObserver};
+use crate::{AsynchronousJobStatus, Error, JobCounts, JobFilter, JobId, StatusObserver};
 
 /// A boxed future, as the store's methods return (no `async fn` in object-safe traits).
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -23,10 +23,8 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) type Names = Vec<(JobId, Arc<str>)>;
 
 /// A store shared by several instances of a service, given to
-/// [`JobRegistryBuilder::store`](crate::JobRegistryBuilder::store): with one, the registry's
-/// `*_anywhere` calls, [`wait`](crate::JobRegistry::wait) and
-/// [`wait_for_change`](crate::JobRegistry::wait_for_change) answer for every job of every
-/// instance. Made from a store with `into()`, e.g. from a `PostgresStore` (feature
+/// [`JobRegistryBuilder::store`](crate::JobRegistryBuilder::store): with one, every call of
+/// the registry answers for every job of every instance. Made from a store with `into()`, e.g. from a `PostgresStore` (feature
 /// `postgres`).
 #[derive(Clone)]
 pub struct SharedStore(pub(crate) Arc<dyn Store>);
@@ -71,6 +69,16 @@ pub(crate) trait CacheClaim: Send {
     ) -> BoxFuture<'static, Result<(), Error>>;
 }
 
+/// A page of [`Store::list`].
+#[derive(Debug, Default)]
+pub(crate) struct StoredPage {
+    /// Newest first, at most one more than the filter's limit.
+    pub(crate) jobs: Vec<AsynchronousJobStatus>,
+    /// The lowest id listed, when the store holds more jobs below it that the filter selects
+    /// (it listed one more than the limit).
+    pub(crate) more_below: Option<JobId>,
+}
+
 /// What a store hears of other instances' jobs (and of this one's, as written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
@@ -103,19 +111,17 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// A job's status as last written, if the store has the job.
     fn read(&self, id: JobId) -> BoxFuture<'_, Result<Option<AsynchronousJobStatus>, Error>>;
 
-    /// Jobs, newest first, of `user` (every user's for `None`), in `state` if given.
-    fn list(
-        &self,
-        user: Option<u64>,
-        state: Option<AsynchJobState>,
-    ) -> BoxFuture<'_, Result<Vec<AsynchronousJobStatus>, Error>>;
-
     /// The [names](crate::JobRequest::name) of those of the jobs `ids` the store holds with
     /// one, as their instances wrote them.
     fn names<'a>(&'a self, ids: &'a [JobId]) -> BoxFuture<'a, Result<Names, Error>>;
 
-    /// Jobs per state, across every instance.
-    fn counts(&self) -> BoxFuture<'_, Result<JobCounts, Error>>;
+    /// One page of the jobs `filter` selects (its user, state, name, and ids below its `before`),
+    /// newest first: up to one more than its limit, so that the caller knows whether more follow.
+    fn list<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<StoredPage, Error>>;
+
+    /// Jobs per state across every instance, of those `filter` selects by user, name and request
+    /// type (not by state or page).
+    fn counts<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<JobCounts, Error>>;
 
     /// Asks the instance that runs job `id` to cancel it, for `user` (any user for `None`).
     fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<RemoteCancel, Error>>;
@@ -133,6 +139,7 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Every change the store hears of, from now on, as it hears it (a reader that falls
     /// behind is told [`RemoteChange::Resync`] as its receiver's `Lagged`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     fn changes(&self) -> tokio::sync::broadcast::Receiver<RemoteChange>;
 
     /// Resolves when the store hears that job `id` changed (or at the latest after

@@ -25,8 +25,8 @@ use crate::{AsynchronousJobStatus, Error, JobId};
 ///         tokio::task::yield_now().await;
 ///     }
 ///     Ok::<_, std::io::Error>(())
-/// })?;
-/// let mut watch = registry.watch(&id)?;
+/// }).await?;
+/// let mut watch = registry.watch(&id).await?;
 /// while let Some(status) = watch.next().await {
 ///     println!("{} {:?}/{:?}", status.job_state, status.progress_current, status.progress_total);
 /// }
@@ -47,7 +47,7 @@ enum Source {
     /// A job of this instance: from memory.
     Local(Arc<Job>),
     /// Another instance's job, through the shared store
-    /// ([`watch_anywhere`](crate::JobRegistry::watch_anywhere)): the status last read.
+    /// ([`watch`](crate::JobRegistry::watch)): the status last read.
     Remote(Box<Remote>),
 }
 
@@ -84,7 +84,7 @@ impl JobWatch {
 
     /// A watch of a job of any instance, for a caller in `scope`: of memory for a job held
     /// here, of the store for another instance's.
-    pub(crate) async fn anywhere(
+    pub(crate) async fn cluster(
         engine: &Arc<Engine>,
         id: &JobId,
         scope: Scope,
@@ -92,7 +92,7 @@ impl JobWatch {
         match JobWatch::of_job(engine, id, scope) {
             Err(Error::UnknownJob(_)) => {
                 // Held here after all (started meanwhile): its watch reads memory.
-                let first = engine.status_anywhere(id, scope).await?;
+                let first = engine.cluster_status(id, scope).await?;
                 match JobWatch::of_job(engine, id, scope) {
                     Ok(local) => Ok(local),
                     Err(_) => Ok(JobWatch::of(Source::Remote(Box::new(Remote {
@@ -118,7 +118,7 @@ impl JobWatch {
     /// The next status: the current one on the first call, then the latest after each change;
     /// `None` after the final status was returned.
     ///
-    /// For another instance's job ([`watch_anywhere`](crate::JobRegistry::watch_anywhere)), a
+    /// For another instance's job ([`watch`](crate::JobRegistry::watch)), a
     /// change is seen within about a flush interval of the store; while the store cannot be
     /// reached, `next` waits (and tries again every second) rather than end, and it returns
     /// `None` early only if the job is dropped by retention before its final status was read.
@@ -151,7 +151,7 @@ impl JobWatch {
             Source::Remote(remote) => {
                 let (engine, scope) = (remote.engine.clone(), remote.scope);
                 let (id, etag) = (remote.last.job_id, remote.last.etag.clone());
-                Box::pin(async move { engine.changed_anywhere(id, etag, scope).await })
+                Box::pin(async move { engine.cluster_changed(id, etag, scope).await })
             }
         }
     }

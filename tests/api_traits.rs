@@ -47,7 +47,7 @@ async fn every_returned_future_feed_and_watch_is_send() {
     let alice = registry.as_user(1);
     let (id, job, go) = gated(&registry, JobRequest::default().started_by(1));
 
-    let mut watch: JobWatch = registry.watch(&id).unwrap();
+    let mut watch: JobWatch = registry.watch(&id).await.unwrap();
     assert_send(&watch);
     let next = watch.next();
     assert_send(&next);
@@ -72,7 +72,7 @@ async fn every_returned_future_feed_and_watch_is_send() {
 
     let cancelled = job.cancelled();
     assert_send(&cancelled);
-    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::Requested));
+    assert_eq!(registry.cancel(&id).await, Ok(CancelOutcome::Requested));
     tokio::time::timeout(Duration::from_secs(1), cancelled)
         .await
         .expect("fires on cancel");

@@ -283,12 +283,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "façade",
         &[
-            "registry",
-            "user_view",
-            "builder",
-            "feed",
-            "watch",
-            "handle",
+            "registry", "scope", "local", "job_fn", "builder", "feed", "watch", "handle",
         ],
     ),
     ("engine", &["engine"]),

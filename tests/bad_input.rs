@@ -40,6 +40,7 @@ async fn an_unknown_id_is_unknown_everywhere() {
         .spawn(JobRequest::default().started_by(1), |_| async {
             Ok::<_, &str>(())
         })
+        .await
         .unwrap();
     tokio::task::yield_now().await;
     let alice = registry.as_user(1);
@@ -51,19 +52,19 @@ async fn an_unknown_id_is_unknown_everywhere() {
     ] {
         let unknown = Err(Error::UnknownJob(id));
         let etag: Etag = "1".parse().unwrap();
-        assert_eq!(registry.status(&id), unknown);
-        assert_eq!(registry.cancel(&id), Err(Error::UnknownJob(id)));
+        assert_eq!(registry.status(&id).await, unknown);
+        assert_eq!(registry.cancel(&id).await, Err(Error::UnknownJob(id)));
         assert_eq!(registry.wait(&id).await, unknown);
         assert_eq!(registry.wait_for_change(&id, &etag).await, unknown);
-        assert_eq!(registry.watch(&id).err(), Some(Error::UnknownJob(id)));
-        assert_eq!(alice.status(&id), unknown, "unknown before not-yours");
-        assert_eq!(alice.cancel(&id), Err(Error::UnknownJob(id)));
+        assert_eq!(registry.watch(&id).await.err(), Some(Error::UnknownJob(id)));
+        assert_eq!(alice.status(&id).await, unknown, "unknown before not-yours");
+        assert_eq!(alice.cancel(&id).await, Err(Error::UnknownJob(id)));
         assert_eq!(alice.wait(&id).await, unknown);
         assert_eq!(alice.wait_for_change(&id, &etag).await, unknown);
-        assert_eq!(alice.watch(&id).err(), Some(Error::UnknownJob(id)));
+        assert_eq!(alice.watch(&id).await.err(), Some(Error::UnknownJob(id)));
     }
-    assert!(registry.list(&JobFilter::new()).is_empty());
-    assert_eq!(registry.counts().total(), 0);
+    assert!(registry.local().list(&JobFilter::new()).jobs.is_empty());
+    assert_eq!(registry.local().counts().total(), 0);
     assert_eq!(
         Error::UnknownJob(never).to_string(),
         "unknown job 99",
@@ -78,24 +79,27 @@ async fn another_users_job_is_refused_and_untouched() {
     let (nobodys, _nobody_job, go_too) = gated(&registry, JobRequest::default());
     let bob = registry.as_user(2);
     let bobs_feed = bob.watch_all();
-    let before = registry.status(&alices).unwrap();
+    let before = registry.status(&alices).await.unwrap();
     for id in [alices, nobodys] {
         let refused = Err(Error::NotYourJob(id));
-        assert_eq!(bob.status(&id), refused);
-        assert_eq!(bob.cancel(&id), Err(Error::NotYourJob(id)));
+        assert_eq!(bob.status(&id).await, refused);
+        assert_eq!(bob.cancel(&id).await, Err(Error::NotYourJob(id)));
         assert_eq!(bob.wait(&id).await, refused);
         assert_eq!(bob.wait_for_change(&id, &before.etag).await, refused);
-        assert_eq!(bob.watch(&id).err(), Some(Error::NotYourJob(id)));
+        assert_eq!(bob.watch(&id).await.err(), Some(Error::NotYourJob(id)));
     }
-    assert!(bob.list(&JobFilter::new()).is_empty());
+    assert!(bob.local().list(&JobFilter::new()).jobs.is_empty());
     assert!(
-        bob.list(&JobFilter::new().started_by(1)).is_empty(),
+        bob.local()
+            .list(&JobFilter::new().started_by(1))
+            .jobs
+            .is_empty(),
         "a view ignores the user named in a filter"
     );
     alice_job.set_progress(1, 2, "changed");
     assert_eq!(bobs_feed.pending(), 0, "another user's changes are not fed");
     assert!(
-        !registry.status(&alices).unwrap().job_canceling,
+        !registry.status(&alices).await.unwrap().job_canceling,
         "a refused cancel did nothing"
     );
     assert_eq!(
@@ -105,7 +109,7 @@ async fn another_users_job_is_refused_and_untouched() {
     go.send(()).unwrap();
     go_too.send(()).unwrap();
     assert!(registry.wait(&alices).await.unwrap().is_terminal());
-    assert_eq!(bob.status(&alices), Err(Error::NotYourJob(alices)));
+    assert_eq!(bob.status(&alices).await, Err(Error::NotYourJob(alices)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -114,16 +118,19 @@ async fn cancel_twice_changes_nothing_the_second_time() {
         .cancel_grace(Duration::from_secs(60))
         .build();
     let (id, _job, go) = gated(&registry, JobRequest::default().started_by(1));
-    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::Requested));
-    let first = registry.status(&id).unwrap();
+    assert_eq!(registry.cancel(&id).await, Ok(CancelOutcome::Requested));
+    let first = registry.status(&id).await.unwrap();
     assert!(first.job_canceling);
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::AlreadyRequested));
     assert_eq!(
-        registry.as_user(1).cancel(&id),
+        registry.cancel(&id).await,
         Ok(CancelOutcome::AlreadyRequested)
     );
-    let second = registry.status(&id).unwrap();
+    assert_eq!(
+        registry.as_user(1).cancel(&id).await,
+        Ok(CancelOutcome::AlreadyRequested)
+    );
+    let second = registry.status(&id).await.unwrap();
     assert_eq!(
         (&second.etag, second.changed_on),
         (&first.etag, first.changed_on)
@@ -142,16 +149,24 @@ async fn cancel_after_finish_changes_nothing() {
     let registry = JobRegistry::new();
     let ok = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(1) })
+        .await
         .unwrap();
     let failed = registry
         .spawn(JobRequest::default(), |_| async { Err::<(), _>("no") })
+        .await
         .unwrap();
     for id in [ok, failed] {
         let done = registry.wait(&id).await.unwrap();
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(registry.cancel(&id), Ok(CancelOutcome::AlreadyFinished));
-        assert_eq!(registry.cancel(&id), Ok(CancelOutcome::AlreadyFinished));
-        assert_eq!(registry.status(&id).unwrap(), done);
+        assert_eq!(
+            registry.cancel(&id).await,
+            Ok(CancelOutcome::AlreadyFinished)
+        );
+        assert_eq!(
+            registry.cancel(&id).await,
+            Ok(CancelOutcome::AlreadyFinished)
+        );
+        assert_eq!(registry.status(&id).await.unwrap(), done);
         assert!(!done.job_canceling);
     }
 }
@@ -162,7 +177,7 @@ async fn progress_is_stored_as_given() {
     for (current, total) in [(7, 5), (3, 0), (0, 0), (u64::MAX, 1), (1, u64::MAX)] {
         let (id, job, go) = gated(&registry, JobRequest::default());
         assert!(job.set_progress(current, total, "odd"));
-        let s = registry.status(&id).unwrap();
+        let s = registry.status(&id).await.unwrap();
         assert_eq!(
             (s.progress_current, s.progress_total),
             (Some(current), Some(total))
@@ -202,7 +217,7 @@ async fn a_10_mb_progress_message_is_capped() {
     assert!(job.set_progress(2, 2, huge.clone()), "owned, and a change");
     assert!(started.elapsed() < NO_BLOWUP, "{:?}", started.elapsed());
 
-    let s = registry.status(&id).unwrap();
+    let s = registry.status(&id).await.unwrap();
     assert_eq!(s.progress_message.as_deref(), Some(expected.as_str()));
     assert_eq!(
         serde_json::to_value(&s).unwrap()["progressMessage"],
@@ -212,12 +227,22 @@ async fn a_10_mb_progress_message_is_capped() {
     let at_cap: String = "ü".repeat(MAX_MESSAGE_CHARS);
     job.set_progress(1, 2, &at_cap);
     assert_eq!(
-        registry.status(&id).unwrap().progress_message.as_deref(),
+        registry
+            .status(&id)
+            .await
+            .unwrap()
+            .progress_message
+            .as_deref(),
         Some(at_cap.as_str())
     );
     job.set_progress(1, 2, format!("{at_cap}!"));
     assert_eq!(
-        registry.status(&id).unwrap().progress_message.as_deref(),
+        registry
+            .status(&id)
+            .await
+            .unwrap()
+            .progress_message
+            .as_deref(),
         Some(at_cap.as_str())
     );
     go.send(()).unwrap();
@@ -265,12 +290,14 @@ async fn a_10_mb_error_is_capped() {
             JobRequest::default(),
             |_| async move { Err::<(), _>(error) },
         )
+        .await
         .unwrap();
     let s = registry.wait(&id).await.unwrap();
     let ten_mb_panic = registry
         .spawn(JobRequest::default(), |_| async {
             std::panic::resume_unwind(Box::new("p".repeat(TEN_MB))) as Result<(), &str>
         })
+        .await
         .unwrap();
     let p = registry.wait(&ten_mb_panic).await.unwrap();
     assert!(started.elapsed() < NO_BLOWUP, "{:?}", started.elapsed());
@@ -310,6 +337,7 @@ async fn a_result_that_is_not_json_fails_the_job() {
             job.set_progress(3, 4, "nearly");
             Ok::<_, &str>(HashMap::from([((1u8, 2u8), "a")]))
         })
+        .await
         .unwrap();
     let s = registry.wait(&tuple_keys).await.unwrap();
     assert_eq!(s.job_state, AsynchJobState::Failed);
@@ -329,6 +357,7 @@ async fn a_result_that_is_not_json_fails_the_job() {
 
     let refused = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(Refuses) })
+        .await
         .unwrap();
     let s = registry.wait(&refused).await.unwrap();
     assert_eq!(
@@ -345,6 +374,7 @@ async fn a_result_that_is_not_json_fails_the_job() {
 
     let unit = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .await
         .unwrap();
     let s = registry.wait(&unit).await.unwrap();
     assert_eq!(
@@ -356,6 +386,7 @@ async fn a_result_that_is_not_json_fails_the_job() {
             .spawn(JobRequest::default(), move |_| async move {
                 Ok::<_, &str>(nothing)
             })
+            .await
             .unwrap();
         let s = registry.wait(&id).await.unwrap();
         assert_eq!(
@@ -371,7 +402,7 @@ async fn a_foreign_etag_is_answered_at_once() {
     let registry = JobRegistry::new();
     let (id, job, go) = gated(&registry, JobRequest::default());
     job.set_progress(1, 3, "one");
-    let now = registry.status(&id).unwrap();
+    let now = registry.status(&id).await.unwrap();
     assert_eq!(now.etag, "2");
     for foreign in [
         "6a0b5b8c-9f67-4c2a-8f1e-0c5f1e0d3a11",
@@ -409,7 +440,7 @@ async fn zero_and_extreme_limits_are_taken_as_documented() {
     assert_eq!(first, JobId::from_u64(u64::MAX / 2));
     let (second, _job2, go2) = gated(&registry, JobRequest::default());
     assert_eq!(second, JobId::from_u64(u64::MAX / 2 + 1));
-    let queued = registry.status(&second).unwrap();
+    let queued = registry.status(&second).await.unwrap();
     assert_eq!(
         queued.progress_message.as_deref(),
         Some("Queued: waiting for a free slot (1 job runs at a time)"),
@@ -427,6 +458,7 @@ async fn zero_and_extreme_limits_are_taken_as_documented() {
                 Ok::<_, &str>(())
             },
         )
+        .await
         .unwrap();
     let s = registry.wait(&timed).await.unwrap();
     assert_eq!(s.exception.as_deref(), Some(exception::TIMED_OUT));
@@ -440,9 +472,10 @@ async fn zero_and_extreme_limits_are_taken_as_documented() {
         .spawn(JobRequest::default(), |_| async {
             std::future::pending::<Result<(), &str>>().await
         })
+        .await
         .unwrap();
     tokio::task::yield_now().await;
-    registry.cancel(&stubborn).unwrap();
+    registry.cancel(&stubborn).await.unwrap();
     let s = registry.wait(&stubborn).await.unwrap();
     assert_eq!(s.exception.as_deref(), Some(exception::CANCELED));
     assert_eq!(s.runtime_ms, 0, "no grace at all");
@@ -457,7 +490,7 @@ fn spawn_refused_when_shut_down_or_without_a_runtime() {
         async { Ok::<_, &str>(()) }
     };
     assert_eq!(
-        registry.spawn(JobRequest::default(), job),
+        registry.local().spawn(JobRequest::default(), job),
         Err(Error::NoRuntime)
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -467,9 +500,9 @@ fn spawn_refused_when_shut_down_or_without_a_runtime() {
     runtime.block_on(registry.shutdown(Duration::from_secs(1)));
     let _entered = runtime.enter();
     assert_eq!(
-        registry.spawn(JobRequest::default(), job),
+        registry.local().spawn(JobRequest::default(), job),
         Err(Error::ShutDown)
     );
     assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
-    assert!(registry.is_empty());
+    assert!(registry.local().is_empty());
 }

@@ -16,6 +16,7 @@ fn counting(
 ) -> JobId {
     let runs = runs.clone();
     registry
+        .local()
         .spawn(request, move |_| async move {
             runs.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -67,7 +68,11 @@ async fn an_equal_request_reuses_a_running_or_complete_job() {
         assert!(!ids[i + 1..].contains(a), "distinct jobs");
     }
     assert_eq!(
-        registry.status(&other_user).unwrap().started_by_user_id,
+        registry
+            .status(&other_user)
+            .await
+            .unwrap()
+            .started_by_user_id,
         Some(8)
     );
 }
@@ -140,7 +145,7 @@ async fn a_job_being_canceled_is_not_reused() {
     let runs = Arc::new(AtomicUsize::new(0));
     let body = json!({"concreteType": "q.Query", "sql": "select 3"});
     let first = counting(&registry, query(7, body.clone()), &runs, false);
-    registry.cancel(&first).unwrap();
+    registry.cancel(&first).await.unwrap();
     let second = counting(&registry, query(7, body), &runs, false);
     assert_ne!(second, first, "a canceling job will not give the answer");
 }
@@ -178,6 +183,7 @@ async fn submit_tells_a_started_job_from_a_reused_one() {
     };
     let first = registry
         .submit(query(1, body.clone()), job(runs.clone()))
+        .await
         .unwrap();
     let Spawned::Started(id) = first else {
         panic!("the first request starts a job: {first:?}")
@@ -185,18 +191,23 @@ async fn submit_tells_a_started_job_from_a_reused_one() {
     let alice = registry.as_user(1);
     let again = alice
         .submit(JobRequest::new(body.clone()).cacheable(), job(runs.clone()))
+        .await
         .unwrap();
     assert_eq!(again, Spawned::Reused(id));
     assert!(again.is_reused() && again.id() == id);
     // Another user's equal request is never reused.
     let other = registry
         .submit(query(2, body.clone()), job(runs.clone()))
+        .await
         .unwrap();
     assert!(matches!(other, Spawned::Started(other_id) if other_id != id));
     registry.wait(&id).await.unwrap();
     // COMPLETE and retained: still reused, and `spawn` returns the same id.
     assert_eq!(
-        registry.spawn(query(1, body), job(runs.clone())).unwrap(),
+        registry
+            .spawn(query(1, body), job(runs.clone()))
+            .await
+            .unwrap(),
         id
     );
     assert_eq!(runs.load(Ordering::SeqCst), 2);

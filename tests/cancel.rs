@@ -20,18 +20,22 @@ async fn a_cooperative_job_stops_and_fails_with_its_own_error() {
             assert!(job.is_canceling());
             Err::<(), _>(std::io::Error::other("stopped at a safe point"))
         })
+        .await
         .unwrap();
     tokio::task::yield_now().await;
-    let before = registry.status(&id).unwrap();
+    let before = registry.status(&id).await.unwrap();
 
-    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::Requested));
-    let flagged = registry.status(&id).unwrap();
+    assert_eq!(registry.cancel(&id).await, Ok(CancelOutcome::Requested));
+    let flagged = registry.status(&id).await.unwrap();
     assert!(flagged.job_canceling, "the flag shows at once");
     assert_eq!(flagged.job_state, AsynchJobState::Processing);
     assert_ne!(flagged.etag, before.etag, "setting the flag is a change");
-    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::AlreadyRequested));
     assert_eq!(
-        registry.status(&id).unwrap().etag,
+        registry.cancel(&id).await,
+        Ok(CancelOutcome::AlreadyRequested)
+    );
+    assert_eq!(
+        registry.status(&id).await.unwrap().etag,
         flagged.etag,
         "a second cancel changes nothing"
     );
@@ -48,9 +52,12 @@ async fn a_cooperative_job_stops_and_fails_with_its_own_error() {
         done.runtime_ms, 0,
         "it stopped at once, well within the grace"
     );
-    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::AlreadyFinished));
     assert_eq!(
-        registry.status(&id).unwrap(),
+        registry.cancel(&id).await,
+        Ok(CancelOutcome::AlreadyFinished)
+    );
+    assert_eq!(
+        registry.status(&id).await.unwrap(),
         done,
         "cancelling a finished job changes nothing"
     );
@@ -78,12 +85,13 @@ async fn a_job_that_ignores_cancel_is_stopped_after_the_grace() {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::Requested));
+    assert_eq!(registry.cancel(&id).await, Ok(CancelOutcome::Requested));
 
     tokio::time::sleep(Duration::from_millis(4900)).await;
-    let s = registry.status(&id).unwrap();
+    let s = registry.status(&id).await.unwrap();
     assert_eq!(
         s.job_state,
         AsynchJobState::Processing,
@@ -115,8 +123,9 @@ async fn the_default_grace_is_thirty_seconds() {
             std::future::pending::<()>().await;
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
-    registry.cancel(&id).unwrap();
+    registry.cancel(&id).await.unwrap();
     assert_eq!(registry.wait(&id).await.unwrap().runtime_ms, 30_000);
 }
 
@@ -129,8 +138,9 @@ async fn a_job_that_completes_despite_cancel_is_complete() {
             // Already done with the real work: the result stands.
             Ok::<_, std::io::Error>(serde_json::json!({"rows": 3}))
         })
+        .await
         .unwrap();
-    registry.cancel(&id).unwrap();
+    registry.cancel(&id).await.unwrap();
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(done.job_state, AsynchJobState::Complete);
     assert!(done.job_canceling);
@@ -150,8 +160,9 @@ async fn cancel_before_the_job_first_runs() {
             }
             Ok(())
         })
+        .await
         .unwrap();
-    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::Requested));
+    assert_eq!(registry.cancel(&id).await, Ok(CancelOutcome::Requested));
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(
         done.error_message.as_deref(),
@@ -177,9 +188,10 @@ async fn a_child_token_of_the_job_is_canceled_with_it() {
                 Err::<(), _>("canceled")
             }
         })
+        .await
         .unwrap();
     tokio::task::yield_now().await;
-    registry.cancel(&id).unwrap();
+    registry.cancel(&id).await.unwrap();
     assert_eq!(rx.await.unwrap(), "sub-task saw the cancel");
     assert_eq!(
         registry.wait(&id).await.unwrap().job_state,
@@ -205,6 +217,7 @@ async fn cancel_racing_completion_ends_each_job_exactly_once() {
                 }
                 Ok(i)
             })
+            .await
             .unwrap();
         ids.push(id);
     }
@@ -212,7 +225,7 @@ async fn cancel_racing_completion_ends_each_job_exactly_once() {
         .iter()
         .map(|&id| {
             let registry = registry.clone();
-            tokio::spawn(async move { registry.cancel(&id).unwrap() })
+            tokio::spawn(async move { registry.cancel(&id).await.unwrap() })
         })
         .collect();
     for c in cancels {
@@ -231,8 +244,11 @@ async fn cancel_racing_completion_ends_each_job_exactly_once() {
             AsynchJobState::Processing => unreachable!("wait returns a final status"),
         }
         // A finished job's status is final: a late cancel changes nothing.
-        assert_eq!(registry.cancel(id), Ok(CancelOutcome::AlreadyFinished));
-        assert_eq!(registry.status(id).unwrap(), s);
+        assert_eq!(
+            registry.cancel(id).await,
+            Ok(CancelOutcome::AlreadyFinished)
+        );
+        assert_eq!(registry.status(id).await.unwrap(), s);
     }
 }
 
@@ -258,16 +274,23 @@ async fn the_cause_of_a_cancel_is_visible_to_the_job_and_in_the_final_status() {
             std::future::pending::<Result<(), std::io::Error>>().await
         }
     };
-    let requested = registry.spawn(JobRequest::default(), stubborn(1)).unwrap();
+    let requested = registry
+        .spawn(JobRequest::default(), stubborn(1))
+        .await
+        .unwrap();
     let timed = registry
         .spawn(
             JobRequest::default().time_limit(Duration::from_secs(5)),
             stubborn(2),
         )
+        .await
         .unwrap();
-    let at_shutdown = registry.spawn(JobRequest::default(), stubborn(3)).unwrap();
+    let at_shutdown = registry
+        .spawn(JobRequest::default(), stubborn(3))
+        .await
+        .unwrap();
     tokio::task::yield_now().await;
-    registry.cancel(&requested).unwrap();
+    registry.cancel(&requested).await.unwrap();
     let ended = registry.wait(&requested).await.unwrap();
     assert_eq!(
         ended.error_message.as_deref(),
@@ -278,7 +301,7 @@ async fn the_cause_of_a_cancel_is_visible_to_the_job_and_in_the_final_status() {
     let ended = registry.wait(&timed).await.unwrap();
     assert_eq!(ended.exception.as_deref(), Some(exception::TIMED_OUT));
     registry.shutdown(Duration::from_secs(10)).await;
-    let ended = registry.status(&at_shutdown).unwrap();
+    let ended = registry.status(&at_shutdown).await.unwrap();
     assert_eq!(ended.exception.as_deref(), Some(exception::CANCELED));
     assert_eq!(
         ended.error_details.as_deref(),
@@ -306,19 +329,22 @@ async fn a_queued_job_canceled_says_by_what() {
             job.cancelled().await;
             Err::<(), _>(std::io::Error::other("stopped"))
         })
+        .await
         .unwrap();
     let queued = registry
         .spawn(JobRequest::default(), |_| async {
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
     let second_queued = registry
         .spawn(JobRequest::default(), |_| async {
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
-    registry.cancel(&queued).unwrap();
-    let canceled = registry.status(&queued).unwrap();
+    registry.cancel(&queued).await.unwrap();
+    let canceled = registry.status(&queued).await.unwrap();
     assert_eq!(
         canceled.error_message.as_deref(),
         Some("job was canceled while queued, before it started")
@@ -328,10 +354,10 @@ async fn a_queued_job_canceled_says_by_what() {
         Some("canceled on request")
     );
     registry.shutdown(Duration::from_secs(1)).await;
-    let canceled = registry.status(&second_queued).unwrap();
+    let canceled = registry.status(&second_queued).await.unwrap();
     assert_eq!(
         canceled.error_details.as_deref(),
         Some("canceled by the registry's shutdown")
     );
-    assert!(registry.status(&first).unwrap().job_canceling);
+    assert!(registry.status(&first).await.unwrap().job_canceling);
 }

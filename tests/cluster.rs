@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use asyncjobs::postgres::PostgresStore;
 use asyncjobs::{
     exception, AsynchJobState, AsynchronousJobStatus, CancelOutcome, Error, JobFilter, JobHandle,
-    JobId, JobRegistry, JobRequest,
+    JobId, JobPage, JobRegistry, JobRequest,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -107,7 +107,7 @@ async fn eventually_within<T>(
 
 /// A status as another instance reads it, once the job has finished and every field is final.
 async fn final_status_on(reader: &JobRegistry, id: JobId) -> Result<AsynchronousJobStatus, String> {
-    match reader.status_anywhere(&id).await {
+    match reader.status(&id).await {
         Ok(status) if status.is_terminal() => Ok(status),
         other => Err(format!("{other:?}")),
     }
@@ -154,16 +154,16 @@ fn the_store_and_the_cluster_futures_are_send() {
         fn send<T: Send>(_: T) {}
         send(PostgresStore::connect(""));
         send(PostgresStore::builder("").connect());
-        send(registry.status_anywhere(id));
-        send(registry.cancel_anywhere(id));
-        send(registry.list_anywhere(filter));
-        send(registry.counts_anywhere());
+        send(registry.status(id));
+        send(registry.cancel(id));
+        send(registry.list(filter));
+        send(registry.counts());
         send(registry.wait(id));
         send(registry.wait_for_change(id, etag));
         let user = registry.as_user(1);
-        send(user.status_anywhere(id));
-        send(user.cancel_anywhere(id));
-        send(user.list_anywhere(filter));
+        send(user.status(id));
+        send(user.cancel(id));
+        send(user.list(filter));
         send(user.wait(id));
         send(user.wait_for_change(id, etag));
     }
@@ -200,18 +200,19 @@ async fn another_instance_reads_follows_cancels_and_waits_for_a_job() {
                 }
             }
         })
+        .await
         .unwrap();
 
     // B reads it from the database, progress included, within about one flush.
     let first = eventually("B reads the job at step 1", async || {
-        match b.status_anywhere(&id).await {
+        match b.status(&id).await {
             Ok(status) if status.progress_current == Some(1) => Ok(status),
             other => Err(format!("{other:?}")),
         }
     })
     .await;
     let progress_latency = spawned.elapsed();
-    let on_a = a.status(&id).unwrap();
+    let on_a = a.status(&id).await.unwrap();
     assert_eq!(without_runtime(first.clone()), without_runtime(on_a));
     assert_eq!(first.job_state, Processing);
     assert!(!first.job_canceling);
@@ -253,7 +254,7 @@ async fn another_instance_reads_follows_cancels_and_waits_for_a_job() {
     assert_ne!(changed.etag, first.etag);
     assert_eq!(
         without_runtime(changed),
-        without_runtime(a.status(&id).unwrap())
+        without_runtime(a.status(&id).await.unwrap())
     );
     assert!(
         long_poll_latency <= CROSSING,
@@ -269,7 +270,7 @@ async fn another_instance_reads_follows_cancels_and_waits_for_a_job() {
         }
     });
     let requested = Instant::now();
-    assert_eq!(b.cancel_anywhere(&id).await, Ok(CancelOutcome::Requested));
+    assert_eq!(b.cancel(&id).await, Ok(CancelOutcome::Requested));
     let (seen_at, canceling) = within("A's job sees the cancel", saw_cancel)
         .await
         .expect("the job tells when its token fires");
@@ -295,12 +296,9 @@ async fn another_instance_reads_follows_cancels_and_waits_for_a_job() {
     );
     let (on_b, b_woke) = within("B's wait returns", b_waits).await.unwrap();
     assert_eq!(on_b, Ok(on_a.clone()), "B's wait returns A's final status");
-    assert_eq!(b.status_anywhere(&id).await, Ok(on_a.clone()));
-    assert_eq!(a.status_anywhere(&id).await, Ok(on_a.clone()));
-    assert_eq!(
-        b.cancel_anywhere(&id).await,
-        Ok(CancelOutcome::AlreadyFinished)
-    );
+    assert_eq!(b.status(&id).await, Ok(on_a.clone()));
+    assert_eq!(a.status(&id).await, Ok(on_a.clone()));
+    assert_eq!(b.cancel(&id).await, Ok(CancelOutcome::AlreadyFinished));
     println!(
         "cross-instance latencies: first progress read {progress_latency:?} after spawn; \
          long-poll woke {long_poll_latency:?} after the progress; cancel seen by the job \
@@ -324,7 +322,9 @@ async fn ids_never_collide_across_instances() {
             let mut ids = Vec::with_capacity(PER_INSTANCE);
             for n in 0..PER_INSTANCE {
                 let request = JobRequest::new(json!({"n": n})).started_by(user);
+                // Thousands at once: started here without waiting for each to be written.
                 let id = registry
+                    .local()
                     .spawn(request, move |_job| async move {
                         Ok::<_, std::io::Error>(json!({"n": n}))
                     })
@@ -365,9 +365,12 @@ async fn ids_never_collide_across_instances() {
     }
     // B lists all of A's, and counts every job of both.
     let listed = eventually("B lists all of A's jobs", async || {
-        match b.list_anywhere(&JobFilter::new().started_by(1)).await {
-            Ok(list) if list.len() == PER_INSTANCE => Ok(list),
-            Ok(list) => Err(format!("{} listed", list.len())),
+        match b
+            .list(&JobFilter::new().started_by(1).limit(PER_INSTANCE))
+            .await
+        {
+            Ok(page) if page.jobs.len() == PER_INSTANCE && page.next.is_none() => Ok(page.jobs),
+            Ok(page) => Err(format!("{} listed", page.jobs.len())),
             Err(e) => Err(format!("{e:?}")),
         }
     })
@@ -376,7 +379,7 @@ async fn ids_never_collide_across_instances() {
         assert_eq!(Some(status), finals_of_a.get(&status.job_id));
     }
     let counts = eventually("B counts every job of both", async || {
-        match b.counts_anywhere().await {
+        match b.counts().await {
             Ok(counts) if counts.total() == 2 * PER_INSTANCE => Ok(counts),
             other => Err(format!("{other:?}")),
         }
@@ -403,24 +406,17 @@ async fn user_views_scope_jobs_across_instances() {
             job.cancelled().await;
             Err::<(), _>(std::io::Error::other("canceled"))
         })
+        .await
         .unwrap();
-    let seen = eventually("B reads user 1's job", async || {
-        match b.status_anywhere(&id).await {
-            Ok(status) if status.progress_current == Some(1) => Ok(status),
-            other => Err(format!("{other:?}")),
-        }
+    let seen = eventually("B reads user 1's job", async || match b.status(&id).await {
+        Ok(status) if status.progress_current == Some(1) => Ok(status),
+        other => Err(format!("{other:?}")),
     })
     .await;
 
     let intruder = b.as_user(2);
-    assert_eq!(
-        intruder.status_anywhere(&id).await,
-        Err(Error::NotYourJob(id))
-    );
-    assert_eq!(
-        intruder.cancel_anywhere(&id).await,
-        Err(Error::NotYourJob(id))
-    );
+    assert_eq!(intruder.status(&id).await, Err(Error::NotYourJob(id)));
+    assert_eq!(intruder.cancel(&id).await, Err(Error::NotYourJob(id)));
     assert_eq!(
         within(
             "a refused long-poll returns at once",
@@ -433,7 +429,7 @@ async fn user_views_scope_jobs_across_instances() {
         within("a refused wait returns at once", intruder.wait(&id)).await,
         Err(Error::NotYourJob(id))
     );
-    let intruder_list = intruder.list_anywhere(&JobFilter::new()).await.unwrap();
+    let intruder_list = intruder.list(&JobFilter::new()).await.unwrap().jobs;
     assert_eq!(intruder_list, Vec::new(), "user 2 lists none of user 1's");
     // The refused cancel left no request behind.
     let requested: bool = raw
@@ -445,13 +441,13 @@ async fn user_views_scope_jobs_across_instances() {
         .unwrap()
         .get(0);
     assert!(!requested, "a refused cancel requests nothing");
-    assert!(!a.status(&id).unwrap().job_canceling);
+    assert!(!a.status(&id).await.unwrap().job_canceling);
 
     let owner = b.as_user(1);
-    let read = owner.status_anywhere(&id).await.unwrap();
+    let read = owner.status(&id).await.unwrap();
     assert_eq!(without_runtime(read.clone()), without_runtime(seen.clone()));
     assert_eq!(read.started_by_user_id, Some(1));
-    let listed = owner.list_anywhere(&JobFilter::new()).await.unwrap();
+    let listed = owner.list(&JobFilter::new()).await.unwrap().jobs;
     assert_eq!(
         listed.iter().map(|s| s.job_id).collect::<Vec<_>>(),
         vec![id]
@@ -459,16 +455,13 @@ async fn user_views_scope_jobs_across_instances() {
 
     // An id no instance ever gave is unknown to everyone, and not "someone else's".
     let unknown = JobId::from_u64(id.as_u64() + 1_000_000_000);
+    assert_eq!(b.status(&unknown).await, Err(Error::UnknownJob(unknown)));
     assert_eq!(
-        b.status_anywhere(&unknown).await,
+        owner.status(&unknown).await,
         Err(Error::UnknownJob(unknown))
     );
     assert_eq!(
-        owner.status_anywhere(&unknown).await,
-        Err(Error::UnknownJob(unknown))
-    );
-    assert_eq!(
-        intruder.cancel_anywhere(&unknown).await,
+        intruder.cancel(&unknown).await,
         Err(Error::UnknownJob(unknown))
     );
     assert_eq!(
@@ -481,16 +474,13 @@ async fn user_views_scope_jobs_across_instances() {
     );
 
     // The owner's view may cancel it from B.
-    assert_eq!(
-        owner.cancel_anywhere(&id).await,
-        Ok(CancelOutcome::Requested)
-    );
+    assert_eq!(owner.cancel(&id).await, Ok(CancelOutcome::Requested));
     let done = within("user 1 waits for the end from B", owner.wait(&id))
         .await
         .unwrap();
     assert_eq!(done.job_state, Failed);
     assert!(done.job_canceling);
-    assert_eq!(done, a.status(&id).unwrap());
+    assert_eq!(done, a.status(&id).await.unwrap());
 }
 
 /// A job's name is kept in the store with its status: another instance's lists filter by it
@@ -510,6 +500,7 @@ async fn names_are_kept_in_the_store_and_filter_every_instance_s_jobs() {
             None => JobRequest::default(),
         };
         b.as_user(user)
+            .local()
             .spawn(request, move |_job: JobHandle| async move {
                 if runs {
                     let _ = released.wait_for(|open| *open).await;
@@ -526,7 +517,7 @@ async fn names_are_kept_in_the_store_and_filter_every_instance_s_jobs() {
     // A cacheable request's row is first written by its cache claim: with its name too.
     let query = b
         .as_user(7)
-        .submit_anywhere(
+        .submit(
             JobRequest::new(json!({"concreteType": "org.example.Query", "q": 1}))
                 .name("query")
                 .cacheable(),
@@ -541,42 +532,29 @@ async fn names_are_kept_in_the_store_and_filter_every_instance_s_jobs() {
         })
         .await;
     }
-    b.announced(&running_export).await;
 
-    let ids = |list: Result<Vec<AsynchronousJobStatus>, Error>| -> HashSet<JobId> {
-        list.unwrap().into_iter().map(|s| s.job_id).collect()
+    let ids = |list: Result<JobPage, Error>| -> HashSet<JobId> {
+        list.unwrap().jobs.into_iter().map(|s| s.job_id).collect()
     };
     let named = |name: &str| JobFilter::new().named(name);
     assert_eq!(
-        ids(a.list_anywhere(&named("export")).await),
+        ids(a.list(&named("export")).await),
         HashSet::from([running_export, done_export, eights_export]),
         "every user's exports"
     );
     assert_eq!(
-        ids(a.as_user(7).list_anywhere(&named("export")).await),
+        ids(a.as_user(7).list(&named("export")).await),
         HashSet::from([running_export, done_export]),
         "user 7's exports"
     );
     assert_eq!(
-        ids(a
-            .as_user(7)
-            .list_anywhere(&named("export").state(Complete))
-            .await),
+        ids(a.as_user(7).list(&named("export").state(Complete)).await),
         HashSet::from([done_export])
     );
-    assert_eq!(
-        ids(a.list_anywhere(&named("import")).await),
-        HashSet::from([import])
-    );
-    assert_eq!(
-        ids(a.list_anywhere(&named("query")).await),
-        HashSet::from([query])
-    );
-    assert!(ids(a.list_anywhere(&named("nothing")).await).is_empty());
-    assert_eq!(
-        ids(a.as_user(7).list_anywhere(&JobFilter::new()).await).len(),
-        5
-    );
+    assert_eq!(ids(a.list(&named("import")).await), HashSet::from([import]));
+    assert_eq!(ids(a.list(&named("query")).await), HashSet::from([query]));
+    assert!(ids(a.list(&named("nothing")).await).is_empty());
+    assert_eq!(ids(a.as_user(7).list(&JobFilter::new()).await).len(), 5);
 
     // B goes away; an instance started afterwards holds none of the jobs, and finds them by name.
     release.send_replace(true);
@@ -584,7 +562,7 @@ async fn names_are_kept_in_the_store_and_filter_every_instance_s_jobs() {
     drop(b);
     let c = registry(store(&test.url).await);
     assert_eq!(
-        ids(c.as_user(7).list_anywhere(&named("export")).await),
+        ids(c.as_user(7).list(&named("export")).await),
         HashSet::from([running_export, done_export]),
         "after a restart"
     );
@@ -627,7 +605,7 @@ async fn request_caching_answers_equal_requests_from_any_instance() {
 
     let first = a
         .as_user(1)
-        .submit_anywhere(query("select 1"), gated(release.clone(), json!(1)))
+        .submit(query("select 1"), gated(release.clone(), json!(1)))
         .await
         .unwrap();
     let Spawned::Started(id) = first else {
@@ -641,25 +619,25 @@ async fn request_caching_answers_equal_requests_from_any_instance() {
         Ok::<_, std::io::Error>(())
     };
     assert_eq!(
-        b.as_user(1).submit_anywhere(reordered, never_called).await,
+        b.as_user(1).submit(reordered, never_called).await,
         Ok(Spawned::Reused(id))
     );
     // Another user, another body, or a request not marked cacheable: a job of its own.
     let other_user = b
         .as_user(2)
-        .submit_anywhere(query("select 1"), gated(release.clone(), json!(2)))
+        .submit(query("select 1"), gated(release.clone(), json!(2)))
         .await
         .unwrap();
     assert!(!other_user.is_reused() && other_user.id() != id);
     let other_body = b
         .as_user(1)
-        .submit_anywhere(query("select 2"), gated(release.clone(), json!(3)))
+        .submit(query("select 2"), gated(release.clone(), json!(3)))
         .await
         .unwrap();
     assert!(!other_body.is_reused() && other_body.id() != id);
     let not_cacheable = b
         .as_user(1)
-        .submit_anywhere(
+        .submit(
             JobRequest::new(
                 json!({"concreteType": "org.example.Query", "sql": "select 1", "limit": 10}),
             ),
@@ -670,9 +648,7 @@ async fn request_caching_answers_equal_requests_from_any_instance() {
     assert!(!not_cacheable.is_reused() && not_cacheable.id() != id);
     // B's own new job answers B's equal requests from memory, and A's from the store.
     assert_eq!(
-        a.as_user(2)
-            .submit_anywhere(query("select 1"), never_called)
-            .await,
+        a.as_user(2).submit(query("select 1"), never_called).await,
         Ok(Spawned::Reused(other_user.id()))
     );
 
@@ -685,9 +661,7 @@ async fn request_caching_answers_equal_requests_from_any_instance() {
     })
     .await;
     assert_eq!(
-        b.as_user(1)
-            .submit_anywhere(query("select 1"), never_called)
-            .await,
+        b.as_user(1).submit(query("select 1"), never_called).await,
         Ok(Spawned::Reused(id))
     );
     assert_eq!(
@@ -715,7 +689,7 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
 
     // Failed on A: B starts anew.
     let failed = a
-        .submit_anywhere(request(), |_job| async {
+        .submit(request(), |_job| async {
             Err::<(), _>(std::io::Error::other("disk full"))
         })
         .await
@@ -736,7 +710,7 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
     // This one stops when canceled (a job that completes despite a cancel is COMPLETE, and
     // answers equal requests again).
     let second = b
-        .submit_anywhere(request(), |job: JobHandle| async move {
+        .submit(request(), |job: JobHandle| async move {
             job.cancelled().await;
             Err::<(), _>(std::io::Error::other("canceled"))
         })
@@ -745,12 +719,9 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
     assert!(!second.is_reused() && second.id() != failed, "{second:?}");
 
     // Being canceled (asked from A, applied by B): A starts anew.
-    assert_eq!(
-        a.cancel_anywhere(&second.id()).await,
-        Ok(CancelOutcome::Requested)
-    );
+    assert_eq!(a.cancel(&second.id()).await, Ok(CancelOutcome::Requested));
     let third = a
-        .submit_anywhere(request(), gated(release.clone(), json!("third")))
+        .submit(request(), gated(release.clone(), json!("third")))
         .await
         .unwrap();
     assert!(!third.is_reused() && third.id() != second.id(), "{third:?}");
@@ -770,7 +741,7 @@ async fn request_caching_skips_failed_and_canceled_jobs_of_other_instances() {
         Complete
     );
     assert_eq!(
-        b.submit_anywhere(request(), |_job| async { Ok::<_, std::io::Error>(()) })
+        b.submit(request(), |_job| async { Ok::<_, std::io::Error>(()) })
             .await,
         Ok(Spawned::Reused(third.id()))
     );
@@ -788,27 +759,30 @@ async fn counts_anywhere_tell_running_from_queued_jobs_of_every_instance() {
     let (finish, release) = watch::channel(false);
     let on_a: Vec<JobId> = (0..3)
         .map(|n| {
-            a.spawn(
-                JobRequest::new(json!({"n": n})),
-                gated(release.clone(), json!(n)),
-            )
-            .unwrap()
+            a.local()
+                .spawn(
+                    JobRequest::new(json!({"n": n})),
+                    gated(release.clone(), json!(n)),
+                )
+                .unwrap()
         })
         .collect();
     let on_b = b
         .spawn(JobRequest::default(), gated(release.clone(), json!("b")))
+        .await
         .unwrap();
     let failed = b
         .spawn(JobRequest::default(), |_job| async {
             Err::<(), _>(std::io::Error::other("no"))
         })
+        .await
         .unwrap();
     within("B's failing job ends", b.wait(&failed))
         .await
         .unwrap();
 
     let counts = eventually("every instance's jobs counted", async || {
-        let counts = b.counts_anywhere().await.map_err(|e| e.to_string())?;
+        let counts = b.counts().await.map_err(|e| e.to_string())?;
         if counts.processing == 4 && counts.failed == 1 && counts.queued == 2 {
             Ok(counts)
         } else {
@@ -818,7 +792,7 @@ async fn counts_anywhere_tell_running_from_queued_jobs_of_every_instance() {
     .await;
     assert_eq!((counts.running, counts.queued, counts.complete), (2, 2, 0));
     assert_eq!(counts.processing, counts.running + counts.queued);
-    assert_eq!(a.counts_anywhere().await.unwrap(), counts);
+    assert_eq!(a.counts().await.unwrap(), counts);
 
     // Once the queue drains, nothing is counted as waiting.
     finish.send(true).unwrap();
@@ -826,7 +800,7 @@ async fn counts_anywhere_tell_running_from_queued_jobs_of_every_instance() {
         within("a job completes", b.wait(id)).await.unwrap();
     }
     let counts = eventually("the finished jobs counted", async || {
-        let counts = b.counts_anywhere().await.map_err(|e| e.to_string())?;
+        let counts = b.counts().await.map_err(|e| e.to_string())?;
         if counts.complete == 4 {
             Ok(counts)
         } else {
@@ -860,10 +834,10 @@ async fn watch_anywhere_follows_another_instance_s_job_to_its_end() {
             }
             Ok::<_, std::io::Error>(json!("done"))
         })
+        .await
         .unwrap();
-    within("A's start is written", a.announced(&id)).await;
 
-    let mut watch = within("B watches A's job", b.as_user(1).watch_anywhere(&id))
+    let mut watch = within("B watches A's job", b.as_user(1).watch(&id))
         .await
         .unwrap();
     let first = within("the first status", watch.next()).await.unwrap();
@@ -900,16 +874,13 @@ async fn watch_anywhere_follows_another_instance_s_job_to_its_end() {
 
     // Scoped as every other call, and an unknown id is unknown everywhere.
     assert!(matches!(
-        b.as_user(2).watch_anywhere(&id).await,
+        b.as_user(2).watch(&id).await,
         Err(Error::NotYourJob(_))
     ));
     let unknown: JobId = "999".parse().unwrap();
-    assert!(matches!(
-        b.watch_anywhere(&unknown).await,
-        Err(Error::UnknownJob(_))
-    ));
+    assert!(matches!(b.watch(&unknown).await, Err(Error::UnknownJob(_))));
     // A's own job through the same call: watched in memory.
-    let mut local = a.watch_anywhere(&id).await.unwrap();
+    let mut local = a.watch(&id).await.unwrap();
     assert_eq!(local.next().await.unwrap().job_state, Complete);
 }
 
@@ -934,13 +905,14 @@ async fn the_last_of_a_burst_of_progress_is_written() {
             }
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
     for target in [BURST, BURST + 1, 2 * BURST] {
         more.send(target).unwrap();
         eventually_within(
             CROSSING,
             "B reads the burst's last report",
-            async || match b.status_anywhere(&id).await {
+            async || match b.status(&id).await {
                 Ok(status) if status.progress_current == Some(target) => Ok(()),
                 other => Err(format!("{other:?}")),
             },
@@ -974,7 +946,7 @@ async fn equal_requests_racing_on_two_instances_start_one_job() {
                     .started_by(9)
                     .cacheable();
                 instance
-                    .submit_anywhere(request, move |job| {
+                    .submit(request, move |job| {
                         called.fetch_add(1, Ordering::SeqCst);
                         gated(release, json!(round))(job)
                     })
@@ -1033,6 +1005,7 @@ async fn child_instance() {
             .spawn(request, |_job| {
                 std::future::pending::<Result<(), std::io::Error>>()
             })
+            .await
             .unwrap();
         writeln!(out, "{CHILD_JOB}{id}").unwrap();
     }
@@ -1080,7 +1053,7 @@ async fn a_killed_instance_s_jobs_fail_with_node_lost() {
     let mut running = Vec::new();
     for (n, id) in ids.iter().enumerate() {
         let status = eventually("this instance reads the child's job", async || {
-            match here.status_anywhere(id).await {
+            match here.status(id).await {
                 Ok(status) => Ok(status),
                 Err(e) => Err(format!("{e:?}")),
             }
@@ -1161,22 +1134,23 @@ async fn a_database_restart_mid_run_loses_no_final_status() {
     // 30 steps 100 ms apart: about 3 s each.
     let ids: Vec<JobId> = (0..20u64)
         .map(|n| {
-            a.spawn(
-                JobRequest::new(json!({"n": n})),
-                move |job: JobHandle| async move {
-                    for step in 1..=STEPS {
-                        job.set_progress(step, STEPS, format!("step {step}"));
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Ok::<_, std::io::Error>(json!({"job": n}))
-                },
-            )
-            .unwrap()
+            a.local()
+                .spawn(
+                    JobRequest::new(json!({"n": n})),
+                    move |job: JobHandle| async move {
+                        for step in 1..=STEPS {
+                            job.set_progress(step, STEPS, format!("step {step}"));
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Ok::<_, std::io::Error>(json!({"job": n}))
+                    },
+                )
+                .unwrap()
         })
         .collect();
     for id in &ids {
         eventually("B reads A's running job", async || {
-            match b.status_anywhere(id).await {
+            match b.status(id).await {
                 Ok(status) if status.job_state == Processing => Ok(()),
                 other => Err(format!("{other:?}")),
             }
@@ -1189,7 +1163,7 @@ async fn a_database_restart_mid_run_loses_no_final_status() {
     let restart_took = restart.elapsed();
     let running_after = ids
         .iter()
-        .filter(|id| !a.status(id).unwrap().is_terminal())
+        .filter(|id| !a.local().status(id).unwrap().is_terminal())
         .count();
 
     for (n, id) in ids.iter().enumerate() {
@@ -1208,7 +1182,7 @@ async fn a_database_restart_mid_run_loses_no_final_status() {
             final_status_on(&b, *id).await
         })
         .await;
-        assert_eq!(read, a.status(id).unwrap());
+        assert_eq!(read, a.status(id).await.unwrap());
     }
     println!(
         "restart took {restart_took:?}; {running_after} of 20 jobs were still running after \
@@ -1236,16 +1210,17 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
     let mut ids: Vec<JobId> = (0..5u64)
         .map(|n| {
             let mut gate = gate.clone();
-            a.spawn(
-                JobRequest::new(json!({"n": n})),
-                move |job: JobHandle| async move {
-                    job.set_progress(1, 2, "waiting");
-                    gate.wait_for(|open| *open).await.ok();
-                    job.set_progress(2, 2, "finishing");
-                    Ok::<_, std::io::Error>(json!({"job": n}))
-                },
-            )
-            .unwrap()
+            a.local()
+                .spawn(
+                    JobRequest::new(json!({"n": n})),
+                    move |job: JobHandle| async move {
+                        job.set_progress(1, 2, "waiting");
+                        gate.wait_for(|open| *open).await.ok();
+                        job.set_progress(2, 2, "finishing");
+                        Ok::<_, std::io::Error>(json!({"job": n}))
+                    },
+                )
+                .unwrap()
         })
         .collect();
     let survivor = a
@@ -1263,10 +1238,11 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
                 Ok::<_, std::io::Error>(json!({"survivor": true}))
             }
         })
+        .await
         .unwrap();
     for id in ids.iter().chain([&survivor]) {
         eventually("B reads A's job at its first step", async || {
-            match b.status_anywhere(id).await {
+            match b.status(id).await {
                 Ok(status) if status.progress_current == Some(1) => Ok(()),
                 other => Err(format!("{other:?}")),
             }
@@ -1279,12 +1255,10 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
 
     // A answers for its own jobs from memory, also through the cluster-wide calls.
     for id in ids.iter().chain([&survivor]) {
-        let local = a.status(id).unwrap();
+        let local = a.status(id).await.unwrap();
         assert_eq!(local.job_state, Processing);
         assert_eq!(local.progress_current, Some(1));
-        let anywhere = within("A reads its own job", a.status_anywhere(id))
-            .await
-            .unwrap();
+        let anywhere = within("A reads its own job", a.status(id)).await.unwrap();
         assert_eq!(without_runtime(anywhere), without_runtime(local));
     }
     // B cannot reach A's jobs, and says why.
@@ -1295,14 +1269,11 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
         );
     }
     let id = ids[0];
-    unavailable(within("B reads", b.status_anywhere(&id)).await, "reads");
+    unavailable(within("B reads", b.status(&id)).await, "reads");
     unavailable(within("B waits", b.wait(&id)).await, "waits");
-    unavailable(within("B cancels", b.cancel_anywhere(&id)).await, "cancels");
-    unavailable(
-        within("B lists", b.list_anywhere(&JobFilter::new())).await,
-        "lists",
-    );
-    unavailable(within("B counts", b.counts_anywhere()).await, "counts");
+    unavailable(within("B cancels", b.cancel(&id)).await, "cancels");
+    unavailable(within("B lists", b.list(&JobFilter::new())).await, "lists");
+    unavailable(within("B counts", b.counts()).await, "counts");
 
     // A's jobs go on and finish, and A starts one more, all while the database is down.
     go.send(true).unwrap();
@@ -1320,7 +1291,7 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
     let (go_late, mut late_gate) = watch::channel(false);
     let late = within(
         "A starts a cacheable job without the store",
-        a.submit_anywhere(late_request(), |_job| async move {
+        a.submit(late_request(), |_job| async move {
             late_gate.wait_for(|open| *open).await.ok();
             Ok::<_, std::io::Error>(json!({"late": true}))
         }),
@@ -1330,7 +1301,7 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
     assert!(!late.is_reused());
     let again = within(
         "A answers an equal request without the store",
-        a.submit_anywhere(late_request(), |_job| async {
+        a.submit(late_request(), |_job| async {
             Ok::<_, std::io::Error>(json!({"again": true}))
         }),
     )
@@ -1348,7 +1319,7 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
     );
     ids.push(late);
     eventually("the survivor reports its last step", async || {
-        match a.status(&survivor) {
+        match a.status(&survivor).await {
             Ok(status) if status.progress_current == Some(SURVIVOR_STEPS) => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -1371,11 +1342,11 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
             async || final_status_on(&b, *id).await,
         )
         .await;
-        assert_eq!(read, a.status(id).unwrap());
+        assert_eq!(read, a.status(id).await.unwrap());
     }
     // The survivor's latest progress, not an earlier one, reaches the database.
     let latest = eventually("B reads the survivor's last step", async || {
-        match b.status_anywhere(&survivor).await {
+        match b.status(&survivor).await {
             Ok(status) if status.progress_current == Some(SURVIVOR_STEPS) => Ok(status),
             other => Err(format!("{other:?}")),
         }
@@ -1384,14 +1355,14 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
     let written = back.elapsed();
     assert_eq!(
         without_runtime(latest),
-        without_runtime(a.status(&survivor).unwrap())
+        without_runtime(a.status(&survivor).await.unwrap())
     );
     release.send(true).unwrap();
     let done = within("B waits for the survivor", b.wait(&survivor))
         .await
         .unwrap();
     assert_eq!(done.job_state, Complete);
-    assert_eq!(done, a.status(&survivor).unwrap());
+    assert_eq!(done, a.status(&survivor).await.unwrap());
     println!(
         "outage of {outage:?}; every status written and read from B {written:?} after the \
          database came back"
@@ -1418,12 +1389,11 @@ async fn an_instance_that_cannot_renew_its_lease_cancels_its_jobs() {
             let _ = token_fired.send(Instant::now());
             Err::<(), _>(std::io::Error::other("canceled"))
         })
+        .await
         .unwrap();
-    eventually("B reads A's job", async || {
-        match b.status_anywhere(&id).await {
-            Ok(status) if status.progress_current == Some(1) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
+    eventually("B reads A's job", async || match b.status(&id).await {
+        Ok(status) if status.progress_current == Some(1) => Ok(()),
+        other => Err(format!("{other:?}")),
     })
     .await;
 
@@ -1481,21 +1451,22 @@ async fn an_instance_that_cannot_renew_its_lease_cancels_its_jobs() {
             job.cancelled().await;
             Err::<(), _>(std::io::Error::other("canceled"))
         })
+        .await
         .unwrap();
     eventually("B reads A's new job", async || {
-        match b.status_anywhere(&next).await {
+        match b.status(&next).await {
             Ok(status) if status.job_state == Processing => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
     .await;
-    assert_eq!(b.cancel_anywhere(&next).await, Ok(CancelOutcome::Requested));
+    assert_eq!(b.cancel(&next).await, Ok(CancelOutcome::Requested));
     let done = within("B waits for A's new job", b.wait(&next))
         .await
         .unwrap();
     assert_eq!(done.job_state, Failed);
     assert!(done.job_canceling);
-    assert_eq!(done, a.status(&next).unwrap());
+    assert_eq!(done, a.status(&next).await.unwrap());
     println!(
         "lease {LEASE:?}: A canceled its job {self_cancel:?} after the database went down; \
          B read it as {}",
@@ -1527,9 +1498,10 @@ async fn a_job_started_while_the_lease_is_lost_is_not_left_running_unseen() {
             let _ = token_fired.send(Instant::now());
             Err::<(), _>(std::io::Error::other("canceled"))
         })
+        .await
         .unwrap();
     eventually("B reads A's first job", async || {
-        b.status_anywhere(&old).await.map_err(|e| format!("{e:?}"))
+        b.status(&old).await.map_err(|e| format!("{e:?}"))
     })
     .await;
 
@@ -1561,6 +1533,7 @@ async fn a_job_started_while_the_lease_is_lost_is_not_left_running_unseen() {
                 _ = finished => Ok(json!("done")),
             }
         })
+        .await
         .unwrap();
     let owner_of_next = format!("SELECT owner FROM asyncjobs_jobs WHERE id = {next}");
     eventually("A writes its new job", async || {
@@ -1591,7 +1564,7 @@ async fn a_job_started_while_the_lease_is_lost_is_not_left_running_unseen() {
     let canceled = eventually_within(
         Duration::from_secs(5),
         "A cancels the job the cluster declared lost",
-        async || match a.status(&next) {
+        async || match a.status(&next).await {
             Ok(status) if status.job_canceling || status.is_terminal() => Ok(status),
             other => Err(format!(
                 "{other:?} (read as lost {:?} ago)",
@@ -1624,6 +1597,7 @@ async fn shutdown_writes_every_final_status_before_leaving() {
         .map(|n| {
             let mut gate = gate.clone();
             registry
+                .local()
                 .spawn(
                     JobRequest::new(json!({"n": n})),
                     move |job: JobHandle| async move {
@@ -1716,7 +1690,7 @@ async fn shutdown_writes_every_final_status_before_leaving() {
     let wrong: Vec<String> = ids
         .iter()
         .filter_map(|id| {
-            let local = registry.status(id).unwrap();
+            let local = registry.local().status(id).unwrap();
             let stored = stored.get(&id.as_u64());
             (stored != Some(&local)).then(|| {
                 format!(
@@ -1770,6 +1744,7 @@ async fn progress_costs_a_bounded_number_of_statements() {
         .map(|_| {
             let reports = reports.clone();
             registry
+                .local()
                 .spawn(JobRequest::default(), move |job: JobHandle| async move {
                     let began = Instant::now();
                     let mut n = 0u64;
@@ -1798,7 +1773,7 @@ async fn progress_costs_a_bounded_number_of_statements() {
     // before the shutdown, which must then write nothing more (whether it does is
     // `shutdown_writes_every_final_status_before_leaving`'s business).
     eventually("the final statuses are written", async || {
-        match registry.counts_anywhere().await {
+        match registry.counts().await {
             Ok(counts) if counts.complete == JOBS as usize => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -1901,12 +1876,14 @@ async fn retention_run(
             job.cancelled().await;
             Err::<(), _>(std::io::Error::other("canceled"))
         })
+        .await
         .unwrap();
     for n in 0..100u64 {
         registry
             .spawn(JobRequest::new(json!({"n": n})), move |_job| async move {
                 Ok::<_, std::io::Error>(n)
             })
+            .await
             .unwrap();
     }
     // The highest version written of each job, from the notices.
@@ -1964,8 +1941,18 @@ async fn the_shared_table_keeps_at_most_the_finished_count() {
         1,
         "the running job's row stays"
     );
-    assert_eq!(registry.status(&running).unwrap().job_state, Processing);
-    assert_eq!(registry.list(&JobFilter::new().state(Complete)).len(), 10);
+    assert_eq!(
+        registry.status(&running).await.unwrap().job_state,
+        Processing
+    );
+    assert_eq!(
+        registry
+            .local()
+            .list(&JobFilter::new().state(Complete))
+            .jobs
+            .len(),
+        10
+    );
     println!("100 finished rows were trimmed to 10 {trimmed_after:?} after they were written");
 }
 
@@ -1992,6 +1979,9 @@ async fn the_shared_table_drops_finished_statuses_after_their_time() {
         1,
         "the running job's row stays"
     );
-    assert_eq!(registry.status(&running).unwrap().job_state, Processing);
+    assert_eq!(
+        registry.status(&running).await.unwrap().job_state,
+        Processing
+    );
     println!("100 finished rows kept 2 s were gone {gone_after:?} after they were all written");
 }

@@ -115,6 +115,7 @@ async fn thousands_of_jobs_end_exactly_once_under_pollers_and_cancels() {
     let ids: Vec<JobId> = (0..JOBS)
         .map(|i| {
             registry
+                .local()
                 .spawn(JobRequest::default().started_by(i % 10), move |job| {
                     job_body(i, job)
                 })
@@ -131,7 +132,7 @@ async fn thousands_of_jobs_end_exactly_once_under_pollers_and_cancels() {
                 loop {
                     let mut all_done = true;
                     for id in ids.iter().skip(p % 2).step_by(2) {
-                        let s = registry.status(id).unwrap();
+                        let s = registry.status(id).await.unwrap();
                         all_done &= s.is_terminal();
                         seen.entry(*id).or_default().observe(s);
                     }
@@ -157,7 +158,7 @@ async fn thousands_of_jobs_end_exactly_once_under_pollers_and_cancels() {
             let (registry, id) = (registry.clone(), *id);
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                registry.cancel(&id).unwrap()
+                registry.cancel(&id).await.unwrap()
             })
         })
         .collect();
@@ -214,7 +215,7 @@ async fn thousands_of_jobs_end_exactly_once_under_pollers_and_cancels() {
     assert_eq!(outcomes.len(), 5);
     assert!(outcomes.values().all(|&n| n == JOBS / 5), "{outcomes:?}");
     assert_eq!(
-        registry.len(),
+        registry.local().len(),
         JOBS as usize,
         "every job retained exactly once"
     );

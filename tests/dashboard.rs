@@ -717,7 +717,7 @@ async fn a_browser_sees_jobs_live_and_cancels_one() {
             r#"return document.getElementById("live").dataset.live === "down";"#,
         )
         .await;
-    let etag = server.registry.status(&running).unwrap().etag;
+    let etag = server.registry.status(&running).await.unwrap().etag;
     server.step("running");
     let status = server
         .registry
@@ -760,7 +760,7 @@ async fn a_browser_sees_jobs_live_and_cancels_one() {
     assert_eq!(row.outcome, "cancel requested");
     assert!(!row.cancel_shown);
     assert_eq!(row.value, Some(2.0), "the bar stays where the job stopped");
-    let status = server.registry.status(&export).unwrap();
+    let status = server.registry.status(&export).await.unwrap();
     assert_eq!(status.job_state, AsynchJobState::Failed);
     assert!(status.job_canceling);
     assert_eq!(status.error_message.as_deref(), Some("export canceled"));

@@ -20,6 +20,7 @@ async fn limits_too_large_to_reach_are_no_limits() {
                 Ok::<_, &str>(())
             },
         )
+        .await
         .unwrap();
     let s = registry.wait(&id).await.unwrap();
     assert_eq!(s.job_state, AsynchJobState::Complete);
@@ -37,9 +38,10 @@ fn a_runtime_without_a_timer_stops_canceled_jobs_instead_of_panicking() {
                 std::future::pending::<()>().await;
                 Ok::<_, &str>(())
             })
+            .await
             .unwrap();
         tokio::task::yield_now().await;
-        registry.cancel(&id).unwrap();
+        registry.cancel(&id).await.unwrap();
         let s = registry.wait(&id).await.unwrap();
         assert_eq!(s.job_state, AsynchJobState::Failed);
         assert_eq!(s.exception.as_deref(), Some(exception::ABORTED));
@@ -54,11 +56,12 @@ fn a_runtime_without_a_timer_stops_canceled_jobs_instead_of_panicking() {
                 std::future::pending::<()>().await;
                 Ok::<_, &str>(())
             })
+            .await
             .unwrap();
         let summary = registry.shutdown(Duration::from_secs(1)).await;
         assert_eq!(summary.running, 1);
         assert_eq!(
-            registry.status(&other).unwrap().job_state,
+            registry.status(&other).await.unwrap().job_state,
             AsynchJobState::Failed
         );
     });
@@ -80,6 +83,7 @@ async fn the_error_message_is_the_first_line_and_the_details_keep_all() {
     let registry = JobRegistry::new();
     let id = registry
         .spawn(JobRequest::default(), |_| async { Err::<(), _>(MultiLine) })
+        .await
         .unwrap();
     let s = registry.wait(&id).await.unwrap();
     assert_eq!(s.error_message.as_deref(), Some("query failed"));
@@ -94,6 +98,7 @@ async fn long_polling_a_finished_job_answers_at_once() {
     let registry = JobRegistry::new();
     let id = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .await
         .unwrap();
     let done = registry.wait(&id).await.unwrap();
     let again = tokio::time::timeout(
@@ -114,19 +119,24 @@ async fn canceling_a_queued_job_ends_it_before_cancel_returns() {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok::<_, &str>(())
         })
+        .await
         .unwrap();
     let queued = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .await
         .unwrap();
-    assert_eq!(registry.cancel(&queued), Ok(CancelOutcome::Requested));
-    let s = registry.status(&queued).unwrap();
+    assert_eq!(registry.cancel(&queued).await, Ok(CancelOutcome::Requested));
+    let s = registry.status(&queued).await.unwrap();
     assert_eq!(
         s.job_state,
         AsynchJobState::Failed,
         "ended at once, not when its task next runs"
     );
     assert!(s.job_canceling);
-    assert_eq!(registry.cancel(&queued), Ok(CancelOutcome::AlreadyFinished));
+    assert_eq!(
+        registry.cancel(&queued).await,
+        Ok(CancelOutcome::AlreadyFinished)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -139,6 +149,7 @@ async fn a_sub_task_token_cancels_the_sub_task_not_the_job() {
             assert!(!job.is_canceling());
             Ok::<_, &str>("went on")
         })
+        .await
         .unwrap();
     let s = registry.wait(&id).await.unwrap();
     assert_eq!(
@@ -155,6 +166,7 @@ async fn a_feed_returns_every_final_status_before_it_ends_at_shutdown() {
         let ids: Vec<_> = (0..8)
             .map(|_| {
                 registry
+                    .local()
                     .spawn(JobRequest::default(), |job: JobHandle| async move {
                         job.cancelled().await;
                         Err::<(), _>("canceled")

@@ -44,10 +44,14 @@ fn promptly<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'stati
 async fn assert_healthy(registry: &JobRegistry, running: usize) {
     let r = registry.clone();
     let (counts, all, processing, len) = promptly("reading the registry", move || {
-        let counts = r.counts();
-        let all = r.list(&JobFilter::new());
-        let processing = r.list(&JobFilter::new().state(AsynchJobState::Processing));
-        (counts, all, processing, r.len())
+        let counts = r.local().counts();
+        let every = JobFilter::new().limit(usize::MAX);
+        let all = r.local().list(&every).jobs;
+        let processing = r
+            .local()
+            .list(&every.state(AsynchJobState::Processing))
+            .jobs;
+        (counts, all, processing, r.local().len())
     });
     assert_eq!(counts.processing, running, "{counts}");
     assert_eq!(processing.len(), running);
@@ -55,7 +59,7 @@ async fn assert_healthy(registry: &JobRegistry, running: usize) {
     for s in all.iter().take(100) {
         let id = s.job_id;
         let r = registry.clone();
-        let again = promptly("status", move || r.status(&id));
+        let again = promptly("status", move || r.local().status(&id));
         assert_eq!(again.map(|a| a.job_state), Ok(s.job_state));
     }
     if !registry.is_shut_down() {
@@ -64,6 +68,7 @@ async fn assert_healthy(registry: &JobRegistry, running: usize) {
                 job.set_progress(1, 1, "healthy");
                 Ok::<_, &str>("still works")
             })
+            .await
             .unwrap();
         let s = tokio::time::timeout(Duration::from_secs(10), registry.wait(&id))
             .await
@@ -126,6 +131,7 @@ async fn panics_in_a_jobs_body_end_it_failed() {
         .spawn(JobRequest::default(), |_| async {
             panic!("planned fault: str") as Result<(), &str>
         })
+        .await
         .unwrap();
     let string_panic = registry
         .spawn(JobRequest::default(), |job: JobHandle| async move {
@@ -133,17 +139,20 @@ async fn panics_in_a_jobs_body_end_it_failed() {
             tokio::task::yield_now().await;
             panic!("{PLANNED}: job {}", job.id()) as Result<(), &str>
         })
+        .await
         .unwrap();
     let other_payload = registry
         .spawn(JobRequest::default(), |_| async {
             std::panic::panic_any(NastyPayload) as Result<(), &str>
         })
+        .await
         .unwrap();
     let held_value = registry
         .spawn(JobRequest::default(), |_| async {
             let _held = Grenade;
             Ok::<_, &str>(1)
         })
+        .await
         .unwrap();
     let in_the_closure = registry
         .spawn(
@@ -152,6 +161,7 @@ async fn panics_in_a_jobs_body_end_it_failed() {
                 panic!("{PLANNED}: the closure")
             },
         )
+        .await
         .unwrap();
 
     let expect = [
@@ -168,7 +178,7 @@ async fn panics_in_a_jobs_body_end_it_failed() {
         assert_eq!(s.error_message.as_deref(), Some(message.as_str()));
         assert_eq!((s.error_details, s.response_body), (None, None));
     }
-    let s = registry.status(&string_panic).unwrap();
+    let s = registry.status(&string_panic).await.unwrap();
     assert_eq!(
         (s.progress_current, s.progress_message.as_deref()),
         (Some(2), Some("half way")),
@@ -189,27 +199,34 @@ async fn a_jobs_drop_that_panics_ends_it_failed_however_it_ends() {
         .spawn(JobRequest::default(), |_| {
             PanicsOnDrop(Box::pin(async { Ok::<_, &str>(1) }))
         })
+        .await
         .unwrap();
     let after_err = registry
         .spawn(JobRequest::default(), |_| {
             PanicsOnDrop(Box::pin(async { Err::<(), _>("failed") }))
         })
+        .await
         .unwrap();
     // Ignores its cancel: dropped after the grace, and panics then.
     let after_grace = registry
         .spawn(JobRequest::default(), |_| {
             PanicsOnDrop(Box::pin(std::future::pending::<Result<(), &str>>()))
         })
+        .await
         .unwrap();
     // Queued, canceled, and dropped without ever running: it had already ended.
     let queued = registry
         .spawn(JobRequest::default(), |_| {
             PanicsOnDrop(Box::pin(async { Ok::<_, &str>(()) }))
         })
+        .await
         .unwrap();
-    assert_eq!(registry.cancel(&queued), Ok(CancelOutcome::Requested));
+    assert_eq!(registry.cancel(&queued).await, Ok(CancelOutcome::Requested));
     tokio::task::yield_now().await;
-    assert_eq!(registry.cancel(&after_grace), Ok(CancelOutcome::Requested));
+    assert_eq!(
+        registry.cancel(&after_grace).await,
+        Ok(CancelOutcome::Requested)
+    );
 
     for id in [after_ok, after_err, after_grace] {
         let s = ended(&registry, &id).await;
@@ -218,7 +235,7 @@ async fn a_jobs_drop_that_panics_ends_it_failed_however_it_ends() {
         assert_eq!(s.error_message.as_deref(), Some(TASK_PANICKED));
         assert_eq!(s.response_body, None);
     }
-    assert!(registry.status(&after_grace).unwrap().job_canceling);
+    assert!(registry.status(&after_grace).await.unwrap().job_canceling);
     let s = ended(&registry, &queued).await;
     assert_eq!(s.exception.as_deref(), Some(exception::CANCELED));
     assert_eq!(
@@ -229,6 +246,7 @@ async fn a_jobs_drop_that_panics_ends_it_failed_however_it_ends() {
     let gates: Vec<_> = (0..3)
         .map(|_| {
             registry
+                .local()
                 .spawn(JobRequest::default(), |job: JobHandle| async move {
                     job.set_progress(1, 1, "running");
                     job.cancelled().await;
@@ -239,9 +257,9 @@ async fn a_jobs_drop_that_panics_ends_it_failed_however_it_ends() {
         .collect();
     tokio::task::yield_now().await;
     for id in &gates {
-        let s = registry.status(id).unwrap();
+        let s = registry.status(id).await.unwrap();
         assert_eq!(s.progress_message.as_deref(), Some("running"), "not queued");
-        registry.cancel(id).unwrap();
+        registry.cancel(id).await.unwrap();
     }
     for id in &gates {
         ended(&registry, id).await;
@@ -284,11 +302,13 @@ async fn an_error_whose_display_panics_ends_the_job_failed() {
         .spawn(JobRequest::default(), |_| async {
             Err::<(), _>(DisplayPanics)
         })
+        .await
         .unwrap();
     let cause = registry
         .spawn(JobRequest::default(), |_| async {
             Err::<(), _>(CauseDisplayPanics(DisplayPanics))
         })
+        .await
         .unwrap();
     for (id, type_name) in [
         (own, std::any::type_name::<DisplayPanics>()),
@@ -331,6 +351,7 @@ async fn an_error_whose_drop_panics_ends_the_job_failed() {
         .spawn(JobRequest::default(), |_| async {
             Err::<(), _>(DropPanics)
         })
+        .await
         .unwrap();
     let s = ended(&registry, &id).await;
     assert_eq!(s.job_state, AsynchJobState::Failed);
@@ -352,6 +373,7 @@ async fn an_error_whose_drop_panics_keeps_its_message() {
         .spawn(JobRequest::default(), |_| async {
             Err::<(), _>(DropPanics)
         })
+        .await
         .unwrap();
     let s = ended(&registry, &id).await;
     assert_eq!(s.error_message.as_deref(), Some("disk full"));
@@ -390,11 +412,13 @@ async fn a_result_whose_serialize_or_drop_panics_ends_the_job_failed() {
             job.set_progress(9, 10, "almost");
             Ok::<_, &str>(SerializePanics)
         })
+        .await
         .unwrap();
     let dropped = registry
         .spawn(JobRequest::default(), |_| async {
             Ok::<_, &str>(ResultDropPanics)
         })
+        .await
         .unwrap();
 
     let s = ended(&registry, &serialize).await;
@@ -472,6 +496,7 @@ fn a_job_that_never_yields_wedges_nothing_and_a_shutdown_ends_it() {
     let _release_on_exit = Release(release.clone());
     let blocking = Arc::new(AtomicBool::new(false));
     let id = registry
+        .local()
         .spawn(JobRequest::default(), |_| {
             never_yields(release.clone(), blocking.clone())
         })
@@ -480,18 +505,19 @@ fn a_job_that_never_yields_wedges_nothing_and_a_shutdown_ends_it() {
 
     // Everything answers while it blocks its thread, and other jobs run on the other one.
     let r = registry.clone();
-    let s = promptly("status", move || r.status(&id)).unwrap();
+    let s = promptly("status", move || r.local().status(&id)).unwrap();
     assert_eq!(s.job_state, AsynchJobState::Processing);
     let r = registry.clone();
     assert_eq!(
-        promptly("cancel", move || r.cancel(&id)),
+        promptly("cancel", move || r.local().cancel(&id)),
         Ok(CancelOutcome::Requested)
     );
     assert!(
-        registry.status(&id).unwrap().job_canceling,
+        registry.local().status(&id).unwrap().job_canceling,
         "the flag shows at once"
     );
     let other = registry
+        .local()
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(2) })
         .unwrap();
     let s = runtime.block_on(ended(&registry, &other));
@@ -499,7 +525,7 @@ fn a_job_that_never_yields_wedges_nothing_and_a_shutdown_ends_it() {
     // Its grace runs out, but a job that never yields cannot be stopped by dropping its future.
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(
-        registry.status(&id).unwrap().job_state,
+        registry.local().status(&id).unwrap().job_state,
         AsynchJobState::Processing
     );
 
@@ -520,7 +546,7 @@ fn a_job_that_never_yields_wedges_nothing_and_a_shutdown_ends_it() {
         summary.to_string().ends_with("(1 still running code)"),
         "{summary}"
     );
-    let stopped = registry.status(&id).unwrap();
+    let stopped = registry.local().status(&id).unwrap();
     assert_eq!(stopped.job_state, AsynchJobState::Failed);
     assert_eq!(stopped.exception.as_deref(), Some(exception::CANCELED));
     assert_eq!(
@@ -533,7 +559,7 @@ fn a_job_that_never_yields_wedges_nothing_and_a_shutdown_ends_it() {
     release.store(true, Ordering::SeqCst);
     let metrics = runtime.metrics();
     wait_until("the blocked task ends", || metrics.num_alive_tasks() == 0);
-    assert_eq!(registry.status(&id).unwrap(), stopped);
+    assert_eq!(registry.local().status(&id).unwrap(), stopped);
 }
 
 #[test]
@@ -547,15 +573,16 @@ fn a_job_that_never_yields_is_stopped_at_its_first_yield_after_the_grace() {
     let _release_on_exit = Release(release.clone());
     let blocking = Arc::new(AtomicBool::new(false));
     let id = registry
+        .local()
         .spawn(JobRequest::default(), |_| {
             never_yields(release.clone(), blocking.clone())
         })
         .unwrap();
     wait_until("the job starts", || blocking.load(Ordering::SeqCst));
-    registry.cancel(&id).unwrap();
+    registry.local().cancel(&id).unwrap();
     std::thread::sleep(Duration::from_millis(30));
     assert_eq!(
-        registry.status(&id).unwrap().job_state,
+        registry.local().status(&id).unwrap().job_state,
         AsynchJobState::Processing
     );
     release.store(true, Ordering::SeqCst);
@@ -584,6 +611,7 @@ async fn a_handle_used_after_its_job_ended_changes_nothing() {
                 Ok::<_, &str>("result")
             }
         })
+        .await
         .unwrap();
     let handle = handle_rx.await.unwrap();
     let done = ended(&registry, &id).await;
@@ -603,13 +631,16 @@ async fn a_handle_used_after_its_job_ended_changes_nothing() {
     };
     assert_eq!(spinner.await.unwrap(), 0);
     assert_eq!(
-        registry.status(&id).unwrap(),
+        registry.status(&id).await.unwrap(),
         done,
         "not even the etag moved"
     );
     assert_eq!(handle.status(), done);
     assert_eq!((handle.id(), handle.started_by()), (id, None));
-    assert_eq!(registry.cancel(&id), Ok(CancelOutcome::AlreadyFinished));
+    assert_eq!(
+        registry.cancel(&id).await,
+        Ok(CancelOutcome::AlreadyFinished)
+    );
     assert!(
         !handle.is_canceling(),
         "canceling a finished job fires nothing"
@@ -621,9 +652,10 @@ async fn a_handle_used_after_its_job_ended_changes_nothing() {
     // Dropped by retention: the registry no longer knows the job, its handle still reads it.
     let next = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .await
         .unwrap();
     ended(&registry, &next).await;
-    assert_eq!(registry.status(&id), Err(Error::UnknownJob(id)));
+    assert_eq!(registry.status(&id).await, Err(Error::UnknownJob(id)));
     assert_eq!(handle.status(), done);
     assert!(!handle.set_progress(5, 5, "later still"));
 
@@ -657,6 +689,7 @@ async fn dropping_the_registry_while_jobs_run_lets_each_end_as_it_would() {
     let spawn = |request: JobRequest, plan: u8| {
         let (dropped, handles) = (Dropped(dropped.clone()), handles.clone());
         registry
+            .local()
             .spawn(request, move |job: JobHandle| {
                 handles.lock().unwrap().push(job.clone());
                 async move {
@@ -682,7 +715,7 @@ async fn dropping_the_registry_while_jobs_run_lets_each_end_as_it_would() {
     let worker = spawn(JobRequest::default(), 0);
     let overrun = spawn(JobRequest::default().time_limit(Duration::from_secs(5)), 1);
     let queued = spawn(JobRequest::default(), 2);
-    let mut watch = registry.watch(&queued).unwrap();
+    let mut watch = registry.watch(&queued).await.unwrap();
     let watch_first = watch.next().await.unwrap();
     assert!(watch_first
         .progress_message
@@ -766,41 +799,65 @@ async fn a_shutdown_amid_thousands_of_faulty_jobs_and_readers_leaves_nothing_run
     for i in 0..JOBS {
         let id = match i % 6 {
             // Stops on cancel.
-            0 => registry.spawn(JobRequest::default(), |job: JobHandle| async move {
-                job.cancelled().await;
-                Err::<(), _>("stopped")
-            }),
+            0 => {
+                registry
+                    .spawn(JobRequest::default(), |job: JobHandle| async move {
+                        job.cancelled().await;
+                        Err::<(), _>("stopped")
+                    })
+                    .await
+            }
             // Ignores cancel.
-            1 => registry.spawn(JobRequest::default(), |_| async {
-                std::future::pending::<Result<(), &str>>().await
-            }),
+            1 => {
+                registry
+                    .spawn(JobRequest::default(), |_| async {
+                        std::future::pending::<Result<(), &str>>().await
+                    })
+                    .await
+            }
             // Blocks its thread a little at each poll, yielding in between.
-            2 => registry.spawn(JobRequest::default(), |job: JobHandle| async move {
-                for step in 0u64.. {
-                    std::thread::sleep(Duration::from_micros(200));
-                    job.set_progress(step, 0, "grinding");
-                    tokio::task::yield_now().await;
-                }
-                Ok::<_, &str>(())
-            }),
+            2 => {
+                registry
+                    .spawn(JobRequest::default(), |job: JobHandle| async move {
+                        for step in 0u64.. {
+                            std::thread::sleep(Duration::from_micros(200));
+                            job.set_progress(step, 0, "grinding");
+                            tokio::task::yield_now().await;
+                        }
+                        Ok::<_, &str>(())
+                    })
+                    .await
+            }
             // Panics when canceled.
-            3 => registry.spawn(JobRequest::default(), |job: JobHandle| async move {
-                job.cancelled().await;
-                panic!("{PLANNED}: on cancel") as Result<(), &str>
-            }),
+            3 => {
+                registry
+                    .spawn(JobRequest::default(), |job: JobHandle| async move {
+                        job.cancelled().await;
+                        panic!("{PLANNED}: on cancel") as Result<(), &str>
+                    })
+                    .await
+            }
             // Panics when dropped.
-            4 => registry.spawn(JobRequest::default(), |_| {
-                PanicsOnDrop(Box::pin(std::future::pending::<Result<(), &str>>()))
-            }),
+            4 => {
+                registry
+                    .spawn(JobRequest::default(), |_| {
+                        PanicsOnDrop(Box::pin(std::future::pending::<Result<(), &str>>()))
+                    })
+                    .await
+            }
             // Finishes by itself, one way or another.
-            _ => registry.spawn(JobRequest::default(), move |_| async move {
-                tokio::task::yield_now().await;
-                if i % 12 == 5 {
-                    Ok(json!(i))
-                } else {
-                    Err(format!("job {i} failed"))
-                }
-            }),
+            _ => {
+                registry
+                    .spawn(JobRequest::default(), move |_| async move {
+                        tokio::task::yield_now().await;
+                        if i % 12 == 5 {
+                            Ok(json!(i))
+                        } else {
+                            Err(format!("job {i} failed"))
+                        }
+                    })
+                    .await
+            }
         };
         ids.push(id.unwrap());
     }
@@ -816,14 +873,17 @@ async fn a_shutdown_amid_thousands_of_faulty_jobs_and_readers_leaves_nothing_run
                     let id = &ids[n];
                     match k {
                         0 => {
-                            registry.status(id).unwrap();
+                            registry.status(id).await.unwrap();
                         }
                         1 => {
-                            registry.list(&JobFilter::new().state(AsynchJobState::Processing));
-                            registry.counts();
+                            registry
+                                .list(&JobFilter::new().state(AsynchJobState::Processing))
+                                .await
+                                .unwrap();
+                            registry.counts().await.unwrap();
                         }
                         _ => {
-                            let seen = registry.status(id).unwrap();
+                            let seen = registry.status(id).await.unwrap();
                             let wait = registry.wait_for_change(id, &seen.etag);
                             let _ = tokio::time::timeout(Duration::from_millis(1), wait).await;
                         }
@@ -849,7 +909,9 @@ async fn a_shutdown_amid_thousands_of_faulty_jobs_and_readers_leaves_nothing_run
     );
     assert_healthy(&registry, 0).await;
     assert_eq!(
-        registry.spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) }),
+        registry
+            .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+            .await,
         Err(Error::ShutDown)
     );
     for (i, id) in ids.iter().enumerate() {

@@ -428,7 +428,7 @@ async fn failure_statuses_are_configurable() {
     let token = f
         .start(BOB, json!({"concreteType": "test.UntilCanceled"}))
         .await;
-    f.registry.cancel(&token.parse().unwrap()).unwrap();
+    f.registry.cancel(&token.parse().unwrap()).await.unwrap();
     f.finished(&token).await;
     let response = f
         .get(BOB, &format!("/async/get/{token}"))
@@ -527,7 +527,7 @@ async fn errors_are_json_reasons_with_the_right_status() {
             refused(response, StatusCode::FORBIDDEN).await;
         }
     }
-    let status = f.registry.status(&alices.parse().unwrap()).unwrap();
+    let status = f.registry.status(&alices.parse().unwrap()).await.unwrap();
     assert!(!status.job_canceling, "another user's cancel did nothing");
 
     // Bodies that start nothing.
@@ -585,7 +585,11 @@ async fn errors_are_json_reasons_with_the_right_status() {
         .await
         .unwrap();
     refused(response, StatusCode::PAYLOAD_TOO_LARGE).await;
-    assert_eq!(f.registry.len(), 1, "no refused request started a job");
+    assert_eq!(
+        f.registry.local().len(),
+        1,
+        "no refused request started a job"
+    );
 
     // Who is asking.
     let anonymous = f
@@ -651,7 +655,7 @@ async fn a_typed_kind_refuses_a_body_of_another_shape_naming_the_field() {
             .unwrap();
         assert_eq!(refused(response, StatusCode::BAD_REQUEST).await, reason);
     }
-    assert!(f.registry.is_empty());
+    assert!(f.registry.local().is_empty());
 }
 
 #[tokio::test]
@@ -681,8 +685,12 @@ async fn an_identity_header_sent_twice_is_refused_as_ambiguous() {
             assert!(reason.contains("more than once"), "{reason}");
         }
     }
-    assert_eq!(f.registry.len(), 1, "no ambiguous request started a job");
-    let status = f.registry.status(&alices.parse().unwrap()).unwrap();
+    assert_eq!(
+        f.registry.local().len(),
+        1,
+        "no ambiguous request started a job"
+    );
+    let status = f.registry.status(&alices.parse().unwrap()).await.unwrap();
     assert!(!status.job_canceling, "no ambiguous request canceled");
 }
 
@@ -704,7 +712,7 @@ async fn a_body_announced_larger_than_the_limit_is_refused_with_413_before_it_ar
         .expect("no answer within 2 s: the server is waiting for the announced body");
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"reason\""), "{answer}");
-    assert!(f.registry.is_empty());
+    assert!(f.registry.local().is_empty());
     // Nor is the rest of the body waited for: the server lets the connection go (end of stream,
     // or a reset).
     let mut rest = Vec::new();
@@ -771,7 +779,7 @@ async fn an_oversized_body_of_unknown_length_is_refused_with_413() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"reason\""), "{answer}");
-    assert!(f.registry.is_empty());
+    assert!(f.registry.local().is_empty());
 }
 
 #[tokio::test]
@@ -1274,7 +1282,11 @@ async fn the_generic_launch_starts_a_kind_of_any_area_with_201_and_its_status() 
             .unwrap();
         assert_eq!(refused(response, StatusCode::BAD_REQUEST).await, reason);
     }
-    assert_eq!(f.registry.len(), 1, "no refused request started a job");
+    assert_eq!(
+        f.registry.local().len(),
+        1,
+        "no refused request started a job"
+    );
 }
 
 #[tokio::test]
@@ -1355,7 +1367,10 @@ async fn bearer_tokens_map_to_users_through_the_applications_lookup() {
         let status = StatusCode::from_u16(status).unwrap();
         assert_eq!(refused(response, status).await, reason, "{authorization:?}");
     }
-    assert!(registry.is_empty(), "no refused request started a job");
+    assert!(
+        registry.local().is_empty(),
+        "no refused request started a job"
+    );
 
     let response = start(&["bearer alice-t0ken"]).await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
@@ -1363,7 +1378,7 @@ async fn bearer_tokens_map_to_users_through_the_applications_lookup() {
     let token = token["token"].as_str().unwrap();
     let id: JobId = token.parse().unwrap();
     assert_eq!(
-        registry.status(&id).unwrap().started_by_user_id,
+        registry.status(&id).await.unwrap().started_by_user_id,
         Some(ALICE)
     );
     let read = |auth: &'static str| {
@@ -1399,10 +1414,10 @@ async fn cancel_can_be_post_only() {
     let reason = refused(response, StatusCode::METHOD_NOT_ALLOWED).await;
     assert!(reason.contains("POST"), "{reason}");
     let id: JobId = token.parse().unwrap();
-    assert!(!f.registry.status(&id).unwrap().job_canceling);
+    assert!(!f.registry.status(&id).await.unwrap().job_canceling);
     let response = f.post(ALICE, &path).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    assert!(f.registry.status(&id).unwrap().job_canceling);
+    assert!(f.registry.status(&id).await.unwrap().job_canceling);
 }
 
 /// A mistyped URL (404) or a method its path does not take (405) is refused as every other
@@ -1506,6 +1521,7 @@ async fn the_list_names_the_callers_named_jobs() {
             JobRequest::new(json!({"concreteType": "test.Export"})).name("weekly export"),
             |_job| async { Ok::<_, std::io::Error>(()) },
         )
+        .await
         .unwrap();
     let unnamed = f
         .registry
@@ -1514,6 +1530,7 @@ async fn the_list_names_the_callers_named_jobs() {
             JobRequest::new(json!({"concreteType": "test.Export"})),
             |_job| async { Ok::<_, std::io::Error>(()) },
         )
+        .await
         .unwrap();
     let bobs = f
         .registry
@@ -1522,6 +1539,7 @@ async fn the_list_names_the_callers_named_jobs() {
             JobRequest::new(json!({"concreteType": "test.Export"})).name("bob's export"),
             |_job| async { Ok::<_, std::io::Error>(()) },
         )
+        .await
         .unwrap();
 
     let list: Value = f
@@ -1733,7 +1751,7 @@ async fn concurrent_clients_each_follow_their_own_jobs() {
     tokens.sort();
     tokens.dedup();
     assert_eq!(tokens.len(), 12);
-    assert_eq!(f.registry.counts().complete, 12);
+    assert_eq!(f.registry.local().counts().complete, 12);
 }
 
 #[test]

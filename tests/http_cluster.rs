@@ -455,17 +455,17 @@ async fn the_list_names_other_instances_jobs() {
             JobRequest::new(json!({"concreteType": "test.Export"})).name("weekly export"),
             |_job| async { Ok::<_, std::io::Error>(()) },
         )
+        .await
         .unwrap();
     let unnamed = alice
         .spawn(
             JobRequest::new(json!({"concreteType": "test.Export"})),
             |_job| async { Ok::<_, std::io::Error>(()) },
         )
+        .await
         .unwrap();
     alice.wait(&named).await.unwrap();
     alice.wait(&unnamed).await.unwrap();
-    alice.announced(&named).await;
-    alice.announced(&unnamed).await;
 
     let list = |instance: &Instance| {
         let http = http.clone();

@@ -187,6 +187,7 @@ async fn each_change_of_the_callers_jobs_is_one_event() {
         .spawn(JobRequest::default(), |_| async {
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
     registry.wait(&bobs).await.unwrap();
     let response = client()
@@ -201,7 +202,7 @@ async fn each_change_of_the_callers_jobs_is_one_event() {
 
     // Each change is let happen only once the one before was sent: one event each.
     let (first, status) = events.status().await;
-    assert_eq!(first, id_of(&registry.status(&id).unwrap()));
+    assert_eq!(first, id_of(&registry.status(&id).await.unwrap()));
     assert_eq!(status["jobState"], "PROCESSING");
     assert_eq!(status["startedByUserId"], ALICE);
     gate.notify_one();
@@ -228,7 +229,10 @@ async fn each_change_of_the_callers_jobs_is_one_event() {
         versions.windows(2).all(|w| w[0] < w[1]),
         "each event is a newer status: {ids:?}"
     );
-    assert_eq!(ids.last(), Some(&id_of(&registry.status(&id).unwrap())));
+    assert_eq!(
+        ids.last(),
+        Some(&id_of(&registry.status(&id).await.unwrap()))
+    );
 }
 
 /// Alice's jobs A to F (and one of Bob's), started together, each changed only when a test
@@ -244,6 +248,7 @@ impl Jobs {
         for user in [ALICE, ALICE, ALICE, ALICE, ALICE, ALICE, BOB] {
             registry
                 .as_user(user)
+                .local()
                 .spawn(JobRequest::default(), |job| {
                     handles.push(job.clone());
                     async move {
@@ -264,11 +269,11 @@ impl Jobs {
         let job = &self.handles[n];
         let now = job.status().progress_current.unwrap_or(0);
         job.set_progress(now + 1, 100, format!("step {}", now + 1));
-        id_of(&self.registry.status(&job.id()).unwrap())
+        id_of(&self.registry.local().status(&job.id()).unwrap())
     }
 
     fn id(&self, n: usize) -> String {
-        id_of(&self.registry.status(&self.handles[n].id()).unwrap())
+        id_of(&self.registry.local().status(&self.handles[n].id()).unwrap())
     }
 }
 

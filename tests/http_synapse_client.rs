@@ -338,7 +338,7 @@ async fn every_failure_reaches_the_client_as_an_error_at_its_next_poll() {
     ] {
         let id = client.start(json!({ "concreteType": kind })).await;
         assert_raised_at_next_poll(&client, &registry, id, expected, kind).await;
-        let status = registry.status(&id).unwrap();
+        let status = registry.status(&id).await.unwrap();
         assert_eq!(status.exception.as_deref(), Some(exception), "{kind}");
     }
 
@@ -352,12 +352,12 @@ async fn every_failure_reaches_the_client_as_an_error_at_its_next_poll() {
             let registry = registry.clone();
             tokio::spawn(async move {
                 sleep(Duration::from_secs(3)).await;
-                registry.as_user(ALICE).cancel(&id).unwrap();
+                registry.as_user(ALICE).cancel(&id).await.unwrap();
             })
         };
         assert_raised_at_next_poll(&client, &registry, id, StatusCode::CONFLICT, kind).await;
         canceler.await.unwrap();
-        let status = registry.status(&id).unwrap();
+        let status = registry.status(&id).await.unwrap();
         assert_eq!(status.exception.as_deref(), Some(exception), "{kind}");
         assert!(status.job_canceling);
     }
@@ -367,6 +367,7 @@ async fn every_failure_reaches_the_client_as_an_error_at_its_next_poll() {
     let queued = client.start(json!({"concreteType": "test.Unit"})).await;
     assert!(registry
         .status(&queued)
+        .await
         .unwrap()
         .progress_message
         .is_some_and(|m| m.starts_with("Queued")));
@@ -374,12 +375,12 @@ async fn every_failure_reaches_the_client_as_an_error_at_its_next_poll() {
         let registry = registry.clone();
         tokio::spawn(async move {
             sleep(Duration::from_secs(2)).await;
-            registry.cancel(&queued).unwrap();
+            registry.cancel(&queued).await.unwrap();
         })
     };
     assert_raised_at_next_poll(&client, &registry, queued, StatusCode::CONFLICT, "queued").await;
     canceler.await.unwrap();
-    registry.cancel(&blocker).unwrap();
+    registry.cancel(&blocker).await.unwrap();
     registry.wait(&blocker).await.unwrap();
 }
 
@@ -402,7 +403,7 @@ async fn a_job_whose_runtime_went_away_reaches_the_client_as_an_error() {
     });
     assert_raised_at_next_poll(&client, &registry, id, StatusCode::BAD_REQUEST, "aborted").await;
     dropper.await.unwrap();
-    let status = registry.status(&id).unwrap();
+    let status = registry.status(&id).await.unwrap();
     assert_eq!(status.exception.as_deref(), Some(exception::ABORTED));
 }
 

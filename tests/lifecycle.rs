@@ -16,7 +16,7 @@ use common::gated;
 async fn processing_from_the_moment_spawn_returns() {
     let registry = JobRegistry::new();
     let (id, _job, go) = gated(&registry, JobRequest::default());
-    let s = registry.status(&id).unwrap();
+    let s = registry.status(&id).await.unwrap();
     assert_eq!(s.job_state, AsynchJobState::Processing);
     assert_eq!(s.job_id, id);
     assert!(!s.job_canceling);
@@ -38,11 +38,11 @@ async fn processing_from_the_moment_spawn_returns() {
 async fn progress_changes_the_etag_only_when_something_changed() {
     let registry = JobRegistry::new();
     let (id, job, go) = gated(&registry, JobRequest::default());
-    let first = registry.status(&id).unwrap();
+    let first = registry.status(&id).await.unwrap();
 
     tokio::time::advance(Duration::from_millis(10)).await;
     assert!(job.set_progress(1, 10, "reading"));
-    let second = registry.status(&id).unwrap();
+    let second = registry.status(&id).await.unwrap();
     assert_ne!(second.etag, first.etag);
     assert_eq!(
         second.changed_on - first.changed_on,
@@ -57,7 +57,7 @@ async fn progress_changes_the_etag_only_when_something_changed() {
     // The same report again, later, from a String: nothing changes.
     tokio::time::advance(Duration::from_millis(10)).await;
     assert!(!job.set_progress(1, 10, String::from("reading")));
-    let third = registry.status(&id).unwrap();
+    let third = registry.status(&id).await.unwrap();
     assert_eq!(third.etag, second.etag);
     assert_eq!(third.changed_on, second.changed_on);
     assert_eq!(
@@ -74,12 +74,17 @@ async fn progress_changes_the_etag_only_when_something_changed() {
         (2, 11, ""),
     ] {
         assert!(job.set_progress(current, total, message));
-        let etag = registry.status(&id).unwrap().etag;
+        let etag = registry.status(&id).await.unwrap().etag;
         assert!(!seen.contains(&etag), "etag {etag} repeated");
         seen.push(etag);
     }
     assert_eq!(
-        registry.status(&id).unwrap().progress_message.as_deref(),
+        registry
+            .status(&id)
+            .await
+            .unwrap()
+            .progress_message
+            .as_deref(),
         Some("")
     );
 
@@ -93,7 +98,7 @@ async fn progress_changes_the_etag_only_when_something_changed() {
     // After the end, progress is ignored and the status never changes again.
     assert!(!job.set_progress(5, 5, "late"));
     tokio::time::advance(Duration::from_secs(5)).await;
-    let later = registry.status(&id).unwrap();
+    let later = registry.status(&id).await.unwrap();
     assert_eq!(later, done);
     assert_eq!(job.status(), done, "the handle sees the same status");
 }
@@ -106,10 +111,11 @@ async fn runtime_is_live_then_fixed() {
             tokio::time::sleep(Duration::from_millis(1234)).await;
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
     tokio::task::yield_now().await; // let the job start its sleep
     tokio::time::advance(Duration::from_millis(600)).await;
-    assert_eq!(registry.status(&id).unwrap().runtime_ms, 600);
+    assert_eq!(registry.status(&id).await.unwrap().runtime_ms, 600);
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(done.runtime_ms, 1234);
     assert_eq!(
@@ -118,7 +124,7 @@ async fn runtime_is_live_then_fixed() {
     );
     assert_eq!(done.progress_current, None, "never reported: stays absent");
     tokio::time::advance(Duration::from_secs(60)).await;
-    assert_eq!(registry.status(&id).unwrap().runtime_ms, 1234);
+    assert_eq!(registry.status(&id).await.unwrap().runtime_ms, 1234);
     assert_eq!(
         done.changed_on - done.started_on,
         chrono::Duration::milliseconds(1234)
@@ -166,6 +172,7 @@ async fn errors_keep_their_message_source_chain_and_type_name() {
                 "disk full",
             ]))
         })
+        .await
         .unwrap();
     let s = registry.wait(&id).await.unwrap();
     assert_eq!(s.job_state, AsynchJobState::Failed);
@@ -190,6 +197,7 @@ async fn boxed_and_string_errors_are_accepted() {
         .spawn(JobRequest::default(), |_job| async {
             Err::<(), _>("plain text error")
         })
+        .await
         .unwrap();
     let s = registry.wait(&id).await.unwrap();
     assert_eq!(s.error_message.as_deref(), Some("plain text error"));
@@ -217,6 +225,7 @@ async fn long_multibyte_messages_are_cut_on_character_boundaries() {
             );
             Err::<(), _>(chain(&[&progress, &"ü".repeat(MAX_ERROR_DETAILS_BYTES)]))
         })
+        .await
         .unwrap();
     let s = registry.wait(&id).await.unwrap();
     assert_eq!(s.error_message.as_deref(), Some(expected.as_str()));
@@ -254,6 +263,7 @@ async fn a_cyclic_source_chain_is_cut() {
     let registry = JobRegistry::new();
     let id = registry
         .spawn(JobRequest::default(), |_job| async { Err::<(), _>(Loop) })
+        .await
         .unwrap();
     let s = registry.wait(&id).await.unwrap();
     let details = s.error_details.as_deref().unwrap();
@@ -277,6 +287,7 @@ async fn a_panicking_job_fails_with_the_panic_message_and_the_registry_goes_on()
             }
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
     let s = registry.wait(&id).await.unwrap();
     assert_eq!(s.job_state, AsynchJobState::Failed);
@@ -287,6 +298,7 @@ async fn a_panicking_job_fails_with_the_panic_message_and_the_registry_goes_on()
         .spawn(JobRequest::default(), |_job| async {
             std::panic::panic_any(42_u8) as Result<(), &str>
         })
+        .await
         .unwrap();
     assert_eq!(
         registry.wait(&id).await.unwrap().error_message.as_deref(),
@@ -299,13 +311,15 @@ async fn a_panicking_job_fails_with_the_panic_message_and_the_registry_goes_on()
             JobRequest::default(),
             |_job| -> std::future::Ready<Result<(), &'static str>> { panic!("closure panicked") },
         )
+        .await
         .unwrap();
-    let s = registry.status(&id).unwrap();
+    let s = registry.status(&id).await.unwrap();
     assert_eq!(s.job_state, AsynchJobState::Failed);
     assert_eq!(s.error_message.as_deref(), Some("closure panicked"));
 
     let id = registry
         .spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(5) })
+        .await
         .unwrap();
     assert_eq!(
         registry.wait(&id).await.unwrap().response_body.as_deref(),
@@ -328,6 +342,7 @@ async fn a_result_that_cannot_be_serialized_fails_the_job() {
         .spawn(JobRequest::default(), |_job| async {
             Ok::<_, &str>(Unserializable)
         })
+        .await
         .unwrap();
     let s = registry.wait(&id).await.unwrap();
     assert_eq!(s.job_state, AsynchJobState::Failed);
@@ -346,8 +361,8 @@ async fn a_result_that_cannot_be_serialized_fails_the_job() {
 async fn unknown_ids_are_errors() {
     let registry = JobRegistry::new();
     let id: asyncjobs::JobId = "123".parse().unwrap();
-    assert_eq!(registry.status(&id), Err(Error::UnknownJob(id)));
-    assert_eq!(registry.cancel(&id), Err(Error::UnknownJob(id)));
+    assert_eq!(registry.status(&id).await, Err(Error::UnknownJob(id)));
+    assert_eq!(registry.cancel(&id).await, Err(Error::UnknownJob(id)));
     assert_eq!(registry.wait(&id).await, Err(Error::UnknownJob(id)));
     assert_eq!(Error::UnknownJob(id).to_string(), "unknown job 123");
     assert_eq!(
@@ -362,6 +377,7 @@ async fn ids_count_up_from_the_first() {
     let ids: Vec<u64> = (0..3)
         .map(|_| {
             registry
+                .local()
                 .spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
                 .unwrap()
                 .as_u64()
@@ -372,6 +388,7 @@ async fn ids_count_up_from_the_first() {
     // By default ids start from the clock, so they do not repeat across restarts.
     let a = JobRegistry::new()
         .spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
+        .await
         .unwrap();
     let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
     assert!(

@@ -29,10 +29,11 @@ async fn at_most_n_jobs_run_and_the_rest_start_in_submission_order() {
                 running.fetch_sub(1, Ordering::SeqCst);
                 Ok::<_, &str>(i)
             })
+            .await
             .unwrap();
         ids.push(id);
     }
-    let queued = registry.status(&ids[10]).unwrap();
+    let queued = registry.status(&ids[10]).await.unwrap();
     assert_eq!(
         queued.job_state,
         AsynchJobState::Processing,
@@ -46,10 +47,10 @@ async fn at_most_n_jobs_run_and_the_rest_start_in_submission_order() {
         (queued.progress_current, queued.progress_total),
         (None, None)
     );
-    assert_eq!(registry.counts().processing, 20);
+    assert_eq!(registry.local().counts().processing, 20);
 
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let started_late = registry.status(&ids[3]).unwrap();
+    let started_late = registry.status(&ids[3]).await.unwrap();
     assert_eq!(started_late.progress_message.as_deref(), Some("running"));
     // startedOn is submission time (read from the wall clock at spawn), not when the job began
     // to run: the job waited 100 ms (paused clock) for a slot before its first change.
@@ -77,11 +78,13 @@ async fn a_queued_job_canceled_ends_at_once_without_running() {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok::<_, &str>(())
         })
+        .await
         .unwrap();
     let queued: Vec<_> = (0..3)
         .map(|_| {
             let ran = ran.clone();
             registry
+                .local()
                 .spawn(JobRequest::default(), move |_| async move {
                     ran.fetch_add(1, Ordering::SeqCst);
                     Ok::<_, &str>(())
@@ -90,7 +93,10 @@ async fn a_queued_job_canceled_ends_at_once_without_running() {
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(registry.cancel(&queued[1]), Ok(CancelOutcome::Requested));
+    assert_eq!(
+        registry.cancel(&queued[1]).await,
+        Ok(CancelOutcome::Requested)
+    );
     let canceled = registry.wait(&queued[1]).await.unwrap();
     assert_eq!(canceled.job_state, AsynchJobState::Failed);
     assert!(canceled.job_canceling);
@@ -104,7 +110,7 @@ async fn a_queued_job_canceled_ends_at_once_without_running() {
         "ended at the cancel, not after the grace"
     );
     assert_eq!(
-        registry.status(&blocker).unwrap().job_state,
+        registry.status(&blocker).await.unwrap().job_state,
         AsynchJobState::Processing
     );
 
@@ -145,9 +151,10 @@ async fn the_limit_holds_under_concurrent_spawns_cancels_and_failures() {
                                 _ => panic!("planned panic"),
                             }
                         })
+                        .await
                         .unwrap();
                     if (i + t) % 5 == 0 {
-                        registry.cancel(&id).unwrap();
+                        registry.cancel(&id).await.unwrap();
                     }
                     ids.push(id);
                 }
@@ -167,15 +174,18 @@ async fn the_limit_holds_under_concurrent_spawns_cancels_and_failures() {
         most.load(Ordering::SeqCst)
     );
     assert!(registry
+        .local()
         .list(&JobFilter::new().state(AsynchJobState::Processing))
+        .jobs
         .is_empty());
     // A count moves just after its job's status: on another worker it may lag by an instant.
-    while registry.counts().processing != 0 {
+    while registry.local().counts().processing != 0 {
         tokio::task::yield_now().await;
     }
     // The slots all came back: a new job runs at once.
     let id = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .await
         .unwrap();
     assert_eq!(
         registry.wait(&id).await.unwrap().job_state,
@@ -189,6 +199,7 @@ async fn a_queued_job_canceled_before_it_is_polled_never_runs_even_when_a_slot_f
     let ran = Arc::new(AtomicUsize::new(0));
     let spawn = |ran: Arc<AtomicUsize>| {
         registry
+            .local()
             .spawn(JobRequest::default(), move |job: JobHandle| async move {
                 ran.fetch_add(1, Ordering::SeqCst);
                 job.cancelled().await;
@@ -199,8 +210,8 @@ async fn a_queued_job_canceled_before_it_is_polled_never_runs_even_when_a_slot_f
     let a = spawn(ran.clone());
     let b = spawn(ran.clone());
     // Neither task has run yet: cancel the running one, then the queued one.
-    registry.cancel(&a).unwrap();
-    registry.cancel(&b).unwrap();
+    registry.cancel(&a).await.unwrap();
+    registry.cancel(&b).await.unwrap();
     for id in [a, b] {
         assert_eq!(
             registry.wait(&id).await.unwrap().job_state,
@@ -208,13 +219,14 @@ async fn a_queued_job_canceled_before_it_is_polled_never_runs_even_when_a_slot_f
         );
     }
     assert_eq!(
-        registry.status(&b).unwrap().error_message.as_deref(),
+        registry.status(&b).await.unwrap().error_message.as_deref(),
         Some("job was canceled while queued, before it started")
     );
     assert!(ran.load(Ordering::SeqCst) <= 1, "the queued job never ran");
     // Both slots accounted for: the next job runs at once.
     let c = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .await
         .unwrap();
     assert_eq!(
         registry.wait(&c).await.unwrap().job_state,

@@ -62,12 +62,14 @@ fn jobs_are_counted_by_outcome_and_cause_and_timed() {
                     tokio::time::sleep(Duration::from_secs(3)).await;
                     Ok::<_, std::io::Error>(())
                 })
+                .await
                 .unwrap();
             let canceled = registry
                 .spawn(JobRequest::default(), |job: JobHandle| async move {
                     job.cancelled().await;
                     Err::<(), _>(std::io::Error::other("stopped"))
                 })
+                .await
                 .unwrap();
             // Queued behind the two, then run once the first finishes.
             let queued = registry
@@ -75,13 +77,14 @@ fn jobs_are_counted_by_outcome_and_cause_and_timed() {
                     JobRequest::default().time_limit(Duration::from_secs(1)),
                     |_| async { std::future::pending::<Result<(), std::io::Error>>().await },
                 )
+                .await
                 .unwrap();
             let counts = snapshot(&recorder);
             assert_eq!(counts["asyncjobs_jobs_started_total"], 3.0);
             assert_eq!(counts["asyncjobs_jobs_running"], 2.0);
             assert_eq!(counts["asyncjobs_jobs_queued"], 1.0);
 
-            registry.cancel(&canceled).unwrap();
+            registry.cancel(&canceled).await.unwrap();
             registry.wait(&canceled).await.unwrap();
             registry.wait(&ok).await.unwrap();
             registry.wait(&queued).await.unwrap();
@@ -130,16 +133,19 @@ fn a_named_job_s_metrics_carry_its_name() {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     Ok::<_, std::io::Error>(())
                 })
+                .await
                 .unwrap();
             let failed = registry
                 .spawn(JobRequest::default().name("export"), |_job| async {
                     Err::<(), _>(std::io::Error::other("disk full"))
                 })
+                .await
                 .unwrap();
             let unnamed = registry
                 .spawn(JobRequest::default(), |_job| async {
                     Ok::<_, std::io::Error>(())
                 })
+                .await
                 .unwrap();
             let running = snapshot(&recorder);
             assert_eq!(running["asyncjobs_jobs_started_total{name=export}"], 2.0);

@@ -15,6 +15,7 @@ fn controlled(
     let (finish, finished) = oneshot::channel::<Result<(), String>>();
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     let id = registry
+        .local()
         .spawn(request, move |job: JobHandle| {
             handle_tx.send(job).unwrap();
             async move { finished.await.unwrap_or(Ok(())) }
@@ -27,7 +28,7 @@ fn controlled(
 async fn wait_for_change_resolves_on_the_next_change() {
     let registry = JobRegistry::new();
     let (id, job, finish) = controlled(&registry, JobRequest::default());
-    let seen = registry.status(&id).unwrap();
+    let seen = registry.status(&id).await.unwrap();
 
     // A different etag, even a foreign one: at once.
     let now = registry
@@ -72,7 +73,7 @@ async fn wait_for_change_resolves_on_the_next_change() {
 async fn many_pollers_each_wake_once_per_change() {
     let registry = JobRegistry::new();
     let (id, job, finish) = controlled(&registry, JobRequest::default());
-    let etag = registry.status(&id).unwrap().etag;
+    let etag = registry.status(&id).await.unwrap().etag;
     let pollers: Vec<_> = (0..100)
         .map(|_| {
             let (registry, etag) = (registry.clone(), etag.clone());
@@ -91,7 +92,7 @@ async fn many_pollers_each_wake_once_per_change() {
 async fn a_watch_sees_the_latest_status_after_each_change_and_ends() {
     let registry = JobRegistry::new();
     let (id, job, finish) = controlled(&registry, JobRequest::default());
-    let mut watch = registry.watch(&id).unwrap();
+    let mut watch = registry.watch(&id).await.unwrap();
 
     let first = watch.next().await.unwrap();
     assert_eq!(first.etag, "1");
@@ -167,6 +168,7 @@ async fn a_slow_feed_forgets_jobs_dropped_by_retention() {
     for _ in 0..1000 {
         let id = registry
             .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+            .await
             .unwrap();
         registry.wait(&id).await.unwrap();
     }
@@ -194,36 +196,40 @@ async fn a_users_feed_sees_only_that_users_jobs() {
 #[tokio::test(start_paused = true)]
 async fn list_filters_by_state_and_user_and_counts_add_up() {
     let registry = JobRegistry::new();
-    assert_eq!(registry.counts(), JobCounts::default());
+    assert_eq!(registry.local().counts(), JobCounts::default());
     let (running, _job, _finish) = controlled(&registry, JobRequest::default().started_by(1));
     let ok = registry
         .spawn(JobRequest::default().started_by(1), |_| async {
             Ok::<_, &str>(())
         })
+        .await
         .unwrap();
     let bad = registry
         .spawn(JobRequest::default().started_by(2), |_| async {
             Err::<(), _>("no")
         })
+        .await
         .unwrap();
     registry.wait(&ok).await.unwrap();
     registry.wait(&bad).await.unwrap();
 
     let ids = |filter: JobFilter| {
         registry
+            .local()
             .list(&filter)
+            .jobs
             .iter()
             .map(|s| s.job_id)
             .collect::<Vec<_>>()
     };
-    assert_eq!(ids(JobFilter::new()), [running, ok, bad], "ordered by id");
+    assert_eq!(ids(JobFilter::new()), [bad, ok, running], "newest first");
     assert_eq!(
         ids(JobFilter::new().state(AsynchJobState::Processing)),
         [running]
     );
     assert_eq!(ids(JobFilter::new().state(AsynchJobState::Complete)), [ok]);
     assert_eq!(ids(JobFilter::new().state(AsynchJobState::Failed)), [bad]);
-    assert_eq!(ids(JobFilter::new().started_by(1)), [running, ok]);
+    assert_eq!(ids(JobFilter::new().started_by(1)), [ok, running]);
     assert_eq!(
         ids(JobFilter::new()
             .started_by(2)
@@ -235,18 +241,20 @@ async fn list_filters_by_state_and_user_and_counts_add_up() {
     // Through a user's view: only that user's jobs, whatever the filter says.
     let view_ids: Vec<_> = registry
         .as_user(2)
+        .local()
         .list(&JobFilter::new().started_by(1))
+        .jobs
         .iter()
         .map(|s| s.job_id)
         .collect();
     assert_eq!(view_ids, [bad]);
 
-    let counts = registry.counts();
+    let counts = registry.local().counts();
     assert_eq!(
         (counts.processing, counts.complete, counts.failed),
         (1, 1, 1)
     );
-    assert_eq!(counts.total(), registry.len());
+    assert_eq!(counts.total(), registry.local().len());
 }
 
 #[tokio::test(start_paused = true)]
@@ -264,10 +272,11 @@ async fn counts_follow_retention() {
                     Err("odd")
                 }
             })
+            .await
             .unwrap();
         registry.wait(&id).await.unwrap();
     }
-    let counts = registry.counts();
+    let counts = registry.local().counts();
     assert_eq!(counts.total(), 5);
     assert_eq!(
         (counts.complete, counts.failed),
@@ -277,15 +286,18 @@ async fn counts_follow_retention() {
     tokio::time::advance(Duration::from_secs(10)).await;
     // The next lookup (or spawn) sweeps.
     assert!(
-        registry.list(&JobFilter::new()).is_empty(),
+        registry.local().list(&JobFilter::new()).jobs.is_empty(),
         "expired statuses are not listed"
     );
-    let _ = registry.status(&JobId::from_u64(0));
+    let _ = registry.local().status(&JobId::from_u64(0));
     registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .await
         .unwrap();
     assert_eq!(
-        registry.counts().processing + registry.counts().complete + registry.counts().failed,
+        registry.local().counts().processing
+            + registry.local().counts().complete
+            + registry.local().counts().failed,
         1
     );
 }
@@ -297,6 +309,7 @@ async fn a_feed_never_returns_the_same_status_twice() {
     let ids: Vec<_> = (0..200u64)
         .map(|i| {
             registry
+                .local()
                 .spawn(JobRequest::default(), move |job: JobHandle| async move {
                     for step in 0..(i % 5) {
                         job.set_progress(step, 5, "step");
@@ -346,6 +359,7 @@ async fn lists_filter_by_name_and_a_handle_knows_its_name() {
             .spawn(request.started_by(i % 2 + 1), |job: JobHandle| async move {
                 Ok::<_, std::io::Error>(job.name().map(str::to_owned))
             })
+            .await
             .unwrap();
         let done = registry.wait(&id).await.unwrap();
         let own_name = done
@@ -358,25 +372,37 @@ async fn lists_filter_by_name_and_a_handle_knows_its_name() {
         }
     }
     let listed: Vec<_> = registry
+        .local()
         .list(&JobFilter::new().named("csv-export"))
+        .jobs
         .into_iter()
         .map(|s| s.job_id)
         .collect();
-    assert_eq!(listed, exports);
+    exports.reverse();
+    assert_eq!(listed, exports, "newest first");
     assert!(
         registry
             .as_user(2)
+            .local()
             .list(&JobFilter::new().named("csv-export"))
+            .jobs
             .is_empty(),
         "user 2 has only reindexes"
     );
-    assert_eq!(registry.list(&JobFilter::new().named("nothing")).len(), 0);
+    assert_eq!(
+        registry
+            .local()
+            .list(&JobFilter::new().named("nothing"))
+            .jobs
+            .len(),
+        0
+    );
 }
 
 /// Counts serialize for a dashboard's endpoint.
 #[test]
 fn counts_serialize_as_a_json_object() {
-    let counts = JobRegistry::new().counts();
+    let counts = JobRegistry::new().local().counts();
     assert_eq!(
         serde_json::to_value(counts).unwrap(),
         serde_json::json!({"processing": 0, "running": 0, "queued": 0, "complete": 0, "failed": 0})

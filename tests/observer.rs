@@ -49,6 +49,7 @@ async fn an_observer_hears_every_event_of_a_jobs_life_in_order() {
                 Ok::<_, std::io::Error>(())
             },
         )
+        .await
         .unwrap();
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(done.etag.to_string(), "4");
@@ -92,6 +93,7 @@ async fn an_event_carries_the_user_and_its_status_is_the_status_as_of_the_event(
             }
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
     alice.wait(&id).await.unwrap();
     let seen = seen.lock().unwrap();
@@ -119,6 +121,7 @@ async fn each_jobs_events_arrive_in_etag_order_while_many_threads_change_it() {
                 }
                 Ok(())
             })
+            .await
             .unwrap();
         ids.push(id);
     }
@@ -130,7 +133,7 @@ async fn each_jobs_events_arrive_in_etag_order_while_many_threads_change_it() {
             let registry = registry.clone();
             tokio::spawn(async move {
                 tokio::task::yield_now().await;
-                registry.cancel(&id).unwrap()
+                registry.cancel(&id).await.unwrap()
             })
         })
         .collect();
@@ -180,6 +183,7 @@ async fn a_panicking_observer_changes_nothing_for_the_job_or_the_other_observers
             job.set_progress(1, 2, "half");
             Ok::<_, std::io::Error>(serde_json::json!({"ok": true}))
         })
+        .await
         .unwrap();
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(done.job_state, AsynchJobState::Complete);
@@ -189,7 +193,7 @@ async fn a_panicking_observer_changes_nothing_for_the_job_or_the_other_observers
         3,
         "created, changed, finished"
     );
-    assert_eq!(registry.counts().complete, 1);
+    assert_eq!(registry.local().counts().complete, 1);
 }
 
 #[tokio::test]
@@ -203,7 +207,7 @@ async fn an_observer_may_cancel_the_job_it_is_told_about_without_deadlock() {
             // Cancel on the first progress report, from inside the delivery.
             if event.kind() == JobEventKind::Changed && event.version() == 2 {
                 let registry = cell.get().expect("set before any job starts");
-                *recorded.lock().unwrap() = Some(registry.cancel(&event.job_id()).unwrap());
+                *recorded.lock().unwrap() = Some(registry.local().cancel(&event.job_id()).unwrap());
             }
         })
         .build();
@@ -216,6 +220,7 @@ async fn an_observer_may_cancel_the_job_it_is_told_about_without_deadlock() {
             }
             Ok(())
         })
+        .await
         .unwrap();
     let done = tokio::time::timeout(Duration::from_secs(10), registry.wait(&id))
         .await
@@ -242,7 +247,7 @@ async fn changes_made_inside_an_observer_reach_every_observer_after_the_event_be
             if event.kind() == JobEventKind::Changed && event.version() == 2 {
                 let registry = cell.get().expect("set before any job starts");
                 assert_eq!(
-                    registry.cancel(&event.job_id()).unwrap(),
+                    registry.local().cancel(&event.job_id()).unwrap(),
                     CancelOutcome::Requested
                 );
             }
@@ -256,6 +261,7 @@ async fn changes_made_inside_an_observer_reach_every_observer_after_the_event_be
             job.cancelled().await;
             Err::<(), _>(std::io::Error::other("stopped"))
         })
+        .await
         .unwrap();
     let done = tokio::time::timeout(Duration::from_secs(10), registry.wait(&id))
         .await
@@ -331,6 +337,7 @@ async fn an_unread_feed_holds_no_job_that_retention_dropped() {
                     Ok::<_, std::io::Error>(())
                 },
             )
+            .await
             .unwrap();
         ids.push(id);
     }
@@ -340,7 +347,7 @@ async fn an_unread_feed_holds_no_job_that_retention_dropped() {
     }
     // A job counts as finished before its task retires it (and retention drops it): wait for that.
     all_removed(&removals, ids.len()).await;
-    assert!(registry.is_empty());
+    assert!(registry.local().is_empty());
     assert_eq!(feed.pending(), 0, "the admin feed holds ghosts");
     assert_eq!(user_feed.pending(), 0, "a user's feed holds ghosts");
 }
@@ -389,6 +396,7 @@ async fn a_cancel_announced_late_leaves_no_ghost_in_a_feed() {
                 cancelled_slowly(&job).await;
                 Err::<(), _>(std::io::Error::other("canceled"))
             })
+            .await
             .unwrap();
         ids.push(id);
     }
@@ -407,7 +415,7 @@ async fn a_cancel_announced_late_leaves_no_ghost_in_a_feed() {
         let ids = ids.clone();
         std::thread::spawn(move || {
             for id in &ids {
-                let _ = registry.cancel(id);
+                let _ = registry.local().cancel(id);
             }
         })
     };
@@ -415,6 +423,6 @@ async fn a_cancel_announced_late_leaves_no_ghost_in_a_feed() {
         .await
         .unwrap();
     all_removed(&removals, ids.len()).await;
-    assert!(registry.is_empty());
+    assert!(registry.local().is_empty());
     assert_eq!(feed.pending(), 0, "the feed holds ghosts of dropped jobs");
 }

@@ -16,7 +16,7 @@ use asyncjobs::postgres::__db::{
     CacheLookup, CancelRequest, Db, Listener, Notice, StatusRow, ID_BASE, ID_BLOCK_SIZE,
 };
 use asyncjobs::postgres::{PostgresStore, StoreErrorKind};
-use asyncjobs::{exception, AsynchJobState, AsynchronousJobStatus};
+use asyncjobs::{exception, AsynchJobState, AsynchronousJobStatus, JobFilter};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -209,9 +209,9 @@ fn handles_errors_and_futures_are_send() {
         send(db.reserve_id_block());
         send(db.write_batch(rows));
         send(db.read(1));
-        send(db.list(None, None, 1));
+        send(db.list(&JobFilter::new(), 1));
         send(db.names(&[1]));
-        send(db.counts());
+        send(db.counts(&JobFilter::new()));
         send(db.request_cancel(1, None));
         send(db.cancels_for(1));
         send(db.sweep_retention(Duration::ZERO, 1, 1));
@@ -236,7 +236,7 @@ async fn migration_runs_once_even_when_instances_connect_at_once() {
     c.expect("third concurrent connect");
     // And again, on a database already at the current version.
     let again = db(&test.url).await;
-    assert_eq!(again.counts().await.unwrap().total(), 0);
+    assert_eq!(again.counts(&JobFilter::new()).await.unwrap().total(), 0);
 
     let raw = pg::connect(&test.url).await.unwrap();
     let versions: Vec<i32> = raw
@@ -326,7 +326,7 @@ async fn an_older_schema_is_upgraded_keeping_its_rows() {
             .unwrap(),
         1
     );
-    let counts = upgraded.counts().await.unwrap();
+    let counts = upgraded.counts(&JobFilter::new()).await.unwrap();
     assert_eq!(
         (counts.processing, counts.running, counts.queued),
         (2, 1, 1)
@@ -627,23 +627,33 @@ async fn list_is_newest_first_and_counts_add_up() {
         list.iter().map(|j| j.status.job_id.as_u64()).collect()
     };
     assert_eq!(
-        ids(db.list(Some(7), None, 10).await.unwrap()),
+        ids(db.list(&JobFilter::new().started_by(7), 10).await.unwrap()),
         [ID_BASE + 5, ID_BASE + 2, ID_BASE + 1]
     );
     assert_eq!(
-        ids(db.list(None, Some(Processing), 2).await.unwrap()),
+        ids(db
+            .list(&JobFilter::new().state(Processing), 2)
+            .await
+            .unwrap()),
         [ID_BASE + 5, ID_BASE + 4]
     );
     assert_eq!(
-        ids(db.list(Some(7), Some(Complete), 10).await.unwrap()),
+        ids(db
+            .list(&JobFilter::new().started_by(7).state(Complete), 10)
+            .await
+            .unwrap()),
         [ID_BASE + 2]
     );
-    assert_eq!(ids(db.list(None, None, 100).await.unwrap()).len(), 5);
-    assert!(db.list(Some(9), None, 10).await.unwrap().is_empty());
-    let listed = db.list(Some(8), None, 1).await.unwrap();
+    assert_eq!(ids(db.list(&JobFilter::new(), 100).await.unwrap()).len(), 5);
+    assert!(db
+        .list(&JobFilter::new().started_by(9), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let listed = db.list(&JobFilter::new().started_by(8), 1).await.unwrap();
     assert_eq!(listed[0].status, jobs[2].status());
 
-    let counts = db.counts().await.unwrap();
+    let counts = db.counts(&JobFilter::new()).await.unwrap();
     assert_eq!(
         (counts.processing, counts.complete, counts.failed),
         (3, 1, 1)
@@ -990,7 +1000,7 @@ async fn concurrent_reapers_fail_each_job_once() {
     for (id, _) in &expected {
         assert_eq!(read(&one, *id).await.version, 3);
     }
-    assert_eq!(one.counts().await.unwrap().failed, 200);
+    assert_eq!(one.counts(&JobFilter::new()).await.unwrap().failed, 200);
 }
 
 #[tokio::test]
@@ -1050,7 +1060,7 @@ async fn retention_keeps_the_table_bounded_by_age_and_count() {
             .unwrap(),
         30
     );
-    let counts = db.counts().await.unwrap();
+    let counts = db.counts(&JobFilter::new()).await.unwrap();
     assert_eq!(
         (counts.processing, counts.complete, counts.failed),
         (5, 5, 5)
@@ -1064,7 +1074,7 @@ async fn retention_keeps_the_table_bounded_by_age_and_count() {
         6
     );
     let kept: BTreeSet<u64> = db
-        .list(None, None, 100)
+        .list(&JobFilter::new(), 100)
         .await
         .unwrap()
         .iter()
@@ -1073,7 +1083,7 @@ async fn retention_keeps_the_table_bounded_by_age_and_count() {
         .collect();
     let newest: BTreeSet<u64> = recent[6..].iter().map(|j| j.id).collect();
     assert_eq!(kept, newest);
-    assert_eq!(db.counts().await.unwrap().processing, 5);
+    assert_eq!(db.counts(&JobFilter::new()).await.unwrap().processing, 5);
 
     // Under a steady inflow the table stays at the bound.
     for round in 0..5 {
@@ -1084,7 +1094,7 @@ async fn retention_keeps_the_table_bounded_by_age_and_count() {
             .await
             .unwrap();
         assert_eq!(deleted, if round == 0 { 54 } else { 100 });
-        let counts = db.counts().await.unwrap();
+        let counts = db.counts(&JobFilter::new()).await.unwrap();
         assert_eq!(
             (counts.complete + counts.failed, counts.processing),
             (50, 5)
@@ -1117,7 +1127,7 @@ async fn one_sweeper_works_at_a_time() {
             .unwrap(),
         0
     );
-    assert_eq!(one.counts().await.unwrap().complete, 500);
+    assert_eq!(one.counts(&JobFilter::new()).await.unwrap().complete, 500);
     raw.batch_execute("COMMIT").await.unwrap();
 
     // Two at once: one deletes everything, the other nothing.
@@ -1129,7 +1139,7 @@ async fn one_sweeper_works_at_a_time() {
     let mut results = [a.unwrap(), b.unwrap()];
     results.sort();
     assert_eq!(results, [0, 500]);
-    assert_eq!(one.counts().await.unwrap().total(), 0);
+    assert_eq!(one.counts(&JobFilter::new()).await.unwrap().total(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,19 +22,20 @@ async fn finished_statuses_expire_after_the_retention_time() {
             tokio::time::sleep(Duration::from_secs(600)).await;
             Ok::<_, &str>(())
         })
+        .await
         .unwrap();
     registry.wait(&done).await.unwrap();
 
     tokio::time::advance(Duration::from_secs(59)).await;
     assert_eq!(
-        registry.status(&done).unwrap().job_state,
+        registry.status(&done).await.unwrap().job_state,
         AsynchJobState::Complete
     );
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(registry.status(&done), Err(Error::UnknownJob(done)));
-    assert_eq!(registry.cancel(&done), Err(Error::UnknownJob(done)));
+    assert_eq!(registry.status(&done).await, Err(Error::UnknownJob(done)));
+    assert_eq!(registry.cancel(&done).await, Err(Error::UnknownJob(done)));
     assert_eq!(
-        registry.len(),
+        registry.local().len(),
         1,
         "the expired status was dropped, not just hidden"
     );
@@ -42,20 +43,20 @@ async fn finished_statuses_expire_after_the_retention_time() {
     // A running job is never dropped, however old.
     tokio::time::advance(Duration::from_secs(500)).await;
     assert_eq!(
-        registry.status(&long).unwrap().job_state,
+        registry.status(&long).await.unwrap().job_state,
         AsynchJobState::Processing
     );
     let final_status = registry.wait(&long).await.unwrap();
     assert_eq!(final_status.runtime_ms, 600_000);
     tokio::time::advance(Duration::from_secs(59)).await;
     assert_eq!(
-        registry.status(&long).unwrap(),
+        registry.status(&long).await.unwrap(),
         final_status,
         "kept for the time after it finished"
     );
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(registry.status(&long), Err(Error::UnknownJob(long)));
-    assert!(registry.is_empty());
+    assert_eq!(registry.status(&long).await, Err(Error::UnknownJob(long)));
+    assert!(registry.local().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -68,6 +69,7 @@ async fn at_most_the_configured_count_of_finished_statuses_is_kept() {
             wait.await.ok();
             Ok::<_, &str>(())
         })
+        .await
         .unwrap();
     let mut finished = Vec::new();
     for _ in 0..10 {
@@ -75,26 +77,26 @@ async fn at_most_the_configured_count_of_finished_statuses_is_kept() {
         registry.wait(&id).await.unwrap();
         finished.push(id);
     }
-    assert_eq!(registry.len(), 4, "3 finished and the running one");
+    assert_eq!(registry.local().len(), 4, "3 finished and the running one");
     for id in &finished[..7] {
         assert_eq!(
-            registry.status(id),
+            registry.status(id).await,
             Err(Error::UnknownJob(*id)),
             "oldest dropped first"
         );
     }
     for id in &finished[7..] {
-        assert!(registry.status(id).is_ok());
+        assert!(registry.status(id).await.is_ok());
     }
     assert_eq!(
-        registry.status(&running).unwrap().job_state,
+        registry.status(&running).await.unwrap().job_state,
         AsynchJobState::Processing
     );
     go.send(()).unwrap();
     registry.wait(&running).await.unwrap();
-    assert_eq!(registry.len(), 3);
+    assert_eq!(registry.local().len(), 3);
     assert_eq!(
-        registry.status(&finished[7]),
+        registry.status(&finished[7]).await,
         Err(Error::UnknownJob(finished[7]))
     );
 }
@@ -108,14 +110,15 @@ async fn keeping_none_drops_at_once_but_a_waiter_still_gets_the_final_status() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             Ok::<_, &str>(7)
         })
+        .await
         .unwrap();
     let final_status = registry.wait(&id).await.unwrap();
     assert_eq!(
         final_status.response_body.as_deref(),
         Some(&serde_json::json!(7))
     );
-    assert_eq!(registry.status(&id), Err(Error::UnknownJob(id)));
-    assert!(registry.is_empty());
+    assert_eq!(registry.status(&id).await, Err(Error::UnknownJob(id)));
+    assert!(registry.local().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -127,9 +130,13 @@ async fn memory_is_bounded_by_the_limits_not_the_job_count() {
             registry.wait(id).await.unwrap();
         }
         tokio::task::yield_now().await;
-        assert!(registry.len() <= 100 + 500, "{}", registry.len());
+        assert!(
+            registry.local().len() <= 100 + 500,
+            "{}",
+            registry.local().len()
+        );
     }
     // Let every job finish.
     tokio::time::sleep(Duration::from_millis(1)).await;
-    assert_eq!(registry.len(), 100);
+    assert_eq!(registry.local().len(), 100);
 }

@@ -12,7 +12,10 @@ use common::quick;
 fn spawn_outside_a_runtime_is_an_error_not_a_panic() {
     let registry = JobRegistry::new();
     assert_eq!(quick(&registry), Err(Error::NoRuntime));
-    assert!(registry.is_empty(), "a refused spawn leaves nothing behind");
+    assert!(
+        registry.local().is_empty(),
+        "a refused spawn leaves nothing behind"
+    );
     assert_eq!(
         Error::NoRuntime.to_string(),
         "no tokio runtime to run the job on"
@@ -41,7 +44,7 @@ fn a_registry_with_its_own_runtime_spawns_from_any_thread() {
         let s = runtime.block_on(registry.wait(&id)).unwrap();
         assert_eq!(s.job_state, AsynchJobState::Complete);
         // Statuses are read from a plain thread, outside any runtime.
-        assert_eq!(registry.status(&id).unwrap(), s);
+        assert_eq!(registry.local().status(&id).unwrap(), s);
     }
 }
 
@@ -59,6 +62,7 @@ fn works_on_a_current_thread_runtime() {
                 job.set_progress(1, 1, "slept");
                 Ok::<_, &str>("done")
             })
+            .await
             .unwrap();
         let s = registry.wait(&id).await.unwrap();
         assert_eq!(s.response_body.as_deref(), Some(&serde_json::json!("done")));
@@ -76,17 +80,24 @@ fn a_job_whose_runtime_shuts_down_ends_failed() {
         .runtime(runtime.handle().clone())
         .build();
     let id = registry
+        .local()
         .spawn(JobRequest::default(), |job: JobHandle| async move {
             job.set_progress(1, 10, "started");
             std::future::pending::<()>().await;
             Ok::<_, &str>(())
         })
         .unwrap();
-    while registry.status(&id).unwrap().progress_current.is_none() {
+    while registry
+        .local()
+        .status(&id)
+        .unwrap()
+        .progress_current
+        .is_none()
+    {
         std::thread::yield_now();
     }
     drop(runtime);
-    let s = registry.status(&id).unwrap();
+    let s = registry.local().status(&id).unwrap();
     assert_eq!(s.job_state, AsynchJobState::Failed, "never left PROCESSING");
     assert_eq!(s.exception.as_deref(), Some(exception::ABORTED));
     assert_eq!(
@@ -96,7 +107,7 @@ fn a_job_whose_runtime_shuts_down_ends_failed() {
 
     // Spawning on the dead runtime: the task never runs, and the job still ends.
     let id = quick(&registry).unwrap();
-    let s = registry.status(&id).unwrap();
+    let s = registry.local().status(&id).unwrap();
     assert_eq!(s.job_state, AsynchJobState::Failed);
     assert_eq!(s.exception.as_deref(), Some(exception::ABORTED));
 }

@@ -26,6 +26,7 @@ impl Jobs {
         self.go.lock().unwrap().insert(name, go);
         let started = self.started.clone();
         let id = registry
+            .local()
             .spawn(request, move |job: JobHandle| async move {
                 started.lock().unwrap().push(name);
                 tokio::select! {
@@ -69,6 +70,7 @@ async fn settle() {
 
 fn message(registry: &JobRegistry, id: &JobId) -> String {
     registry
+        .local()
         .status(id)
         .unwrap()
         .progress_message
@@ -102,7 +104,7 @@ async fn a_user_over_their_limit_queues_without_holding_up_others() {
     assert_eq!(message(&registry, &a[3]), "Queued: 1 of your jobs ahead");
     assert_eq!(message(&registry, &a[4]), "Queued: 2 of your jobs ahead");
 
-    let counts = registry.counts();
+    let counts = registry.local().counts();
     assert_eq!(
         (counts.processing, counts.running, counts.queued),
         (7, 4, 3)
@@ -111,11 +113,11 @@ async fn a_user_over_their_limit_queues_without_holding_up_others() {
         counts.to_string(),
         "7 processing (4 running, 3 queued), 0 complete, 0 failed"
     );
-    let user1 = registry.counts_for(1);
+    let user1 = registry.as_user(1).local().counts();
     assert_eq!((user1.running, user1.queued, user1.processing), (2, 3, 5));
-    assert_eq!(registry.as_user(1).counts(), user1);
-    assert_eq!(registry.as_user(2).counts().running, 2);
-    assert_eq!(registry.counts_for(3), Default::default());
+    assert_eq!(registry.as_user(1).local().counts(), user1);
+    assert_eq!(registry.as_user(2).local().counts().running, 2);
+    assert_eq!(registry.as_user(3).local().counts(), Default::default());
 
     // A slot frees, but user 1 is at their limit: it stays free, and user 3 takes it at once.
     jobs.finish(&registry, "b0").await;
@@ -130,7 +132,7 @@ async fn a_user_over_their_limit_queues_without_holding_up_others() {
         message(&registry, &a[3]),
         "Queued: next of your jobs; your limit of 2 running jobs is reached"
     );
-    assert_eq!(registry.counts_for(1).complete, 1);
+    assert_eq!(registry.as_user(1).local().counts().complete, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,7 +249,7 @@ async fn a_queued_jobs_message_shows_its_place_and_each_move_is_a_new_etag() {
         message(&registry, &ids[12]),
         "Queued: 10 or more of your jobs ahead"
     );
-    let etag_of = |id: &JobId| registry.status(id).unwrap().etag;
+    let etag_of = |id: &JobId| registry.local().status(id).unwrap().etag;
     let (etag4, etag12) = (etag_of(&ids[4]), etag_of(&ids[12]));
 
     // A long-poll on job 4 is answered as soon as it moves up.
@@ -283,7 +285,10 @@ async fn a_queued_jobs_message_shows_its_place_and_each_move_is_a_new_etag() {
     );
     assert_eq!(message(&registry, &ids[5]), "Queued: 3 of your jobs ahead");
     // The job that started shows no queued message.
-    assert_eq!(registry.status(&ids[1]).unwrap().progress_message, None);
+    assert_eq!(
+        registry.status(&ids[1]).await.unwrap().progress_message,
+        None
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -296,9 +301,9 @@ async fn a_canceled_queued_job_frees_its_place_at_once() {
     let c = jobs.by(&registry, "c", 1);
     settle().await;
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert_eq!(registry.cancel(&a), Ok(CancelOutcome::Requested));
+    assert_eq!(registry.cancel(&a).await, Ok(CancelOutcome::Requested));
     // Before anything else runs: the job ended, and those behind it moved up.
-    let canceled = registry.status(&a).unwrap();
+    let canceled = registry.status(&a).await.unwrap();
     assert_eq!(
         (
             canceled.job_state,
@@ -317,7 +322,13 @@ async fn a_canceled_queued_job_frees_its_place_at_once() {
         "Queued: next of your jobs, waiting for a free slot (1 job runs at a time)"
     );
     assert_eq!(message(&registry, &c), "Queued: 1 of your jobs ahead");
-    assert_eq!((registry.counts().queued, registry.counts().failed), (2, 1));
+    assert_eq!(
+        (
+            registry.local().counts().queued,
+            registry.local().counts().failed
+        ),
+        (2, 1)
+    );
     jobs.finish(&registry, "running").await;
     jobs.finish(&registry, "b").await;
     jobs.finish(&registry, "c").await;
@@ -350,7 +361,7 @@ async fn jobs_with_no_user_are_one_group_of_their_own() {
     let next = jobs.by(&registry, "user-next", 1);
     jobs.finish(&registry, "user").await;
     assert_eq!(jobs.started().last(), Some(&"user-next"));
-    assert_eq!(registry.status(&next).unwrap().progress_message, None);
+    assert_eq!(registry.status(&next).await.unwrap().progress_message, None);
     jobs.finish(&registry, "x").await;
     assert_eq!(jobs.started().last(), Some(&"y"));
 }
@@ -381,17 +392,18 @@ async fn time_limits_count_from_the_start_however_long_the_wait() {
                 Err::<(), _>("stopped")
             },
         )
+        .await
         .unwrap();
     // It waits longer than either limit, and its place moves (a change) 5 s before it starts.
     tokio::time::advance(Duration::from_secs(5)).await;
-    registry.cancel(&ahead).unwrap();
+    registry.cancel(&ahead).await.unwrap();
     assert_eq!(
         message(&registry, &limited),
         "Queued: next of your jobs; your limit of 1 running job is reached"
     );
     tokio::time::advance(Duration::from_secs(5)).await;
     assert_eq!(
-        registry.status(&limited).unwrap().job_state,
+        registry.status(&limited).await.unwrap().job_state,
         AsynchJobState::Processing
     );
     jobs.finish(&registry, "blocker").await;
@@ -414,21 +426,21 @@ async fn retention_and_a_shutdown_treat_queued_jobs_as_without_the_fair_order() 
     // Queued for longer than finished statuses are kept: still there.
     tokio::time::advance(Duration::from_secs(30)).await;
     assert_eq!(
-        registry.status(&waits).unwrap().job_state,
+        registry.status(&waits).await.unwrap().job_state,
         AsynchJobState::Processing
     );
-    registry.cancel(&canceled).unwrap();
+    registry.cancel(&canceled).await.unwrap();
     tokio::time::advance(Duration::from_secs(9)).await;
-    assert!(registry.status(&canceled).is_ok());
+    assert!(registry.status(&canceled).await.is_ok());
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(
-        registry.status(&canceled).is_err(),
+        registry.status(&canceled).await.is_err(),
         "dropped after keep_finished_for"
     );
 
     let summary = registry.shutdown(Duration::from_secs(1)).await;
     assert_eq!((summary.running, summary.stopped), (2, 0));
-    let s = registry.status(&waits).unwrap();
+    let s = registry.status(&waits).await.unwrap();
     assert_eq!(
         (s.job_state, s.job_canceling, s.exception.as_deref()),
         (AsynchJobState::Failed, true, Some(exception::CANCELED))
@@ -443,9 +455,9 @@ async fn without_the_fair_order_a_queued_job_keeps_one_message_and_its_etag() {
     jobs.by(&registry, "running", 1);
     jobs.by(&registry, "first", 1);
     let second = jobs.by(&registry, "second", 2);
-    let before = registry.status(&second).unwrap();
+    let before = registry.status(&second).await.unwrap();
     jobs.finish(&registry, "running").await;
-    let after = registry.status(&second).unwrap();
+    let after = registry.status(&second).await.unwrap();
     assert_eq!(
         after.etag, before.etag,
         "moving up is no change without places"
@@ -481,6 +493,7 @@ async fn a_shutdown_starts_no_queued_job_of_any_user() {
                     Err::<(), _>("stopped when canceled")
                 },
             )
+            .await
             .unwrap();
         ids.push(id);
     }
@@ -495,14 +508,14 @@ async fn a_shutdown_starts_no_queued_job_of_any_user() {
         "queued jobs ran during the shutdown"
     );
     for id in &ids {
-        let s = registry.status(id).unwrap();
+        let s = registry.status(id).await.unwrap();
         assert_eq!(
             (s.job_state, s.job_canceling),
             (AsynchJobState::Failed, true),
             "{id}"
         );
     }
-    assert_eq!(registry.counts().processing, 0);
+    assert_eq!(registry.local().counts().processing, 0);
 }
 
 /// Stress: on a multi-thread runtime one user floods the registry with 2,000 jobs while ten
@@ -555,6 +568,7 @@ async fn flood(per_user: Option<usize>) {
         move |user: u64, started: Option<oneshot::Sender<usize>>| {
             let world = world.clone();
             registry
+                .local()
                 .spawn(
                     JobRequest::default().started_by(user),
                     move |job: JobHandle| async move {
@@ -611,9 +625,10 @@ async fn flood(per_user: Option<usize>) {
                     // keeps "a canceled queued job never runs" checkable.
                     let queued = registry
                         .status(&id)
+                        .await
                         .is_ok_and(|s| s.progress_message.is_some_and(|m| m.starts_with("Queued")));
-                    if queued && registry.cancel(&id) == Ok(CancelOutcome::Requested) {
-                        let s = registry.status(&id).unwrap();
+                    if queued && registry.cancel(&id).await == Ok(CancelOutcome::Requested) {
+                        let s = registry.status(&id).await.unwrap();
                         if s.error_message.as_deref()
                             == Some("job was canceled while queued, before it started")
                         {
@@ -665,13 +680,19 @@ async fn flood(per_user: Option<usize>) {
     // Pause: no job ends, nothing is spawned or canceled; let the last moves settle.
     world.paused.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let flood_now = registry.list(
-        &JobFilter::new()
-            .started_by(FLOODER)
-            .state(AsynchJobState::Processing),
-    );
+    let flood_now = registry
+        .local()
+        .list(
+            &JobFilter::new()
+                .started_by(FLOODER)
+                .state(AsynchJobState::Processing)
+                .limit(usize::MAX),
+        )
+        .jobs;
+    // Oldest first: the order they wait in.
     let queued: Vec<_> = flood_now
         .iter()
+        .rev()
         .filter(|s| s.progress_message.is_some())
         .collect();
     assert!(
@@ -679,8 +700,12 @@ async fn flood(per_user: Option<usize>) {
         "the flood still queues: {}",
         queued.len()
     );
-    assert_eq!(registry.counts_for(FLOODER).queued, queued.len());
-    let at_limit = per_user.is_some_and(|n| registry.counts_for(FLOODER).running >= n);
+    assert_eq!(
+        registry.as_user(FLOODER).local().counts().queued,
+        queued.len()
+    );
+    let at_limit =
+        per_user.is_some_and(|n| registry.as_user(FLOODER).local().counts().running >= n);
     for (rank, s) in queued.iter().enumerate() {
         let expected = match rank {
             0 if at_limit => {
@@ -726,10 +751,10 @@ async fn flood(per_user: Option<usize>) {
             "a canceled queued job ran"
         );
     }
-    while registry.counts().processing != 0 {
+    while registry.local().counts().processing != 0 {
         tokio::task::yield_now().await;
     }
-    let counts = registry.counts();
+    let counts = registry.local().counts();
     assert_eq!((counts.queued, counts.running), (0, 0));
     assert_eq!(
         counts.complete + counts.failed,

@@ -388,6 +388,7 @@ impl Harness {
         }
         let got = self
             .registry
+            .local()
             .spawn(request, move |job: JobHandle| async move {
                 started.lock().unwrap().push(j);
                 tokio::select! {
@@ -415,7 +416,7 @@ impl Harness {
             }
             Op::Cancel(n) if jobs > 0 => {
                 let j = n % jobs;
-                let got = self.registry.cancel(&Self::id(j));
+                let got = self.registry.cancel(&Self::id(j)).await;
                 assert_eq!(got, Ok(self.model.cancel(j)), "cancel {j}");
             }
             Op::Finish(_) | Op::Cancel(_) => {}
@@ -432,7 +433,7 @@ impl Harness {
             "{step}: the jobs started, in order"
         );
         for (j, m) in self.model.jobs.iter().enumerate() {
-            let s = self.registry.status(&Self::id(j)).unwrap();
+            let s = self.registry.local().status(&Self::id(j)).unwrap();
             let state = match m.stage {
                 Stage::Waiting | Stage::Running => AsynchJobState::Processing,
                 Stage::Complete => AsynchJobState::Complete,
@@ -454,10 +455,14 @@ impl Harness {
                 "{step}: job {j} ({m:?})"
             );
         }
-        assert_eq!(self.registry.counts(), self.model.counts(None), "{step}");
+        assert_eq!(
+            self.registry.local().counts(),
+            self.model.counts(None),
+            "{step}"
+        );
         for user in [1, 2, 3] {
             assert_eq!(
-                self.registry.counts_for(user),
+                self.registry.as_user(user).local().counts(),
                 self.model.counts(Some(Some(user))),
                 "{step}: user {user}"
             );
@@ -496,7 +501,7 @@ fn run(cfg: Config, ops: Vec<Op>) {
             assert_eq!(summary.running, h.model.shutdown(), "shutdown summary");
             h.settle().await;
             h.compare("after the shutdown");
-            assert_eq!(h.registry.counts().processing, 0);
+            assert_eq!(h.registry.local().counts().processing, 0);
         }
     });
 }

@@ -13,11 +13,13 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
         .build();
     let done = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(1) })
+        .await
         .unwrap();
     registry.wait(&done).await.unwrap();
     let polite: Vec<_> = (0..5)
         .map(|_| {
             registry
+                .local()
                 .spawn(JobRequest::default(), |job: JobHandle| async move {
                     job.cancelled().await;
                     tokio::time::sleep(Duration::from_secs(1)).await; // cleanup takes a while
@@ -29,6 +31,7 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
     let stubborn: Vec<_> = (0..5)
         .map(|_| {
             registry
+                .local()
                 .spawn(JobRequest::default(), |_| async {
                     std::future::pending::<()>().await;
                     Ok::<_, &str>(())
@@ -38,6 +41,7 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
         .collect();
     let queued = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .await
         .unwrap();
     tokio::task::yield_now().await;
 
@@ -54,14 +58,16 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
     assert!(registry.is_shut_down());
     assert!(
         registry
+            .local()
             .list(&JobFilter::new().state(AsynchJobState::Processing))
+            .jobs
             .is_empty(),
         "none PROCESSING"
     );
-    assert_eq!(registry.counts().processing, 0);
+    assert_eq!(registry.local().counts().processing, 0);
 
     for id in &polite {
-        let s = registry.status(id).unwrap();
+        let s = registry.status(id).await.unwrap();
         assert_eq!(
             (s.job_state, s.job_canceling),
             (AsynchJobState::Failed, true)
@@ -69,7 +75,7 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
         assert_eq!(s.error_message.as_deref(), Some("canceled"));
     }
     for id in &stubborn {
-        let s = registry.status(id).unwrap();
+        let s = registry.status(id).await.unwrap();
         assert_eq!(s.exception.as_deref(), Some(exception::CANCELED));
         assert_eq!(
             s.error_message.as_deref(),
@@ -77,18 +83,20 @@ async fn shutdown_cancels_waits_then_stops_the_rest() {
         );
         assert_eq!(s.runtime_ms, 5_000);
     }
-    let s = registry.status(&queued).unwrap();
+    let s = registry.status(&queued).await.unwrap();
     assert_eq!(
         s.error_message.as_deref(),
         Some("job was canceled while queued, before it started")
     );
     assert_eq!(
-        registry.status(&done).unwrap().job_state,
+        registry.status(&done).await.unwrap().job_state,
         AsynchJobState::Complete,
         "finished statuses stay readable"
     );
 
-    let refused = registry.spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) });
+    let refused = registry
+        .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .await;
     assert_eq!(refused, Err(Error::ShutDown));
     assert_eq!(Error::ShutDown.to_string(), "job registry is shut down");
     let again = registry.shutdown(Duration::from_secs(5)).await;
@@ -105,8 +113,8 @@ async fn shutdown_under_load_with_pollers_leaves_nothing_processing() {
         tokio::spawn(async move {
             let mut ids = Vec::new();
             for i in 0u64.. {
-                let spawned =
-                    registry.spawn(JobRequest::default(), move |job: JobHandle| async move {
+                let spawned = registry
+                    .spawn(JobRequest::default(), move |job: JobHandle| async move {
                         loop {
                             job.set_progress(i, 0, "spinning");
                             if i % 2 == 0 && job.is_canceling() {
@@ -114,7 +122,8 @@ async fn shutdown_under_load_with_pollers_leaves_nothing_processing() {
                             }
                             tokio::task::yield_now().await;
                         }
-                    });
+                    })
+                    .await;
                 match spawned {
                     Ok(id) => ids.push(id),
                     Err(e) => return (ids, e),
@@ -131,13 +140,13 @@ async fn shutdown_under_load_with_pollers_leaves_nothing_processing() {
         tokio::spawn(async move {
             let mut reads = 0u64;
             while !registry.is_shut_down() {
-                reads += registry.list(&JobFilter::new()).len() as u64;
+                reads += registry.local().list(&JobFilter::new()).jobs.len() as u64;
                 tokio::task::yield_now().await;
             }
             reads
         })
     };
-    while registry.len() < 2_000 {
+    while registry.local().len() < 2_000 {
         tokio::task::yield_now().await;
     }
     let summary = registry.shutdown(Duration::from_millis(200)).await;
@@ -150,11 +159,11 @@ async fn shutdown_under_load_with_pollers_leaves_nothing_processing() {
         summary.finished_within_grace + summary.stopped
     );
     for id in &ids {
-        let s = registry.status(id).unwrap();
+        let s = registry.status(id).await.unwrap();
         assert_eq!(s.job_state, AsynchJobState::Failed);
         assert!(s.job_canceling);
     }
-    assert_eq!(registry.counts().processing, 0);
+    assert_eq!(registry.local().counts().processing, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -167,6 +176,7 @@ async fn dropping_the_last_registry_clone_lets_jobs_finish() {
             tx.send(job.status()).ok();
             Ok::<_, &str>(())
         })
+        .await
         .unwrap();
     drop(registry);
     let seen_by_the_job = rx.await.unwrap();
@@ -191,6 +201,7 @@ async fn a_shutdown_starts_no_queued_job() {
             job.cancelled().await;
             Err::<(), _>(std::io::Error::other("stopped when canceled"))
         })
+        .await
         .unwrap();
     let mut queued = Vec::new();
     for _ in 0..2_000 {
@@ -200,6 +211,7 @@ async fn a_shutdown_starts_no_queued_job() {
                 ran.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, std::io::Error>(())
             })
+            .await
             .unwrap();
         queued.push(id);
     }
@@ -210,10 +222,10 @@ async fn a_shutdown_starts_no_queued_job() {
         0,
         "queued jobs ran during the shutdown"
     );
-    let first = registry.status(&first).unwrap();
+    let first = registry.status(&first).await.unwrap();
     assert_eq!(first.job_state, AsynchJobState::Failed);
     for id in &queued {
-        let status = registry.status(id).unwrap();
+        let status = registry.status(id).await.unwrap();
         assert_eq!(status.job_state, AsynchJobState::Failed, "{id}");
         assert!(status.job_canceling, "{id}");
         assert_eq!(
@@ -242,7 +254,7 @@ async fn a_job_ended_by_a_shutdown_during_its_spawn_never_runs() {
         let registry = registry.clone();
         let ran = ran.clone();
         std::thread::spawn(move || {
-            registry.spawn(JobRequest::default(), move |_job| {
+            registry.local().spawn(JobRequest::default(), move |_job| {
                 // Synchronous setup, still going on while the shutdown runs.
                 entered_tx.send(()).unwrap();
                 go_rx.recv().unwrap();
@@ -263,7 +275,7 @@ async fn a_job_ended_by_a_shutdown_during_its_spawn_never_runs() {
         .await
         .unwrap()
         .unwrap();
-    let ended = registry.status(&id).unwrap();
+    let ended = registry.status(&id).await.unwrap();
     assert_eq!(ended.job_state, AsynchJobState::Failed);
     assert!(ended.job_canceling);
     // Give a wrongly spawned task every chance to run.
@@ -275,5 +287,5 @@ async fn a_job_ended_by_a_shutdown_during_its_spawn_never_runs() {
         !ran.load(Ordering::SeqCst),
         "the body of a job already FAILED ran"
     );
-    assert_eq!(registry.status(&id).unwrap(), ended);
+    assert_eq!(registry.status(&id).await.unwrap(), ended);
 }

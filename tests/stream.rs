@@ -27,8 +27,9 @@ async fn a_watch_streams_each_status_until_the_final_one() {
             gate.recv().await;
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
-    let mut watch = registry.watch(&id).unwrap();
+    let mut watch = registry.watch(&id).await.unwrap();
     assert_stream(&watch);
     let first = next(&mut watch).await.unwrap();
     assert_eq!(first.etag.to_string(), "1");
@@ -62,11 +63,13 @@ async fn a_feed_streams_every_change_and_ends_after_the_shutdown() {
                 Err::<(), _>(std::io::Error::other("stopped"))
             },
         )
+        .await
         .unwrap();
     registry
         .spawn(JobRequest::default().started_by(2), |_| async {
             Ok::<_, std::io::Error>(())
         })
+        .await
         .unwrap();
     let started = next(&mut feed).await.unwrap();
     assert_eq!(

@@ -21,9 +21,9 @@ async fn a_job_over_its_time_limit_is_canceled_and_named_so() {
                 }
             }
         })
-        .unwrap();
+        .await.unwrap();
     tokio::time::sleep(Duration::from_millis(9_500)).await;
-    assert!(!registry.status(&id).unwrap().job_canceling);
+    assert!(!registry.status(&id).await.unwrap().job_canceling);
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(done.job_state, AsynchJobState::Failed);
     assert!(done.job_canceling);
@@ -55,6 +55,7 @@ async fn a_job_ignoring_its_time_limit_is_stopped_after_the_grace() {
                 Ok::<_, &str>(())
             },
         )
+        .await
         .unwrap();
     let done = registry.wait(&id).await.unwrap();
     assert_eq!(done.exception.as_deref(), Some(exception::TIMED_OUT));
@@ -84,10 +85,11 @@ async fn a_stall_limit_fires_only_without_progress() {
                 Ok::<_, &str>(())
             },
         )
+        .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert!(
-        !registry.status(&id).unwrap().job_canceling,
+        !registry.status(&id).await.unwrap().job_canceling,
         "steady progress is no stall"
     );
     let done = registry.wait(&id).await.unwrap();
@@ -113,9 +115,10 @@ async fn a_user_cancel_is_not_a_timeout_and_ok_after_a_timeout_is_complete() {
                 Err::<(), _>("canceled by user")
             },
         )
+        .await
         .unwrap();
     tokio::task::yield_now().await;
-    registry.cancel(&canceled).unwrap();
+    registry.cancel(&canceled).await.unwrap();
     let s = registry.wait(&canceled).await.unwrap();
     assert_eq!(s.error_message.as_deref(), Some("canceled by user"));
     assert_eq!(s.exception.as_deref(), Some("&str"));
@@ -128,6 +131,7 @@ async fn a_user_cancel_is_not_a_timeout_and_ok_after_a_timeout_is_complete() {
                 Ok::<_, &str>("partial result")
             },
         )
+        .await
         .unwrap();
     let s = registry.wait(&finished_anyway).await.unwrap();
     assert_eq!(s.job_state, AsynchJobState::Complete);
@@ -142,6 +146,7 @@ async fn time_limits_count_from_the_start_of_running_not_from_the_queue() {
             tokio::time::sleep(Duration::from_secs(30)).await;
             Ok::<_, &str>(())
         })
+        .await
         .unwrap();
     let second = registry
         .spawn(
@@ -151,6 +156,7 @@ async fn time_limits_count_from_the_start_of_running_not_from_the_queue() {
                 Ok::<_, &str>(())
             },
         )
+        .await
         .unwrap();
     registry.wait(&first).await.unwrap();
     let s = registry.wait(&second).await.unwrap();

@@ -118,20 +118,23 @@ fn jobs_run_in_spans_and_changes_are_events() {
                     Ok::<_, &str>(())
                 },
             )
+            .await
             .unwrap();
         let stubborn = registry
             .spawn(JobRequest::default(), |_| async {
                 std::future::pending::<()>().await;
                 Ok::<_, &str>(())
             })
+            .await
             .unwrap();
         let failing = registry
             .spawn(JobRequest::default(), |_| async {
                 Err::<(), _>(std::io::Error::other("disk full"))
             })
+            .await
             .unwrap();
         tokio::task::yield_now().await;
-        registry.cancel(&stubborn).unwrap();
+        registry.cancel(&stubborn).await.unwrap();
         for id in [ok, stubborn, failing] {
             registry.wait(&id).await.unwrap();
         }
@@ -177,7 +180,7 @@ fn jobs_run_in_spans_and_changes_are_events() {
         assert_eq!(seen[2].fields["cause"], "on request");
         assert_eq!(seen[2].fields["exception"], exception::CANCELED);
         assert_eq!(seen[2].fields["runtime_ms"], "1000");
-        let stopped = registry.status(&stubborn).unwrap();
+        let stopped = registry.status(&stubborn).await.unwrap();
         assert_eq!(
             stopped.error_details.as_deref(),
             Some("canceled on request")
@@ -211,6 +214,7 @@ fn a_panic_is_an_error_event() {
                 }
                 Ok::<_, &str>(())
             })
+            .await
             .unwrap();
         registry.wait(&id).await.unwrap();
         let seen = collect.of_job(id);

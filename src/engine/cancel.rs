@@ -18,6 +18,10 @@ pub enum CancelOutcome {
     AlreadyRequested,
     /// The job had already finished; nothing changed.
     AlreadyFinished,
+    /// The job runs on another instance, which has not applied the cancel yet: the request is in
+    /// the shared store, and that instance applies it when it next reaches the store (the job
+    /// then shows `jobCanceling`).
+    Recorded,
 }
 
 impl Engine {

@@ -4,17 +4,14 @@
 //! A job held here is always answered from memory (it is the freshest copy); the store is asked
 //! only about ids this instance does not hold. Without a store, every call here is the local one.
 
-use std::error::Error as StdError;
-use std::future::Future;
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::store::{self, Cached, RemoteCancel, Store};
 use crate::{
-    AsynchronousJobStatus, CancelCause, CancelOutcome, Error, Etag, JobCounts, JobFilter,
-    JobHandle, JobId, JobRequest, Spawned,
+    AsynchronousJobStatus, CancelCause, CancelOutcome, Error, Etag, JobCounts, JobFilter, JobFn,
+    JobId, JobPage, JobRequest, Spawned,
 };
 
 use super::{Engine, Scope};
@@ -22,6 +19,10 @@ use super::{Engine, Scope};
 /// How long a wait for another instance's job goes without re-reading it, however quiet the
 /// store's notifications are (they are lost while the store reconnects).
 const REREAD_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a cancel of another instance's job waits for that instance to apply it. The owner
+/// hears of it through the store's notification at once, or within a second by polling.
+const REMOTE_CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 /// The registry as its store sees it: held weakly, so a store does not keep a dropped registry
 /// alive, and every call on a registry that is gone does nothing.
@@ -75,7 +76,7 @@ impl Engine {
     }
 
     /// The status of a job of any instance, for a caller in `scope`.
-    pub(crate) async fn status_anywhere(
+    pub(crate) async fn cluster_status(
         &self,
         id: &JobId,
         scope: Scope,
@@ -100,9 +101,10 @@ impl Engine {
         }
     }
 
-    /// Cancels a job of any instance; another instance's job is canceled by that instance, as
-    /// it would cancel its own, within about a second.
-    pub(crate) async fn cancel_anywhere(
+    /// Cancels a job of any instance. Another instance's job is canceled by that instance, as it
+    /// would cancel its own; this waits up to [`REMOTE_CANCEL_WAIT`] for it to show the flag, and
+    /// answers `Requested` once it does, or `Recorded` if it has not yet.
+    pub(crate) async fn cluster_cancel(
         &self,
         id: &JobId,
         scope: Scope,
@@ -117,7 +119,14 @@ impl Engine {
                     RemoteCancel::NotYourJob => Err(Error::NotYourJob(*id)),
                     RemoteCancel::AlreadyFinished => Ok(CancelOutcome::AlreadyFinished),
                     RemoteCancel::AlreadyRequested => Ok(CancelOutcome::AlreadyRequested),
-                    RemoteCancel::Requested => Ok(CancelOutcome::Requested),
+                    RemoteCancel::Requested => {
+                        let applied =
+                            self.wait_remote(id, scope, |s| s.job_canceling || s.is_terminal());
+                        match tokio::time::timeout(REMOTE_CANCEL_WAIT, applied).await {
+                            Ok(Ok(_)) => Ok(CancelOutcome::Requested),
+                            Ok(Err(_)) | Err(_) => Ok(CancelOutcome::Recorded),
+                        }
+                    }
                 }
             }
             local => local,
@@ -146,7 +155,7 @@ impl Engine {
     }
 
     /// [`Engine::wait`] for a job of any instance.
-    pub(crate) async fn wait_anywhere(
+    pub(crate) async fn cluster_wait(
         &self,
         id: &JobId,
         scope: Scope,
@@ -161,7 +170,7 @@ impl Engine {
     }
 
     /// [`Engine::wait_for_change`] for a job of any instance.
-    pub(crate) async fn wait_for_change_anywhere(
+    pub(crate) async fn cluster_wait_for_change(
         &self,
         id: &JobId,
         etag: &Etag,
@@ -179,14 +188,14 @@ impl Engine {
     /// For a remote [`JobWatch`](crate::JobWatch): another instance's job once its etag is no longer `etag` (or
     /// it finished); `None` once it is gone (dropped by retention) or not the caller's. Waits out
     /// a store that cannot be reached, reading again every [`REREAD_AFTER`].
-    pub(crate) async fn changed_anywhere(
+    pub(crate) async fn cluster_changed(
         &self,
         id: JobId,
         etag: Etag,
         scope: Scope,
     ) -> Option<AsynchronousJobStatus> {
         loop {
-            match self.wait_for_change_anywhere(&id, &etag, scope).await {
+            match self.cluster_wait_for_change(&id, &etag, scope).await {
                 Ok(status) => return Some(status),
                 Err(Error::StoreUnavailable(_)) => tokio::time::sleep(REREAD_AFTER).await,
                 Err(_) => return None,
@@ -194,36 +203,90 @@ impl Engine {
         }
     }
 
-    /// The jobs of every instance that `filter` selects within `scope`, newest first. Jobs held
-    /// here are listed as they are in memory (fresher than the store's copy).
-    pub(crate) async fn list_anywhere(
+    /// One page of the jobs of every instance that `filter` selects within `scope`, newest first.
+    /// Jobs held here are listed as they are in memory (fresher than the store's copy).
+    pub(crate) async fn cluster_list(
         &self,
         filter: &JobFilter,
         scope: Scope,
-    ) -> Result<Vec<AsynchronousJobStatus>, Error> {
-        let mut local = self.list(filter, scope);
+    ) -> Result<JobPage, Error> {
+        let local = self.list(filter, scope);
         let Some(store) = self.store() else {
-            local.reverse();
             return Ok(local);
         };
-        let user = scope.user().or(filter.user);
-        let stored = store.list(user, filter.state).await?;
+        let mut filter = filter.clone();
+        filter.user = scope.user().or(filter.user);
+        let stored = store.list(&filter).await?;
+        // Each source lists up to one more than a page; where one was cut short, jobs below its
+        // last id are not known yet, so the page ends there.
+        let cut = |page: &JobPage, last: Option<JobId>| page.next.as_ref().and(last);
+        let local_cut = cut(&local, local.jobs.last().map(|s| s.job_id));
+        let stored_cut = stored.more_below;
+        let floor = local_cut.max(stored_cut);
         let mut by_id: std::collections::BTreeMap<JobId, AsynchronousJobStatus> = stored
+            .jobs
             .into_iter()
             .filter(|s| !self.holds(&s.job_id))
             .map(|s| (s.job_id, s))
             .collect();
-        by_id.extend(local.drain(..).map(|s| (s.job_id, s)));
-        Ok(by_id.into_values().rev().collect())
+        by_id.extend(local.jobs.into_iter().map(|s| (s.job_id, s)));
+        let jobs = by_id
+            .into_values()
+            .rev()
+            .filter(|s| floor.is_none_or(|floor| s.job_id >= floor))
+            .collect();
+        Ok(JobPage::new(jobs, &filter, floor))
     }
 
-    /// Jobs per state across every instance, as the store counts them (this instance's changes
-    /// reach it within a flush interval).
-    pub(crate) async fn counts_anywhere(&self) -> Result<JobCounts, Error> {
+    /// Jobs per state in `scope` that `filter` selects (by user, name and request type) across
+    /// every instance, as the store counts them (this instance's changes reach it within a flush
+    /// interval).
+    pub(crate) async fn cluster_counts(
+        &self,
+        filter: &JobFilter,
+        scope: Scope,
+    ) -> Result<JobCounts, Error> {
+        let mut filter = filter.clone();
+        filter.user = scope.user().or(filter.user);
         match self.store() {
-            Some(store) => store.counts().await,
-            None => Ok(self.counts()),
+            Some(store) => store.counts(&filter).await,
+            None => Ok(self.counts_matching(&filter)),
         }
+    }
+
+    /// The name of a job of any instance, if it has one; the job must be in `scope`.
+    pub(crate) async fn cluster_name(
+        &self,
+        id: &JobId,
+        scope: Scope,
+    ) -> Result<Option<Arc<str>>, Error> {
+        self.cluster_status(id, scope).await?;
+        Ok(self.cluster_names(&[*id], scope).await?.remove(id))
+    }
+
+    /// The names of those of the jobs `ids` that have one: from memory for jobs held here (for a
+    /// caller in `scope`), from the store for the others. The others must be jobs the caller may
+    /// see, as a list for `scope` gives them: the store does not check whose they are.
+    pub(crate) async fn cluster_names(
+        &self,
+        ids: &[JobId],
+        scope: Scope,
+    ) -> Result<HashMap<JobId, Arc<str>>, Error> {
+        let mut names = HashMap::new();
+        let mut elsewhere = Vec::new();
+        for id in ids {
+            if self.holds(id) {
+                if let Some(name) = self.name_of(id, scope) {
+                    names.insert(*id, name);
+                }
+            } else {
+                elsewhere.push(*id);
+            }
+        }
+        if let Some(store) = self.store().filter(|_| !elsewhere.is_empty()) {
+            names.extend(store.names(&elsewhere).await?);
+        }
+        Ok(names)
     }
 
     /// [`Engine::spawn`], with request caching across every instance: a cacheable request is
@@ -233,17 +296,11 @@ impl Engine {
     /// A store that cannot be reached does not stop the job: the request is answered from this
     /// instance's jobs alone, as without a store (an equal request's job on another instance is
     /// then not found, and a second job starts).
-    pub(crate) async fn submit_anywhere<F, Fut, R, E>(
+    pub(crate) async fn submit<Fut>(
         self: &Arc<Self>,
         request: JobRequest,
-        job: F,
-    ) -> Result<Spawned, Error>
-    where
-        F: FnOnce(JobHandle) -> Fut,
-        Fut: Future<Output = Result<R, E>> + Send + 'static,
-        R: Serialize + Send + 'static,
-        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
-    {
+        job: impl JobFn<Fut>,
+    ) -> Result<Spawned, Error> {
         let store = match self.store.as_ref() {
             Some(store) if request.cacheable && !self.is_shut_down() => store,
             _ => return self.spawn(request, job),
@@ -295,6 +352,7 @@ impl Engine {
         Ok(spawned)
     }
 
+    #[cfg(feature = "http")]
     /// The store's change notices from now on (of every instance's jobs, this one's included);
     /// `None` without a store.
     pub(crate) fn remote_changes(

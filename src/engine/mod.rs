@@ -50,7 +50,9 @@ use crate::change::Change;
 use crate::job::{Applied, Job};
 use crate::seam::Seam;
 use crate::store::Store;
-use crate::{AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobId};
+use crate::{
+    AsynchJobState, AsynchronousJobStatus, Error, Etag, JobCounts, JobFilter, JobId, JobPage,
+};
 
 use self::config::Config;
 use self::dedup::Dedup;
@@ -266,8 +268,8 @@ impl Engine {
         self.status(&id, Scope::All).ok()
     }
 
-    /// Snapshots of the jobs that `filter` selects within `scope`, ordered by id.
-    pub(crate) fn list(&self, filter: &JobFilter, scope: Scope) -> Vec<AsynchronousJobStatus> {
+    /// One page of the jobs that `filter` selects within `scope`, newest first.
+    pub(crate) fn list(&self, filter: &JobFilter, scope: Scope) -> JobPage {
         self.sweep();
         let user = scope.user().or(filter.user);
         let now = Instant::now();
@@ -276,14 +278,64 @@ impl Engine {
             Some(user) => self.table.jobs_of(user),
             None => self.table.jobs(|_| true),
         };
-        if let Some(name) = &filter.name {
-            jobs.retain(|job| job.name.as_ref() == Some(name));
-        }
-        jobs.sort_unstable_by_key(|job| job.id);
-        jobs.iter()
+        jobs.retain(|job| {
+            filter
+                .name
+                .as_ref()
+                .is_none_or(|name| job.name.as_ref() == Some(name))
+                && filter.admits_request(job.request.as_deref())
+                && filter.before.is_none_or(|before| job.id < before)
+        });
+        jobs.sort_unstable_by_key(|job| std::cmp::Reverse(job.id));
+        let statuses = jobs
+            .iter()
             .filter_map(|job| job.snapshot_unless(|at| self.retention.expired(at, now)))
-            .filter(|s| filter.state.is_none_or(|state| s.job_state == state))
-            .collect()
+            .filter(|status| filter.admits_state(status))
+            .take(filter.limit.saturating_add(1))
+            .collect();
+        JobPage::new(statuses, filter, None)
+    }
+
+    /// The per-state counts of the jobs held here that `filter` selects by user, name and request
+    /// type: from the counters when it selects by none of them, else from each job it selects
+    /// (a user's through the per-user index).
+    pub(crate) fn counts_matching(&self, filter: &JobFilter) -> JobCounts {
+        if filter.user.is_none() && filter.name.is_none() && filter.concrete_type.is_none() {
+            return self.counts();
+        }
+        self.sweep();
+        let now = Instant::now();
+        let jobs = match filter.user {
+            Some(user) => self.table.jobs_of(user),
+            None => self.table.jobs(|_| true),
+        };
+        let (mut running, mut queued, mut complete, mut failed) = (0, 0, 0, 0);
+        for job in jobs {
+            if filter
+                .name
+                .as_ref()
+                .is_some_and(|name| job.name.as_ref() != Some(name))
+                || !filter.admits_request(job.request.as_deref())
+            {
+                continue;
+            }
+            let (state, is_queued, changed_at) = job.standing();
+            match state {
+                _ if state.is_terminal() && self.retention.expired(changed_at, now) => {}
+                AsynchJobState::Processing if is_queued => queued += 1,
+                AsynchJobState::Processing => running += 1,
+                AsynchJobState::Complete => complete += 1,
+                AsynchJobState::Failed => failed += 1,
+            }
+        }
+        JobCounts::new(running + queued, complete, failed).with_queued(queued)
+    }
+
+    /// The per-state counts of the jobs in `scope` held here.
+    pub(crate) fn counts_in(&self, scope: Scope) -> JobCounts {
+        let mut filter = JobFilter::new();
+        filter.user = scope.user();
+        self.counts_matching(&filter)
     }
 
     /// The per-state counts, without sweeping (for `Debug`, which must not change anything).
@@ -299,29 +351,15 @@ impl Engine {
         self.counts_now()
     }
 
-    /// One user's per-state counts, read from each of the user's jobs (after a sweep, as
-    /// [`counts`](Engine::counts)): O(that user's jobs), through the table's per-user index.
-    pub(crate) fn counts_for(&self, user: u64) -> JobCounts {
-        self.sweep();
-        let now = Instant::now();
-        let (mut running, mut queued, mut complete, mut failed) = (0, 0, 0, 0);
-        for job in self.table.jobs_of(user) {
-            let (state, is_queued, changed_at) = job.standing();
-            match state {
-                _ if state.is_terminal() && self.retention.expired(changed_at, now) => {}
-                AsynchJobState::Processing if is_queued => queued += 1,
-                AsynchJobState::Processing => running += 1,
-                AsynchJobState::Complete => complete += 1,
-                AsynchJobState::Failed => failed += 1,
+    /// How many jobs in `scope` are held, after dropping statuses past their retention time.
+    pub(crate) fn len_in(&self, scope: Scope) -> usize {
+        match scope {
+            Scope::All => {
+                self.sweep();
+                self.table.len()
             }
+            Scope::User(_) => self.counts_in(scope).total(),
         }
-        JobCounts::new(running + queued, complete, failed).with_queued(queued)
-    }
-
-    /// How many jobs are held, after dropping statuses past their retention time.
-    pub(crate) fn len(&self) -> usize {
-        self.sweep();
-        self.table.len()
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {

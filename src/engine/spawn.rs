@@ -1,20 +1,17 @@
 //! Starting a job: request de-duplication, an id, the job's record, its place under the
 //! concurrency limits, and its task.
 
-use std::error::Error as StdError;
-use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::change::Change;
 use crate::failure::Failure;
 use crate::job::Job;
-use crate::{exception, CancelCause, Error, JobHandle, JobId, JobRequest};
+use crate::{exception, CancelCause, Error, JobFn, JobHandle, JobId, JobRequest};
 
 use super::dedup::Lookup;
 use super::supervisor::Supervisor;
@@ -47,17 +44,11 @@ impl Spawned {
 
 impl Engine {
     /// Starts a job as `request` says; see [`JobRegistry::spawn`](crate::JobRegistry::spawn).
-    pub(crate) fn spawn<F, Fut, R, E>(
+    pub(crate) fn spawn<Fut>(
         self: &Arc<Self>,
         request: JobRequest,
-        job: F,
-    ) -> Result<Spawned, Error>
-    where
-        F: FnOnce(JobHandle) -> Fut,
-        Fut: Future<Output = Result<R, E>> + Send + 'static,
-        R: Serialize + Send + 'static,
-        E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
-    {
+        job: impl JobFn<Fut>,
+    ) -> Result<Spawned, Error> {
         if self.is_shut_down() {
             return Err(Error::ShutDown);
         }
@@ -116,9 +107,9 @@ impl Engine {
         #[cfg(feature = "tracing")]
         let span = crate::trace::span(id, entry.user(), entry.name.as_deref());
         #[cfg(feature = "tracing")]
-        let called = span.in_scope(|| catch_unwind(AssertUnwindSafe(move || job(handle))));
+        let called = span.in_scope(|| catch_unwind(AssertUnwindSafe(move || job.call(handle))));
         #[cfg(not(feature = "tracing"))]
-        let called = catch_unwind(AssertUnwindSafe(move || job(handle)));
+        let called = catch_unwind(AssertUnwindSafe(move || job.call(handle)));
         match called {
             // Ended while the closure ran (a shutdown): no task, so none is counted as running.
             Ok(future) if entry.is_finished() => drop(future),

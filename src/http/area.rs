@@ -186,7 +186,7 @@ impl Area {
             let (user, job) = (user.clone(), job.clone());
             Box::pin(async move {
                 Ok(user
-                    .submit_anywhere(request, move |handle| job(typed, handle))
+                    .submit(request, move |handle| job(typed, handle))
                     .await?)
             })
         };

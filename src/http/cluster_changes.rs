@@ -25,8 +25,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::broadcast::{error::RecvError, Receiver};
 use tokio::time::Instant;
 
+use super::list::every_job;
 use crate::store::RemoteChange;
-use crate::{AsynchronousJobStatus, Error, Etag, JobFilter, JobId, StatusFeed, UserView};
+use crate::{AsynchronousJobStatus, Error, Etag, JobId, StatusFeed, UserView};
 
 /// How far before the last time all notices were heard a resync looks: beyond any sane clock
 /// skew between instances, and most outages of one instance's writes.
@@ -112,7 +113,7 @@ impl ClusterChanges {
             .heard_all_at
             .checked_sub_signed(lookback)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let mut jobs = self.user.list_anywhere(&JobFilter::new()).await?;
+        let mut jobs = every_job(&self.user).await?;
         jobs.retain(|status| status.changed_on >= from && !self.user.holds(&status.job_id));
         jobs.sort_by_key(|status| status.changed_on);
         for status in jobs {
@@ -132,7 +133,7 @@ impl ClusterChanges {
         let ids: Vec<JobId> = self.wanted.iter().copied().collect();
         let mut read = Vec::with_capacity(ids.len());
         for id in &ids {
-            match self.user.status_anywhere(id).await {
+            match self.user.status(id).await {
                 Ok(status) => read.push(status),
                 // Gone meanwhile (retention), or not the caller's after all: nothing to send.
                 Err(Error::UnknownJob(_) | Error::NotYourJob(_)) => {}

@@ -23,7 +23,7 @@
 //! [`Changes`] is what the stream follows; [`open`] picks it: the user's [`StatusFeed`] (this
 //! instance's jobs), and with a shared store also other instances' jobs, heard from the store's
 //! change notices ([`ClusterChanges`]). The rest (batching, order, resume through
-//! `list_anywhere`, heartbeats, the end) is the same for both.
+//! the cluster-wide list, heartbeats, the end) is the same for both.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -42,9 +42,10 @@ use futures_core::Stream;
 
 use super::cluster_changes::ClusterChanges;
 use super::handlers::Caller;
+use super::list::every_job;
 use super::rejection::Rejection;
 use super::state::Api;
-use crate::{AsynchronousJobStatus, Error, Etag, JobFilter, JobId, StatusFeed, UserView};
+use crate::{AsynchronousJobStatus, Error, Etag, JobId, StatusFeed, UserView};
 
 /// The default for [`AsyncJobApi::event_heartbeat`](super::AsyncJobApi::event_heartbeat): a
 /// comment every 15 seconds while no event is sent, well below the idle timeouts of proxies and
@@ -166,7 +167,7 @@ async fn missed_since(
     id: JobId,
     etag: &Etag,
 ) -> Result<Vec<AsynchronousJobStatus>, Rejection> {
-    let since = match user.status_anywhere(&id).await {
+    let since = match user.status(&id).await {
         Ok(status) if status.etag == *etag => Some(status.changed_on),
         // It changed since: that status was made after the job started, so everything since the
         // start covers everything since it (more than needed; never less).
@@ -181,8 +182,7 @@ async fn missed_since(
             .checked_sub_signed(slack)
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     });
-    let mut missed: Vec<AsynchronousJobStatus> = user
-        .list_anywhere(&JobFilter::new())
+    let mut missed: Vec<AsynchronousJobStatus> = every_job(user)
         .await?
         .into_iter()
         .filter(|status| from.is_none_or(|from| status.changed_on >= from))

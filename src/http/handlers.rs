@@ -2,7 +2,6 @@
 //! shared [`Api`]; the list and the event stream have files of their own.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{QueryRejection, RawPathParamsRejection};
@@ -18,7 +17,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::time::Instant;
 
 use super::area::TOKEN_PARAM;
 use super::poll::{not_modified, read, Poll, PollQuery, Read};
@@ -27,7 +25,7 @@ use super::response::{
     complete_response, json, mark_reused, no_store, status_response, tag, Reason,
 };
 use super::state::{Api, Kind};
-use crate::{AsynchJobState, AsynchronousJobStatus, CancelOutcome, JobId, UserView};
+use crate::{AsynchJobState, AsynchronousJobStatus, JobId, UserView};
 
 /// The calling user's view of the registry.
 pub(super) struct Caller(pub(super) UserView);
@@ -116,9 +114,9 @@ pub(super) async fn start(
             kinds_of(&api, Some(&area))
         )));
     }
+    // With a shared store, this answers once every instance can find the job: the client may
+    // poll another instance next.
     let spawned = (kind.start)(&user, Value::Object(body)).await?;
-    // With a shared store, the client may poll another instance next: answer once it can.
-    user.announced(&spawned.id()).await;
     let mut response = json(
         StatusCode::CREATED,
         &Token {
@@ -145,8 +143,7 @@ pub(super) async fn launch(
     let body = object(&body)?;
     let (_, kind) = kind_of(&api, &body)?;
     let spawned = (kind.start)(&user, Value::Object(body)).await?;
-    user.announced(&spawned.id()).await;
-    let status = user.status_anywhere(&spawned.id()).await?;
+    let status = user.status(&spawned.id()).await?;
     let mut response = status_response(StatusCode::CREATED, &status);
     mark_reused(&mut response, spawned);
     Ok(response)
@@ -314,27 +311,16 @@ pub(super) async fn status(
     )
 }
 
-/// How long a cancel of another instance's job waits for that instance to show it canceling.
-const REMOTE_CANCEL_WAIT: Duration = Duration::from_secs(2);
-
-/// `POST` or `GET /asynchronous/job/{jobId}/cancel` (Synapse's is a `GET`).
+/// `POST` or `GET /asynchronous/job/{jobId}/cancel` (Synapse's is a `GET`). Another instance's
+/// job is answered once its instance has applied the cancel (or after the registry's wait for
+/// it), so the status shows `jobCanceling` rather than looking as if nothing happened.
 pub(super) async fn cancel(
     Caller(user): Caller,
     params: Result<RawPathParams, RawPathParamsRejection>,
 ) -> Result<Response, Rejection> {
     let id = PathParams::new(params)?.job_id("jobId")?;
-    let outcome = user.cancel_anywhere(&id).await?;
-    let mut status = user.status_anywhere(&id).await?;
-    // Another instance's job shows the flag once its instance applied the cancel, within about
-    // a second: answer with that status rather than one that looks as if nothing happened.
-    let deadline = Instant::now() + REMOTE_CANCEL_WAIT;
-    while outcome == CancelOutcome::Requested && !status.job_canceling && !status.is_terminal() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, user.wait_for_change(&id, &status.etag)).await {
-            Ok(changed) => status = changed?,
-            Err(_elapsed) => break,
-        }
-    }
+    user.cancel(&id).await?;
+    let status = user.status(&id).await?;
     let code = if status.is_terminal() {
         StatusCode::OK
     } else {

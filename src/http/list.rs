@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::handlers::Caller;
 use super::rejection::Rejection;
 use super::response::{json, no_store};
-use crate::{AsynchJobState, AsynchronousJobStatus, JobFilter, JobId};
+use crate::{AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobFilter, JobId, UserView};
 
 /// How many jobs a page of `GET /asynchronous/job` has when the request does not say (`limit`).
 pub const DEFAULT_LIST_LIMIT: usize = 50;
@@ -79,35 +79,23 @@ pub(super) async fn list(
     };
     let concrete_type = query.concrete_type.as_deref().filter(|t| !t.is_empty());
 
-    let mut jobs = user.list_anywhere(&JobFilter::new()).await?;
-    // Newest first is what `list_anywhere` promises; the page token relies on it, so it is made
-    // sure of here (nearly free on a sorted list).
-    jobs.sort_by_key(|status| std::cmp::Reverse(status.job_id));
-    let mut counts = StateCounts::default();
-    let mut page = Vec::new();
-    let mut more = false;
-    for status in &jobs {
-        if concrete_type.is_some_and(|wanted| request_type(status) != Some(wanted)) {
-            continue;
-        }
-        *counts.of(status.job_state) += 1;
-        if state.is_some_and(|state| state != status.job_state)
-            || before.is_some_and(|before| status.job_id >= before)
-        {
-            continue;
-        }
-        if page.len() < limit {
-            page.push(status);
-        } else {
-            more = true;
-        }
+    let mut filter = JobFilter::new().limit(limit);
+    if let Some(concrete_type) = concrete_type {
+        filter = filter.concrete_type(concrete_type);
     }
-    let next_page_token = more
-        .then(|| {
-            page.last()
-                .map(|last| format!("{TOKEN_PREFIX}{}", last.job_id))
-        })
-        .flatten();
+    let counts = StateCounts::from(user.counts_matching(&filter).await?);
+    if let Some(state) = state {
+        filter = filter.state(state);
+    }
+    if let Some(before) = before {
+        filter = filter.before(before);
+    }
+    let listed = user.list(&filter).await?;
+    let page: Vec<&AsynchronousJobStatus> = listed.jobs.iter().collect();
+    let next_page_token = listed
+        .next
+        .and_then(|next| next.starting_before())
+        .map(|before| format!("{TOKEN_PREFIX}{before}"));
     let ids: Vec<JobId> = page.iter().map(|status| status.job_id).collect();
     let names = user
         .job_names(&ids)
@@ -128,20 +116,25 @@ pub(super) async fn list(
     Ok(response)
 }
 
-fn request_type(status: &AsynchronousJobStatus) -> Option<&str> {
-    status
-        .request_body
-        .as_deref()?
-        .get("concreteType")?
-        .as_str()
+/// Every job of `user`'s, newest first, read a page at a time (for the event stream's resume and
+/// resync, which look for every job changed since a moment, whatever its id).
+pub(super) async fn every_job(user: &UserView) -> Result<Vec<AsynchronousJobStatus>, Error> {
+    let mut jobs = Vec::new();
+    let mut filter = Some(JobFilter::new());
+    while let Some(this) = filter {
+        let page = user.list(&this).await?;
+        jobs.extend(page.jobs);
+        filter = page.next;
+    }
+    Ok(jobs)
 }
 
-impl StateCounts {
-    fn of(&mut self, state: AsynchJobState) -> &mut usize {
-        match state {
-            AsynchJobState::Processing => &mut self.processing,
-            AsynchJobState::Complete => &mut self.complete,
-            AsynchJobState::Failed => &mut self.failed,
+impl From<JobCounts> for StateCounts {
+    fn from(counts: JobCounts) -> Self {
+        StateCounts {
+            processing: counts.processing,
+            complete: counts.complete,
+            failed: counts.failed,
         }
     }
 }

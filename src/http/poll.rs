@@ -106,7 +106,7 @@ pub(super) async fn read(
     max_wait: Duration,
     admit: impl FnOnce(&AsynchronousJobStatus) -> Result<(), Rejection>,
 ) -> Result<Read, Rejection> {
-    let mut status = user.status_anywhere(id).await?;
+    let mut status = user.status(id).await?;
     admit(&status)?;
     if !poll.has_seen(&status.etag) {
         return Ok(Read::Fresh(status));

@@ -57,8 +57,8 @@
 //! ([`NODE_LOST`](crate::exception::NODE_LOST)) and is not run again, as in Synapse.
 //!
 //! Request caching ([`JobRequest::cacheable`](crate::JobRequest::cacheable)) spans the cluster
-//! through [`JobRegistry::submit_anywhere`](crate::JobRegistry::submit_anywhere) (which the
-//! HTTP front uses): an equal request of the same user is answered with the running or
+//! through [`JobRegistry::submit`](crate::JobRegistry::submit) and
+//! [`spawn`](crate::JobRegistry::spawn) (which the HTTP front uses): an equal request of the same user is answered with the running or
 //! COMPLETE job of whichever instance, and equal requests sent to two instances at once start
 //! one job (the first takes a transaction-scoped advisory lock on the request's cache key until
 //! its job's row is written; the other waits for it, then finds that job).

@@ -1,11 +1,12 @@
 //! Reading statuses: one job, a user's newest jobs, jobs' names, counts per state.
 
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::writes::to_bigint;
 use super::{Db, StoreError};
-use crate::{AsynchJobState, AsynchronousJobStatus, JobCounts};
+use crate::{AsynchronousJobStatus, JobCounts, JobFilter};
 
 /// A job as stored: its status and the columns beside it.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,11 +59,12 @@ impl Db {
         row.map(|row| stored_job(&row)).transpose()
     }
 
-    /// Up to `limit` jobs, newest (highest id) first: of `user` if given, else of everyone;
-    /// in `state` if given, else in any state.
+    /// Up to `limit` of the jobs `filter` selects, newest (highest id) first: by its user,
+    /// state, name, request `concreteType` and `before` (its own limit is not applied).
     ///
     /// Ids grow within an instance's block and blocks grow over time, so "highest id" is
-    /// "newest" within an instance; across instances it is only roughly so.
+    /// "newest" within an instance; across instances it is only roughly so. A page is found by
+    /// the primary key (and the user's index), however many jobs come after it.
     ///
     /// # Errors
     ///
@@ -73,30 +75,23 @@ impl Db {
     /// Cancel safe: it only reads.
     pub async fn list(
         &self,
-        user: Option<u64>,
-        state: Option<AsynchJobState>,
+        filter: &JobFilter,
         limit: usize,
     ) -> Result<Vec<StoredJob>, StoreError> {
         const WHAT: &str = "list jobs";
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let user = user.map(|u| to_bigint(u, "user id", WHAT)).transpose()?;
-        let state = state.map(AsynchJobState::as_str);
-        // One text per combination, so that each gets a plan that uses its index.
-        let filter = match (user.is_some(), state.is_some()) {
-            (false, false) => "$1::bigint IS NULL AND $2::text IS NULL",
-            (true, false) => "user_id = $1 AND $2::text IS NULL",
-            (false, true) => "$1::bigint IS NULL AND state = $2",
-            (true, true) => "user_id = $1 AND state = $2",
-        };
+        let mut conditions = Conditions::of(filter, true, WHAT)?;
+        let at = conditions.push(Box::new(limit));
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM asyncjobs_jobs WHERE {filter} ORDER BY id DESC LIMIT $3"
+                "SELECT {COLUMNS} FROM asyncjobs_jobs WHERE {} ORDER BY id DESC LIMIT ${at}",
+                conditions.text
             ))
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
         let rows = client
-            .query(&statement, &[&user, &state, &limit])
+            .query(&statement, &conditions.params())
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
         rows.iter().map(stored_job).collect()
@@ -138,7 +133,8 @@ impl Db {
             .collect())
     }
 
-    /// How many stored jobs are in each state, across all instances.
+    /// How many stored jobs that `filter` selects (by its user, name and request
+    /// `concreteType`; not its state or page) are in each state, across all instances.
     ///
     /// The three counts are one consistent snapshot.
     ///
@@ -149,22 +145,25 @@ impl Db {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
-    pub async fn counts(&self) -> Result<JobCounts, StoreError> {
+    pub async fn counts(&self, filter: &JobFilter) -> Result<JobCounts, StoreError> {
         const WHAT: &str = "count jobs";
+        let conditions = Conditions::of(filter, false, WHAT)?;
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(
-                "SELECT state, queued, count(*) FROM asyncjobs_jobs GROUP BY state, queued",
-            )
+            .prepare_cached(&format!(
+                "SELECT state, queued, count(*) FROM asyncjobs_jobs WHERE {} \
+                 GROUP BY state, queued",
+                conditions.text
+            ))
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
         let rows = client
-            .query(&statement, &[])
+            .query(&statement, &conditions.params())
             .await
             .map_err(|e| StoreError::query(WHAT, e))?;
         let (mut processing, mut queued, mut complete, mut failed) = (0, 0, 0, 0);
         for row in rows {
-            let n = row.get::<_, i64>(2) as usize;
+            let n = usize::try_from(row.get::<_, i64>(2)).unwrap_or(0);
             match (row.get::<_, &str>(0), row.get::<_, bool>(1)) {
                 ("PROCESSING", waiting) => {
                     processing += n;
@@ -178,6 +177,67 @@ impl Db {
             }
         }
         Ok(JobCounts::new(processing, complete, failed).with_queued(queued))
+    }
+}
+
+/// The `WHERE` clause of a filter, with its parameters. Only the conditions the filter sets are
+/// written, so each combination is its own statement text, planned with the index it can use.
+struct Conditions {
+    text: String,
+    values: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Conditions {
+    /// `filter`'s conditions; its state and page (`before`) only if `paged`.
+    fn of(filter: &JobFilter, paged: bool, what: &'static str) -> Result<Self, StoreError> {
+        let mut conditions = Conditions {
+            text: String::from("TRUE"),
+            values: Vec::new(),
+        };
+        if let Some(user) = filter.user {
+            let user = to_bigint(user, "user id", what)?;
+            conditions.and("user_id = $", Box::new(user));
+        }
+        if let Some(name) = &filter.name {
+            conditions.and("name = $", Box::new(name.to_string()));
+        }
+        if let Some(concrete_type) = &filter.concrete_type {
+            conditions.and(
+                "status->'requestBody'->>'concreteType' = $",
+                Box::new(concrete_type.to_string()),
+            );
+        }
+        if paged {
+            if let Some(state) = filter.state {
+                conditions.and("state = $", Box::new(state.as_str()));
+            }
+            if let Some(before) = filter.before {
+                // Ids above `i64::MAX` are never stored: every stored id is below.
+                if let Ok(before) = i64::try_from(before.as_u64()) {
+                    conditions.and("id < $", Box::new(before));
+                }
+            }
+        }
+        Ok(conditions)
+    }
+
+    /// Adds `condition`, whose parameter comes last.
+    fn and(&mut self, condition: &str, value: Box<dyn ToSql + Sync + Send>) {
+        let at = self.push(value);
+        self.text.push_str(&format!(" AND {condition}{at}"));
+    }
+
+    /// Adds a parameter; its number.
+    fn push(&mut self, value: Box<dyn ToSql + Sync + Send>) -> usize {
+        self.values.push(value);
+        self.values.len()
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.values
+            .iter()
+            .map(|value| value.as_ref() as &(dyn ToSql + Sync))
+            .collect()
     }
 }
 

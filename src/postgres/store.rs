@@ -20,10 +20,10 @@ use super::state::{Ids, Inner};
 use super::{CacheLookup, StatusRow};
 use super::{CancelRequest, Db, Listener, StoreError};
 use crate::store::{
-    self as seam, BoxFuture, Cached, Local, Names, RemoteCancel, RemoteChange, Store,
+    self as seam, BoxFuture, Cached, Local, Names, RemoteCancel, RemoteChange, Store, StoredPage,
 };
 use crate::{
-    AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobEvent, JobId, SharedStore,
+    AsynchronousJobStatus, Error, JobCounts, JobEvent, JobFilter, JobId, SharedStore,
     StatusObserver,
 };
 
@@ -41,9 +41,6 @@ const CLOSE_RETRY: Duration = Duration::from_millis(500);
 
 /// How many change notices a slow cluster-wide follower may be behind before it resyncs.
 const CHANGES_BUFFER: usize = 4096;
-
-/// The most jobs a cluster-wide list returns.
-const LIST_LIMIT: usize = 10_000;
 
 /// A PostgreSQL database that several instances of a service share, so that each answers for
 /// every job's status and can cancel any job, whichever instance runs it.
@@ -70,7 +67,7 @@ const LIST_LIMIT: usize = 10_000;
 /// let registry = JobRegistry::builder().store(store).build();
 /// # let id: asyncjobs::JobId = "1".parse()?;
 /// // Any job of any instance:
-/// let status = registry.status_anywhere(&id).await?;
+/// let status = registry.status(&id).await?;
 /// # drop(status);
 /// # Ok(())
 /// # }
@@ -283,19 +280,22 @@ impl Store for PostgresStore {
         })
     }
 
-    fn list(
-        &self,
-        user: Option<u64>,
-        state: Option<AsynchJobState>,
-    ) -> BoxFuture<'_, Result<Vec<AsynchronousJobStatus>, Error>> {
+    fn list<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<StoredPage, Error>> {
         Box::pin(async move {
-            let jobs = self
+            let limit = filter.limit.saturating_add(1);
+            let rows = self
                 .inner
                 .db
-                .list(user, state, LIST_LIMIT)
+                .list(filter, limit)
                 .await
                 .map_err(unavailable)?;
-            Ok(jobs.into_iter().map(|job| job.status).collect())
+            let more_below = (rows.len() >= limit)
+                .then(|| rows.last().map(|row| row.status.job_id))
+                .flatten();
+            Ok(StoredPage {
+                jobs: rows.into_iter().map(|row| row.status).collect(),
+                more_below,
+            })
         })
     }
 
@@ -310,8 +310,8 @@ impl Store for PostgresStore {
         })
     }
 
-    fn counts(&self) -> BoxFuture<'_, Result<JobCounts, Error>> {
-        Box::pin(async move { self.inner.db.counts().await.map_err(unavailable) })
+    fn counts<'a>(&'a self, filter: &'a JobFilter) -> BoxFuture<'a, Result<JobCounts, Error>> {
+        Box::pin(async move { self.inner.db.counts(filter).await.map_err(unavailable) })
     }
 
     fn cancel(&self, id: JobId, user: Option<u64>) -> BoxFuture<'_, Result<RemoteCancel, Error>> {

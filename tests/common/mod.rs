@@ -27,6 +27,7 @@ pub fn gated(
     let (go, wait) = oneshot::channel::<()>();
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     let id = registry
+        .local()
         .spawn(request, move |job: JobHandle| {
             handle_tx.send(job).unwrap();
             async move {
@@ -40,7 +41,9 @@ pub fn gated(
 
 /// Spawns a job that completes at once, or says why it could not.
 pub fn quick(registry: &JobRegistry) -> Result<JobId, Error> {
-    registry.spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
+    registry
+        .local()
+        .spawn(JobRequest::default(), |_job| async { Ok::<_, &str>(()) })
 }
 
 /// Keeps the panics a test plans out of its output; any other panic is reported as usual.

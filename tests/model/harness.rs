@@ -104,8 +104,8 @@ impl Harness {
                 let Some(j) = pick(job) else { return };
                 let id = self.model.jobs[j].id;
                 let got = match self.view(*via, j) {
-                    Some(view) => view.cancel(&id),
-                    None => self.registry.cancel(&id),
+                    Some(view) => view.cancel(&id).await,
+                    None => self.registry.cancel(&id).await,
                 };
                 let expected = match self.view(*via, j) {
                     Some(view) => self.model.check_view(j, view.user()),
@@ -128,8 +128,8 @@ impl Harness {
                 let Some(j) = pick(job) else { return };
                 let id = self.model.jobs[j].id;
                 let got = match self.view(*via, j) {
-                    Some(view) => view.status(&id),
-                    None => self.registry.status(&id),
+                    Some(view) => view.status(&id).await,
+                    None => self.registry.status(&id).await,
                 };
                 let expected = match self.view(*via, j) {
                     Some(view) => self.model.check_view(j, view.user()),
@@ -150,9 +150,11 @@ impl Harness {
                     filter = filter.state(*state);
                 }
                 let got = match (user, via_view) {
-                    (Some(user), true) => self.registry.as_user(*user).list(&filter),
-                    (Some(user), false) => self.registry.list(&filter.started_by(*user)),
-                    (None, _) => self.registry.list(&filter),
+                    (Some(user), true) => self.registry.as_user(*user).local().list(&filter).jobs,
+                    (Some(user), false) => {
+                        self.registry.local().list(&filter.started_by(*user)).jobs
+                    }
+                    (None, _) => self.registry.local().list(&filter).jobs,
                 };
                 let expected = self.model.list(*state, *user);
                 let got_ids: Vec<JobId> = got.iter().map(|s| s.job_id).collect();
@@ -221,9 +223,9 @@ impl Harness {
             }
         };
         let spawned = match (user, via_view) {
-            (Some(user), true) => self.registry.as_user(user).spawn(request, body),
-            (Some(user), false) => self.registry.spawn(request.started_by(user), body),
-            (None, _) => self.registry.spawn(request, body),
+            (Some(user), true) => self.registry.as_user(user).local().spawn(request, body),
+            (Some(user), false) => self.registry.local().spawn(request.started_by(user), body),
+            (None, _) => self.registry.local().spawn(request, body),
         };
         if self.model.shut_down {
             assert_eq!(spawned, Err(Error::ShutDown));
@@ -248,7 +250,12 @@ impl Harness {
             let gone: Vec<usize> = members
                 .iter()
                 .copied()
-                .filter(|&j| self.registry.status(&self.model.jobs[j].id).is_err())
+                .filter(|&j| {
+                    self.registry
+                        .local()
+                        .status(&self.model.jobs[j].id)
+                        .is_err()
+                })
                 .collect();
             assert_eq!(
                 gone.len(),
@@ -337,10 +344,18 @@ impl Harness {
             Look::Everything => {}
         }
         // `len` first: it sweeps as `counts` does (`len_agrees_with_counts_once_statuses_expire`).
-        assert_eq!(self.registry.len(), self.model.len(), "len");
-        assert_eq!(self.registry.counts(), self.model.counts(), "counts");
+        assert_eq!(self.registry.local().len(), self.model.len(), "len");
+        assert_eq!(
+            self.registry.local().counts(),
+            self.model.counts(),
+            "counts"
+        );
         self.observe_statuses();
-        let all = self.registry.list(&JobFilter::new());
+        let all = self
+            .registry
+            .local()
+            .list(&JobFilter::new().limit(usize::MAX))
+            .jobs;
         let expected = self.model.list(None, None);
         assert_eq!(all.len(), expected.len(), "list");
         for (s, j) in all.iter().zip(expected) {
@@ -350,7 +365,7 @@ impl Harness {
 
     fn observe_statuses(&mut self) {
         for j in 0..self.model.jobs.len() {
-            let got = self.registry.status(&self.model.jobs[j].id);
+            let got = self.registry.local().status(&self.model.jobs[j].id);
             match (got, self.model.status(j).map(|_| ())) {
                 (Ok(s), Ok(())) => self.compare(j, &s),
                 (got, expected) => assert_eq!(got.map(|_| ()), expected, "status of job {j}"),

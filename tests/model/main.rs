@@ -67,14 +67,15 @@ async fn len_agrees_with_counts_once_statuses_expire() {
         .build();
     let id = registry
         .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
+        .await
         .unwrap();
     registry.wait(&id).await.unwrap();
-    assert_eq!(registry.len(), 1);
+    assert_eq!(registry.local().len(), 1);
     tokio::time::advance(Duration::from_secs(60)).await;
     assert_eq!(
-        registry.len(),
-        registry.counts().total(),
+        registry.local().len(),
+        registry.local().counts().total(),
         "no job started or finished in between"
     );
-    assert!(registry.is_empty());
+    assert!(registry.local().is_empty());
 }

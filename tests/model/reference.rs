@@ -599,9 +599,11 @@ impl Model {
         }
     }
 
+    /// The jobs a list shows, newest (highest id) first.
     pub fn list(&mut self, state: Option<AsynchJobState>, user: Option<u64>) -> Vec<usize> {
         self.sweep();
         (0..self.jobs.len())
+            .rev()
             .filter(|&j| {
                 let job = &self.jobs[j];
                 job.in_table

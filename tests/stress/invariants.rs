@@ -399,19 +399,22 @@ async fn spawner(world: Arc<World>, jobs: usize, mut rng: Rng) -> tokio::task::J
             registry
                 .as_user(user)
                 .spawn(request, move |job| job_body(i, plan, steps, job))
+                .await
         } else {
-            registry.spawn(request.started_by(user), move |job| {
-                job_body(i, plan, steps, job)
-            })
+            registry
+                .spawn(request.started_by(user), move |job| {
+                    job_body(i, plan, steps, job)
+                })
+                .await
         };
         let id = spawned.unwrap_or_else(|e| panic!("seed {}: spawn #{i}: {e}", world.seed));
         // Taken before anything else can finish the job: too few jobs finish after it, however
         // slow this task is, for retention to drop it this early.
-        let watch = registry.watch(&id).expect("just spawned");
-        let probe = registry.watch(&id).expect("just spawned");
+        let watch = registry.watch(&id).await.expect("just spawned");
+        let probe = registry.watch(&id).await.expect("just spawned");
         if plan == Plan::CancelBeforeStart {
             assert_eq!(
-                registry.cancel(&id),
+                registry.cancel(&id).await,
                 Ok(CancelOutcome::Requested),
                 "seed {}",
                 world.seed
@@ -433,7 +436,7 @@ async fn spawner(world: Arc<World>, jobs: usize, mut rng: Rng) -> tokio::task::J
             followers.spawn(async move {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
                 let rec = world.job(i);
-                match world.registries[rec.registry].cancel(&rec.id) {
+                match world.registries[rec.registry].cancel(&rec.id).await {
                     Ok(_) => {}
                     Err(e) => world.check_unknown(i, &e),
                 }
@@ -459,11 +462,11 @@ async fn status_poller(world: Arc<World>, mut rng: Rng) -> u64 {
             let rec = world.job(i);
             let registry = &world.registries[rec.registry];
             match rng.below(3) {
-                0 => reader.read(&world, i, registry.status(&rec.id)),
-                1 => reader.read(&world, i, registry.as_user(rec.user).status(&rec.id)),
+                0 => reader.read(&world, i, registry.status(&rec.id).await),
+                1 => reader.read(&world, i, registry.as_user(rec.user).status(&rec.id).await),
                 _ => {
                     let other = (rec.user + 1 + rng.below(USERS - 1)) % USERS;
-                    match registry.as_user(other).status(&rec.id) {
+                    match registry.as_user(other).status(&rec.id).await {
                         Err(Error::NotYourJob(id)) if id == rec.id => {}
                         Err(e) => world.check_unknown(i, &e),
                         Ok(s) => world.fail(i, format_args!("shown to user {other}: {s:?}")),
@@ -505,13 +508,24 @@ async fn list_poller(world: Arc<World>, mut rng: Rng) -> u64 {
             }
         };
         let list = match user {
-            Some(user) => registry.as_user(user).list(&filter),
-            None => registry.list(&filter),
+            Some(user) => {
+                registry
+                    .as_user(user)
+                    .local()
+                    .list(&filter.clone().limit(usize::MAX))
+                    .jobs
+            }
+            None => {
+                registry
+                    .local()
+                    .list(&filter.clone().limit(usize::MAX))
+                    .jobs
+            }
         };
         for pair in list.windows(2) {
             assert!(
-                pair[0].job_id < pair[1].job_id,
-                "seed {}: a list is ordered by id, each job once",
+                pair[0].job_id > pair[1].job_id,
+                "seed {}: a list is newest first, each job once",
                 world.seed
             );
         }
@@ -536,7 +550,7 @@ async fn counts_poller(world: Arc<World>, keep: [usize; 2]) -> u64 {
     while !world.done.load(Ordering::Acquire) {
         reads += 1;
         for (r, registry) in world.registries.iter().enumerate() {
-            let counts = registry.counts();
+            let counts = registry.local().counts();
             assert!(
                 counts.complete + counts.failed <= keep[r] + IN_FLIGHT,
                 "seed {}: registry {r} counts {counts} over its retention of {}",
@@ -561,7 +575,7 @@ async fn long_poller(world: Arc<World>, mut rng: Rng) -> u64 {
         };
         let rec = world.job(i);
         let registry = &world.registries[rec.registry];
-        let seen = match registry.status(&rec.id) {
+        let seen = match registry.status(&rec.id).await {
             Ok(s) => s,
             Err(e) => {
                 reader.read(&world, i, Err(e));
@@ -602,18 +616,18 @@ async fn chaos_canceller(world: Arc<World>, mut rng: Rng) -> u64 {
         let rec = world.job(i);
         let registry = &world.registries[rec.registry];
         let outcome = match rng.below(3) {
-            0 => registry.cancel(&rec.id),
-            1 => registry.as_user(rec.user).cancel(&rec.id),
+            0 => registry.cancel(&rec.id).await,
+            1 => registry.as_user(rec.user).cancel(&rec.id).await,
             _ => {
                 let other = (rec.user + 1) % USERS;
-                match registry.as_user(other).cancel(&rec.id) {
+                match registry.as_user(other).cancel(&rec.id).await {
                     Err(Error::NotYourJob(id)) if id == rec.id => continue,
                     Err(e) => Err(e),
                     Ok(o) => world.fail(i, format_args!("canceled ({o:?}) by user {other}")),
                 }
             }
         };
-        let after = registry.status(&rec.id);
+        let after = registry.status(&rec.id).await;
         match (outcome, after) {
             (Err(e), _) => world.check_unknown(i, &e),
             (Ok(_), Err(e)) => world.check_unknown(i, &e),
@@ -773,10 +787,27 @@ fn invariants_hold_under_stress() {
         }
         for (r, registry) in world.registries.iter().enumerate() {
             let mine = (0..jobs).filter(|&i| world.job(i).registry == r).count();
-            let counts = registry.counts();
-            let all = registry.list(&JobFilter::new());
-            let complete = registry.list(&JobFilter::new().state(AsynchJobState::Complete));
-            let failed = registry.list(&JobFilter::new().state(AsynchJobState::Failed));
+            let counts = registry.local().counts();
+            let all = registry
+                .local()
+                .list(&JobFilter::new().limit(usize::MAX))
+                .jobs;
+            let complete = registry
+                .local()
+                .list(
+                    &JobFilter::new()
+                        .state(AsynchJobState::Complete)
+                        .limit(usize::MAX),
+                )
+                .jobs;
+            let failed = registry
+                .local()
+                .list(
+                    &JobFilter::new()
+                        .state(AsynchJobState::Failed)
+                        .limit(usize::MAX),
+                )
+                .jobs;
             assert_eq!(counts.processing, 0, "seed {seed}: registry {r}");
             assert_eq!(
                 (counts.complete, counts.failed),
@@ -784,7 +815,11 @@ fn invariants_hold_under_stress() {
                 "seed {seed}: registry {r}"
             );
             assert_eq!(counts.total(), all.len(), "seed {seed}: registry {r}");
-            assert_eq!(registry.len(), all.len(), "seed {seed}: registry {r}");
+            assert_eq!(
+                registry.local().len(),
+                all.len(),
+                "seed {seed}: registry {r}"
+            );
             assert_eq!(all.len(), mine.min(keep[r]), "seed {seed}: registry {r}");
             let finals: HashMap<JobId, &AsynchronousJobStatus> = (0..jobs)
                 .filter(|&i| world.job(i).registry == r)
@@ -810,7 +845,11 @@ fn invariants_hold_under_stress() {
         // for every job still retained.
         for (r, reader) in feed_readers.into_iter().enumerate() {
             let seen = reader.await.unwrap();
-            for s in world.registries[r].list(&JobFilter::new()) {
+            for s in world.registries[r]
+                .local()
+                .list(&JobFilter::new().limit(usize::MAX))
+                .jobs
+            {
                 assert_eq!(
                     seen.get(&s.job_id),
                     Some(&s),
@@ -819,7 +858,11 @@ fn invariants_hold_under_stress() {
             }
         }
         let seen = user_feed_reader.await.unwrap();
-        let theirs = world.registries[1].as_user(3).list(&JobFilter::new());
+        let theirs = world.registries[1]
+            .as_user(3)
+            .local()
+            .list(&JobFilter::new().limit(usize::MAX))
+            .jobs;
         assert_eq!(seen.len(), theirs.len(), "seed {seed}: user feed");
         for s in theirs {
             assert_eq!(seen.get(&s.job_id), Some(&s), "seed {seed}: user feed");
@@ -865,7 +908,7 @@ fn runtime_never_goes_back_when_read_while_the_job_finishes() {
                 let mut last: Option<AsynchronousJobStatus> = None;
                 while !stop.load(Ordering::Relaxed) {
                     let id = JobId::from_u64(current.load(Ordering::Acquire));
-                    let Ok(s) = registry.status(&id) else {
+                    let Ok(s) = registry.local().status(&id) else {
                         continue;
                     };
                     if let Some(last) = last.as_ref().filter(|l| l.job_id == id) {
@@ -882,6 +925,7 @@ fn runtime_never_goes_back_when_read_while_the_job_finishes() {
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(3) && !readers.iter().any(|r| r.is_finished()) {
         let id = registry
+            .local()
             .spawn(JobRequest::default(), |_| async {
                 // Busy for about a millisecond, so reads straddle a millisecond boundary.
                 let t = std::time::Instant::now();

@@ -285,7 +285,8 @@ impl Round {
         let after_began = self.phase.began.load(Ordering::SeqCst);
         let after_shut_down = self.registry.is_shut_down();
         let (job_log, phase) = (log.clone(), self.phase.clone());
-        let result = self.registry.spawn(
+        // From threads racing the shutdown: the synchronous, this-instance call.
+        let result = self.registry.local().spawn(
             JobRequest::new(json!({"round": self.round, "job": i})),
             move |job: JobHandle| {
                 let _ = job_log.handle.set(job.clone());
@@ -508,7 +509,7 @@ fn run_round(
         };
         let waited = Instant::now();
         while waited.elapsed() < Duration::from_secs(1) {
-            let c = registry.counts();
+            let c = registry.local().counts();
             if c.complete + c.failed >= finished && (!drained || c.processing < max_running) {
                 break;
             }
@@ -544,13 +545,19 @@ fn run_round(
         let mut shutdown = std::pin::pin!(registry.shutdown(grace));
         let first = poll_once(&mut shutdown).await;
         // Every token has fired: each job read now as unfinished is one the shutdown ends.
-        let first_poll = registry.list(&JobFilter::new());
+        let first_poll = registry
+            .local()
+            .list(&JobFilter::new().limit(usize::MAX))
+            .jobs;
         let summary = match first {
             Poll::Ready(summary) => summary,
             Poll::Pending => shutdown.await,
         };
         round.phase.returned.store(true, Ordering::SeqCst);
-        let processing_after = registry.list(&JobFilter::new().state(AsynchJobState::Processing));
+        let processing_after = registry
+            .local()
+            .list(&JobFilter::new().state(AsynchJobState::Processing))
+            .jobs;
         spawned.extend(racers.into_iter().flat_map(|racer| racer.join().unwrap()));
         (summary, first_poll, processing_after)
     });
@@ -559,8 +566,11 @@ fn run_round(
         spawned.extend(thread.join().unwrap());
     }
     // Every spawn has returned: the jobs of those that straddled the shutdown's end have ended.
-    let processing = registry.list(&JobFilter::new().state(AsynchJobState::Processing));
-    if !processing.is_empty() || registry.counts().processing != 0 {
+    let processing = registry
+        .local()
+        .list(&JobFilter::new().state(AsynchJobState::Processing))
+        .jobs;
+    if !processing.is_empty() || registry.local().counts().processing != 0 {
         round.fail(format_args!(
             "PROCESSING after shutdown and every spawn returned: {processing:#?}"
         ));
@@ -610,7 +620,7 @@ fn check_round(round: &Round, outcome: &Outcome, strict: bool, tally: &mut Tally
         let straddling: Vec<String> = under_way
             .iter()
             .map(|s| {
-                let last = s.result.as_ref().ok().map(|id| registry.status(id));
+                let last = s.result.as_ref().ok().map(|id| registry.local().status(id));
                 format!(
                     "#{} {:?} setup {:?} spawn began after shutdown began {}, returned after \
                      shutdown returned {}, body ran {} -> {:?}",
@@ -683,6 +693,7 @@ fn check_round(round: &Round, outcome: &Outcome, strict: bool, tally: &mut Tally
         tally.ran += usize::from(entered);
         tally.ran_after_began += usize::from(log.entered_after_began.load(Ordering::SeqCst));
         let last = registry
+            .local()
             .status(&id)
             .unwrap_or_else(|e| job(format_args!("status after shutdown: {e}")));
         if !last.is_terminal() {
@@ -828,6 +839,7 @@ fn a_queued_job_whose_closure_is_slow_never_starts_after_a_shutdown() {
         for stops in [true, false] {
             let started = started.clone();
             registry
+                .local()
                 .spawn(JobRequest::default(), move |job: JobHandle| async move {
                     started.fetch_add(1, Ordering::SeqCst);
                     if stops {
@@ -848,21 +860,24 @@ fn a_queued_job_whose_closure_is_slow_never_starts_after_a_shutdown() {
         let slow = {
             let (registry, ran) = (registry.clone(), ran.clone());
             std::thread::spawn(move || {
-                registry.spawn(JobRequest::new(json!("slow")), move |_job| {
-                    wait.recv().ok();
-                    async move {
-                        ran.store(true, Ordering::SeqCst);
-                        Ok::<_, &str>(())
-                    }
-                })
+                registry
+                    .local()
+                    .spawn(JobRequest::new(json!("slow")), move |_job| {
+                        wait.recv().ok();
+                        async move {
+                            ran.store(true, Ordering::SeqCst);
+                            Ok::<_, &str>(())
+                        }
+                    })
             })
         };
-        while registry.len() < 3 {
+        while registry.local().len() < 3 {
             std::thread::sleep(Duration::from_millis(1));
         }
         // Behind it, enough queued jobs that the shutdown takes a while to cancel them one by one.
         for _ in 0..20_000 {
             registry
+                .local()
                 .spawn(JobRequest::default(), |_| async { Ok::<_, &str>(()) })
                 .unwrap();
         }
@@ -876,7 +891,7 @@ fn a_queued_job_whose_closure_is_slow_never_starts_after_a_shutdown() {
                 shutdown.await;
             }
             if ran.load(Ordering::SeqCst) {
-                ran_in.push((trial, registry.status(&id).unwrap()));
+                ran_in.push((trial, registry.status(&id).await.unwrap()));
             }
         });
     }

@@ -417,10 +417,11 @@ impl Gen {
             }
             body(n, plan, steps, job)
         };
+        // Called from spawner threads as well as tasks: the synchronous call.
         let spawned = if rng.chance(50) {
-            self.registry.spawn(request, job)
+            self.registry.local().spawn(request, job)
         } else {
-            self.registry.as_user(user).spawn(request, job)
+            self.registry.as_user(user).local().spawn(request, job)
         };
         let id = match spawned {
             Ok(id) => id,
@@ -535,7 +536,7 @@ impl Reader {
 /// Follows one job from its spawn to its end: etags strictly increase, nothing after the final
 /// status, and the watch ends.
 async fn follow(soak: &Soak, gen: &Gen, id: JobId) {
-    let mut watch = match gen.registry.watch(&id) {
+    let mut watch = match gen.registry.watch(&id).await {
         Ok(watch) => watch,
         Err(e) => {
             // Already dropped by retention: checked at the end to have been removed.
@@ -603,7 +604,7 @@ async fn feed_reader(soak: Arc<Soak>, gen: Arc<Gen>, user: Option<u64>, mut feed
 async fn spawner(soak: Arc<Soak>, gen: Arc<Gen>, mut rng: Rng, first_n: u64) {
     let mut n = first_n;
     loop {
-        if gen.registry.counts().processing >= MAX_PROCESSING {
+        if gen.registry.local().counts().processing >= MAX_PROCESSING {
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         }
@@ -613,13 +614,13 @@ async fn spawner(soak: Arc<Soak>, gen: Arc<Gen>, mut rng: Rng, first_n: u64) {
         };
         match plan {
             Plan::CancelBeforeStart => {
-                let _ = gen.registry.cancel(&id);
+                let _ = gen.registry.local().cancel(&id);
             }
             Plan::CancelWhileRunning | Plan::IgnoresCancel => {
                 let (gen, delay) = (gen.clone(), rng.below(4));
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
-                    let _ = gen.registry.cancel(&id);
+                    let _ = gen.registry.local().cancel(&id);
                 });
             }
             _ => {}
@@ -665,12 +666,14 @@ async fn status_poller(soak: Arc<Soak>, mut rng: Rng) {
                     break;
                 };
                 let read = match rng.below(2) {
-                    0 => gen.registry.status(&id),
-                    _ => match gen.registry.status(&id) {
-                        Ok(s) => gen
-                            .registry
-                            .as_user(s.started_by_user_id.unwrap())
-                            .status(&id),
+                    0 => gen.registry.status(&id).await,
+                    _ => match gen.registry.status(&id).await {
+                        Ok(s) => {
+                            gen.registry
+                                .as_user(s.started_by_user_id.unwrap())
+                                .status(&id)
+                                .await
+                        }
                         Err(e) => Err(e),
                     },
                 };
@@ -691,15 +694,15 @@ async fn list_poller(soak: Arc<Soak>, mut rng: Rng) {
                 1 => JobFilter::new().state(AsynchJobState::Processing),
                 _ => JobFilter::new().started_by(rng.below(USERS)),
             };
-            let list = gen.registry.list(&filter);
-            if list.windows(2).any(|pair| pair[0].job_id >= pair[1].job_id) {
+            let list = gen.registry.local().list(&filter.limit(usize::MAX)).jobs;
+            if list.windows(2).any(|pair| pair[0].job_id <= pair[1].job_id) {
                 soak.checks
-                    .violation(&soak.checks.other, "a list out of id order".into());
+                    .violation(&soak.checks.other, "a list not newest first".into());
             }
             for s in list {
                 reader.observe(&soak, &gen, s);
             }
-            let _ = gen.registry.counts();
+            let _ = gen.registry.local().counts();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -717,7 +720,7 @@ async fn long_poller(soak: Arc<Soak>, mut rng: Rng) {
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         };
-        let seen = match gen.registry.status(&id) {
+        let seen = match gen.registry.status(&id).await {
             Ok(s) => s,
             Err(e) => {
                 reader.read(&soak, &gen, id, Err(e));
@@ -758,12 +761,14 @@ async fn canceller(soak: Arc<Soak>, mut rng: Rng) {
             continue;
         };
         let outcome = match rng.below(2) {
-            0 => gen.registry.cancel(&id),
-            _ => match gen.registry.status(&id) {
-                Ok(s) => gen
-                    .registry
-                    .as_user(s.started_by_user_id.unwrap())
-                    .cancel(&id),
+            0 => gen.registry.cancel(&id).await,
+            _ => match gen.registry.status(&id).await {
+                Ok(s) => {
+                    gen.registry
+                        .as_user(s.started_by_user_id.unwrap())
+                        .cancel(&id)
+                        .await
+                }
                 Err(e) => Err(e),
             },
         };
@@ -893,8 +898,10 @@ async fn check_after_shutdown(soak: &Soak, gen: &Gen, feeds: [tokio::task::JoinH
     let checks = &soak.checks;
     let processing = gen
         .registry
-        .list(&JobFilter::new().state(AsynchJobState::Processing));
-    if !processing.is_empty() || gen.registry.counts().processing != 0 {
+        .local()
+        .list(&JobFilter::new().state(AsynchJobState::Processing))
+        .jobs;
+    if !processing.is_empty() || gen.registry.local().counts().processing != 0 {
         checks.violation(
             &checks.stuck,
             format!(
@@ -944,7 +951,7 @@ async fn check_after_shutdown(soak: &Soak, gen: &Gen, feeds: [tokio::task::JoinH
         let id = JobId::from_u64(book.first + i as u64);
         let (spawned, finished) = (book.spawned.get(i), book.finished.get(i));
         if spawned && !finished {
-            match gen.registry.status(&id) {
+            match gen.registry.status(&id).await {
                 Ok(s) if !s.is_terminal() => checks.violation(
                     &checks.stuck,
                     format!("gen {}: PROCESSING after shutdown: {s:?}", gen.number),

@@ -42,11 +42,12 @@ async fn processing_status_has_exactly_synapse_fields() {
                 Ok::<_, std::io::Error>(())
             },
         )
+        .await
         .unwrap();
     tokio::task::yield_now().await;
     tokio::time::advance(std::time::Duration::from_millis(1500)).await;
 
-    let status = registry.status(&id).unwrap();
+    let status = registry.status(&id).await.unwrap();
     let map = object(&status);
     let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -106,6 +107,7 @@ async fn complete_and_failed_statuses_on_the_wire() {
                 json!({"concreteType": "org.example.ExportResponse", "rows": 10}),
             )
         })
+        .await
         .unwrap();
     let bad = registry
         .spawn(JobRequest::default(), |_job| async {
@@ -114,6 +116,7 @@ async fn complete_and_failed_statuses_on_the_wire() {
                 "table syn9 is gone",
             ))
         })
+        .await
         .unwrap();
 
     let done = object(&registry.wait(&ok).await.unwrap());
@@ -167,6 +170,7 @@ async fn a_status_round_trips_through_json() {
                 Ok::<_, std::io::Error>(json!({"concreteType": "a.C", "x": [1, 2, 3]}))
             },
         )
+        .await
         .unwrap();
     let status = registry.wait(&id).await.unwrap();
     let text = serde_json::to_string(&status).unwrap();
