@@ -90,7 +90,7 @@ impl<'a, S: Scope> LocalJobs<'a, S> {
     /// Follows the changes of the jobs in scope held here; see [`StatusFeed`].
     #[must_use = "a feed only collects changes until it is read"]
     pub fn watch_all(&self) -> StatusFeed {
-        StatusFeed::new(self.registry.engine().clone(), self.registry.scope())
+        StatusFeed::local(self.registry.engine().clone(), self.registry.scope())
     }
 
     /// One page of the jobs held here that `filter` selects, newest first, as

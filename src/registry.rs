@@ -351,7 +351,8 @@ impl<S: Scope> JobRegistry<S> {
         JobWatch::cluster(&self.engine, id, self.scope()).await
     }
 
-    /// Follows the changes of every job in scope, on every instance; see [`StatusFeed`].
+    /// Follows the changes of every job in scope, on every instance; see [`StatusFeed`]. With a
+    /// store, other instances' changes are heard from its notices and read from it.
     #[must_use = "a feed only collects changes until it is read"]
     pub fn watch_all(&self) -> StatusFeed {
         StatusFeed::new(self.engine.clone(), self.scope())
@@ -418,16 +419,9 @@ impl<S: Scope> JobRegistry<S> {
         self.engine.cluster_counts(filter, self.scope()).await
     }
 
-    /// The store's change notices from now on, of every instance's jobs; `None` without a store.
-    pub(crate) fn remote_changes(
-        &self,
-    ) -> Option<tokio::sync::broadcast::Receiver<crate::store::RemoteChange>> {
-        self.engine.remote_changes()
-    }
-
-    /// Whether this instance holds the job (running here, or finished here and retained).
-    pub(crate) fn holds(&self, id: &JobId) -> bool {
-        self.engine.holds(id)
+    /// Every job in scope of every instance, newest first, read a page at a time.
+    pub(crate) async fn list_all(&self) -> Result<Vec<AsynchronousJobStatus>, Error> {
+        self.engine.cluster_list_all(self.scope()).await
     }
 
     /// The names of those of the jobs `ids` that have one, on every instance; the jobs must be

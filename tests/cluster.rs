@@ -1985,3 +1985,58 @@ async fn the_shared_table_drops_finished_statuses_after_their_time() {
     );
     println!("100 finished rows kept 2 s were gone {gone_after:?} after they were all written");
 }
+
+/// `watch_all` with a store follows every instance's jobs in its scope: B's feed of user 5 gets
+/// A's job of user 5 (at its latest, up to its final status) and nothing of user 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_all_follows_every_instance_s_jobs_in_scope() {
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+    let mut feed = b.as_user(5).watch_all();
+    let mut everyone = b.watch_all();
+    let (go, release) = tokio::sync::oneshot::channel::<()>();
+    let other = a
+        .as_user(6)
+        .spawn(JobRequest::default(), |_job| async {
+            Ok::<_, std::io::Error>(json!("not user 5's"))
+        })
+        .await
+        .unwrap();
+    let id = a
+        .as_user(5)
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.set_progress(1, 2, "half way");
+            release.await.ok();
+            Ok::<_, std::io::Error>(json!("done"))
+        })
+        .await
+        .unwrap();
+    let first = within("B's feed hears A's job", feed.next()).await.unwrap();
+    assert_eq!(first.job_id, id, "user 6's job is not in user 5's feed");
+    go.send(()).unwrap();
+    let last = within("B's feed hears A's job finish", async {
+        let mut last = first;
+        while !last.is_terminal() {
+            last = feed.next().await.unwrap();
+            assert_eq!(last.job_id, id, "user 6's job is not in user 5's feed");
+        }
+        last
+    })
+    .await;
+    assert_eq!(last.job_state, AsynchJobState::Complete);
+    assert_eq!(last.response_body.as_deref(), Some(&json!("done")));
+    // The administrator's feed has both.
+    let seen = within("B's administrator feed hears both", async {
+        let mut seen = HashSet::new();
+        while seen.len() < 2 {
+            let status = everyone.next().await.unwrap();
+            if status.is_terminal() {
+                seen.insert(status.job_id);
+            }
+        }
+        seen
+    })
+    .await;
+    assert_eq!(seen, HashSet::from([id, other]));
+}

@@ -238,6 +238,23 @@ impl Engine {
         Ok(JobPage::new(jobs, &filter, floor))
     }
 
+    /// Every job in `scope` of every instance, newest first, read a page at a time (for a feed's
+    /// resync and the event stream's resume, which look for every job changed since a moment,
+    /// whatever its id).
+    pub(crate) async fn cluster_list_all(
+        &self,
+        scope: Scope,
+    ) -> Result<Vec<AsynchronousJobStatus>, Error> {
+        let mut jobs = Vec::new();
+        let mut filter = Some(JobFilter::new());
+        while let Some(this) = filter {
+            let page = self.cluster_list(&this, scope).await?;
+            jobs.extend(page.jobs);
+            filter = page.next;
+        }
+        Ok(jobs)
+    }
+
     /// Jobs per state in `scope` that `filter` selects (by user, name and request type) across
     /// every instance, as the store counts them (this instance's changes reach it within a flush
     /// interval).
@@ -352,7 +369,6 @@ impl Engine {
         Ok(spawned)
     }
 
-    #[cfg(feature = "http")]
     /// The store's change notices from now on (of every instance's jobs, this one's included);
     /// `None` without a store.
     pub(crate) fn remote_changes(

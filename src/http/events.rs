@@ -20,10 +20,9 @@
 //!
 //! # Where the changes come from
 //!
-//! [`Changes`] is what the stream follows; [`open`] picks it: the user's [`StatusFeed`] (this
-//! instance's jobs), and with a shared store also other instances' jobs, heard from the store's
-//! change notices ([`ClusterChanges`]). The rest (batching, order, resume through
-//! the cluster-wide list, heartbeats, the end) is the same for both.
+//! [`Changes`] is what the stream follows: the user's [`StatusFeed`] (`watch_all`), of every
+//! instance's jobs with a shared store. The stream adds batching, order, resume through the
+//! cluster-wide list, heartbeats and the end.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -40,9 +39,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_core::Stream;
 
-use super::cluster_changes::ClusterChanges;
 use super::handlers::Caller;
-use super::list::every_job;
 use super::rejection::Rejection;
 use super::state::Api;
 use crate::{AsynchronousJobStatus, Error, Etag, JobId, StatusFeed, UserView};
@@ -77,37 +74,6 @@ impl Changes for StatusFeed {
     }
 }
 
-/// The changes a stream for `user` follows: that user's jobs of this instance, and with a
-/// shared store those of every other instance too ([`ClusterChanges`]).
-fn open(user: &UserView) -> Followed {
-    match user.remote_changes() {
-        Some(remote) => Followed::Cluster(Box::new(ClusterChanges::new(user, remote))),
-        None => Followed::Local(user.watch_all()),
-    }
-}
-
-/// What [`open`] picked.
-pub(super) enum Followed {
-    Local(StatusFeed),
-    Cluster(Box<ClusterChanges>),
-}
-
-impl Changes for Followed {
-    async fn next(&mut self) -> Option<AsynchronousJobStatus> {
-        match self {
-            Followed::Local(feed) => feed.next().await,
-            Followed::Cluster(cluster) => cluster.next().await,
-        }
-    }
-
-    fn pending(&self) -> usize {
-        match self {
-            Followed::Local(feed) => Changes::pending(feed),
-            Followed::Cluster(cluster) => cluster.pending(),
-        }
-    }
-}
-
 /// `GET /asynchronous/job/events`.
 pub(super) async fn events(
     State(api): State<Arc<Api>>,
@@ -116,7 +82,7 @@ pub(super) async fn events(
 ) -> Result<Response, Rejection> {
     let resume = last_event_id(&headers)?;
     // Opened before anything is read, so that no change between the read and the feed is lost.
-    let changes = open(&user);
+    let changes = user.watch_all();
     let missed = match resume {
         Some((id, etag)) => Some(missed_since(&user, id, &etag).await?),
         None => None,
@@ -182,7 +148,8 @@ async fn missed_since(
             .checked_sub_signed(slack)
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     });
-    let mut missed: Vec<AsynchronousJobStatus> = every_job(user)
+    let mut missed: Vec<AsynchronousJobStatus> = user
+        .list_all()
         .await?
         .into_iter()
         .filter(|status| from.is_none_or(|from| status.changed_on >= from))

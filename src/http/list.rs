@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::handlers::Caller;
 use super::rejection::Rejection;
 use super::response::{json, no_store};
-use crate::{AsynchJobState, AsynchronousJobStatus, Error, JobCounts, JobFilter, JobId, UserView};
+use crate::{AsynchJobState, AsynchronousJobStatus, JobCounts, JobFilter, JobId};
 
 /// How many jobs a page of `GET /asynchronous/job` has when the request does not say (`limit`).
 pub const DEFAULT_LIST_LIMIT: usize = 50;
@@ -114,19 +114,6 @@ pub(super) async fn list(
     );
     no_store(&mut response);
     Ok(response)
-}
-
-/// Every job of `user`'s, newest first, read a page at a time (for the event stream's resume and
-/// resync, which look for every job changed since a moment, whatever its id).
-pub(super) async fn every_job(user: &UserView) -> Result<Vec<AsynchronousJobStatus>, Error> {
-    let mut jobs = Vec::new();
-    let mut filter = Some(JobFilter::new());
-    while let Some(this) = filter {
-        let page = user.list(&this).await?;
-        jobs.extend(page.jobs);
-        filter = page.next;
-    }
-    Ok(jobs)
 }
 
 impl From<JobCounts> for StateCounts {

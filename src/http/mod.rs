@@ -272,12 +272,11 @@
 //! [`JobRegistry::as_user`]: crate::JobRegistry::as_user
 
 // One file per concept. Imports run one way, from the router down to the leaves: each file
-// imports only from files later in this order: api, dashboard, list, events, cluster_changes,
-// handlers, area, poll, state, bearer, identify, rejection, response.
+// imports only from files later in this order: api, dashboard, list, events, handlers, area,
+// poll, state, bearer, identify, rejection, response.
 mod api;
 mod area;
 mod bearer;
-mod cluster_changes;
 mod dashboard;
 mod events;
 mod handlers;

@@ -1,4 +1,5 @@
-//! Following every job's changes.
+//! A feed of this instance's jobs: the seam tells it which jobs changed, and it reads each at its
+//! latest when it is taken.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
@@ -12,87 +13,37 @@ use crate::id::IdHasher;
 use crate::seam::Subscriber;
 use crate::{AsynchronousJobStatus, JobId};
 
-/// Follows the changes of every job in a registry (or, from a [`UserView`](crate::UserView), of
-/// one user's jobs), from [`JobRegistry::watch_all`](crate::JobRegistry::watch_all).
-///
-/// Each [`next`](StatusFeed::next) returns the latest status of a job that started or changed
-/// since the feed last returned it, and never the same status twice. A slow reader is never sent a backlog: however often a job changed while the
-/// feed was not read, it is pending once and read at its latest (conflation), so the feed holds at
-/// most one entry per job, and a job dropped by retention leaves the feed too: a reader slower than
-/// the retention limits can miss a job's final status, which the job's id then no longer finds
-/// either. Jobs are returned
-/// in the order of their first unread change. Publishing to a feed never waits for its reader, so
-/// no feed slows a job's `set_progress`.
-///
-/// A feed starts empty: it sees jobs started and changed from its creation on. To start from the
-/// present, open the feed first and then [`list`](crate::JobRegistry::list); a job may then show up in
-/// both.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), asyncjobs::Error> {
-/// use asyncjobs::{JobHandle, JobRegistry, JobRequest};
-///
-/// let registry = JobRegistry::new();
-/// let mut feed = registry.watch_all();
-/// let id = registry.spawn(JobRequest::default(), |job: JobHandle| async move {
-///     job.set_progress(1, 2, "half way");
-///     Ok::<_, std::io::Error>(())
-/// }).await?;
-/// registry.wait(&id).await?;
-/// // A start and two changes (progress, then complete) while nobody read: one entry, at its latest.
-/// let status = feed.next().await.expect("the registry is running");
-/// assert!(status.is_terminal());
-/// # Ok(())
-/// # }
-/// ```
-pub struct StatusFeed {
+/// The changes of this instance's jobs in a scope.
+pub(super) struct LocalFeed {
     engine: Arc<Engine>,
     user: Option<u64>,
     queue: Arc<FeedQueue>,
-    /// The `Stream`'s item under way.
-    next: Option<NextChange>,
 }
 
-type NextChange = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Option<AsynchronousJobStatus>> + Send + Sync>,
->;
-
-impl StatusFeed {
-    pub(crate) fn new(engine: Arc<Engine>, scope: Scope) -> Self {
-        let user = match scope {
-            Scope::All => None,
-            Scope::User(user) => Some(user),
-        };
+impl LocalFeed {
+    pub(super) fn new(engine: Arc<Engine>, scope: Scope) -> Self {
+        let user = scope.user();
         let queue = Arc::new(FeedQueue::default());
         engine.seam.subscribe(user, queue.clone());
-        StatusFeed {
+        LocalFeed {
             engine,
             user,
             queue,
-            next: None,
         }
     }
 
-    /// The latest status of the next job that changed; waits for a change if none is pending.
-    /// Returns `None` once the registry has been [shut down](crate::JobRegistry::shutdown), every job
-    /// has finished and every change has been read.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: if dropped before it resolves, no change is lost.
-    pub async fn next(&mut self) -> Option<AsynchronousJobStatus> {
+    /// See [`StatusFeed::next`](super::StatusFeed::next). Cancel safe.
+    pub(super) async fn next(&self) -> Option<AsynchronousJobStatus> {
         next_change(&self.engine, &self.queue).await
     }
 
     /// How many jobs have changes not read yet.
-    pub fn pending(&self) -> usize {
+    pub(super) fn pending(&self) -> usize {
         self.queue.len()
     }
 }
 
-/// The next change a feed has not read; see [`StatusFeed::next`]. A free function over shared
-/// parts, so that a `Stream` can own the future.
+/// The next change a feed has not read.
 async fn next_change(engine: &Engine, queue: &FeedQueue) -> Option<AsynchronousJobStatus> {
     loop {
         let notified = queue.notify.notified();
@@ -126,33 +77,7 @@ fn pop(engine: &Engine, queue: &FeedQueue) -> Option<AsynchronousJobStatus> {
     None
 }
 
-mod stream {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use super::{next_change, StatusFeed};
-    use crate::AsynchronousJobStatus;
-
-    /// A [`StatusFeed`] is a `Stream` of statuses: each item is what
-    /// [`next`](StatusFeed::next) would return, and the stream ends when `next` would return
-    /// `None`. Dropping it between items loses no change.
-    impl futures_core::Stream for StatusFeed {
-        type Item = AsynchronousJobStatus;
-
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            let this = &mut *self;
-            let next = this.next.get_or_insert_with(|| {
-                let (engine, queue) = (this.engine.clone(), this.queue.clone());
-                Box::pin(async move { next_change(&engine, &queue).await })
-            });
-            let item = std::task::ready!(next.as_mut().poll(cx));
-            this.next = None;
-            Poll::Ready(item)
-        }
-    }
-}
-
-impl Drop for StatusFeed {
+impl Drop for LocalFeed {
     fn drop(&mut self) {
         let queue: Arc<dyn Subscriber> = self.queue.clone();
         self.engine.seam.unsubscribe(self.user, &queue);
@@ -251,15 +176,6 @@ impl Pending {
             self.order.remove(&seq);
         }
         self.delivered.remove(&id);
-    }
-}
-
-impl std::fmt::Debug for StatusFeed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusFeed")
-            .field("user", &self.user)
-            .field("pending", &self.pending())
-            .finish_non_exhaustive()
     }
 }
 

@@ -1,12 +1,12 @@
-//! The changes an event stream follows when the registry shares a store with other instances:
-//! the user's jobs of this instance (its [`StatusFeed`], as without a store) and those of every
-//! other instance, heard from the store's change notices.
+//! A feed of every instance's jobs, when the registry shares a store with other instances: the
+//! jobs in scope of this instance (a [`LocalFeed`], as without a store) and those of every other
+//! instance, heard from the store's change notices.
 //!
-//! A notice carries a job's id, version and user, so this keeps the caller's without reading
+//! A notice carries a job's id, version and user, so this keeps those in scope without reading
 //! anything; it reads each such job's status from the store when it is taken (the latest, so a
 //! job that changed many times while unread is read once), and never gives the same status
 //! twice. Notices are lost while the store reconnects (and a follower that falls far behind
-//! misses some): then it lists the caller's jobs of every instance changed in the five minutes
+//! misses some): then it lists the jobs in scope of every instance changed in the five minutes
 //! before it last knew all was heard (a wide margin for clocks and late writers), and gives
 //! those it has not given at their etag.
 //!
@@ -16,7 +16,7 @@
 //! What was given is remembered per job ([`Given`]) only while the same status could still come
 //! again: a running job's until its next status, a finished job's until no late notice or
 //! resync can bring it back. So memory follows the jobs running and those finished in the last
-//! few minutes, however long a stream stays open.
+//! few minutes, however long a feed stays open.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -25,9 +25,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::broadcast::{error::RecvError, Receiver};
 use tokio::time::Instant;
 
-use super::list::every_job;
+use std::sync::Arc;
+
+use super::local::LocalFeed;
+use crate::engine::{Engine, Scope};
 use crate::store::RemoteChange;
-use crate::{AsynchronousJobStatus, Error, Etag, JobId, StatusFeed, UserView};
+use crate::{AsynchronousJobStatus, Error, Etag, JobId};
 
 /// How far before the last time all notices were heard a resync looks: beyond any sane clock
 /// skew between instances, and most outages of one instance's writes.
@@ -36,13 +39,14 @@ const RESYNC_LOOKBACK: Duration = Duration::from_secs(5 * 60);
 /// How long other instances' changes wait after the store could not be reached.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// This instance's changes of one user's jobs, and other instances'.
-pub(super) struct ClusterChanges {
-    local: StatusFeed,
+/// This instance's changes of the jobs in scope, and other instances'.
+pub(super) struct ClusterFeed {
+    local: LocalFeed,
     /// `None` once the store's notices ended (the store is gone): only local changes then.
     remote: Option<Receiver<RemoteChange>>,
-    user: UserView,
-    /// Other instances' jobs of the user heard to have changed, not read yet.
+    engine: Arc<Engine>,
+    scope: Scope,
+    /// Other instances' jobs in scope heard to have changed, not read yet.
     wanted: BTreeSet<JobId>,
     /// Read, not taken yet.
     ready: VecDeque<AsynchronousJobStatus>,
@@ -56,18 +60,19 @@ pub(super) struct ClusterChanges {
     retry_at: Option<Instant>,
 }
 
-impl ClusterChanges {
+impl ClusterFeed {
     /// How many jobs have changes read and not taken yet (this instance's, and other instances'
     /// already read from the store).
     pub(super) fn pending(&self) -> usize {
         self.local.pending() + self.ready.len()
     }
 
-    pub(super) fn new(user: &UserView, remote: Receiver<RemoteChange>) -> Self {
-        ClusterChanges {
-            local: user.watch_all(),
+    pub(super) fn new(engine: Arc<Engine>, scope: Scope, remote: Receiver<RemoteChange>) -> Self {
+        ClusterFeed {
+            local: LocalFeed::new(engine.clone(), scope),
             remote: Some(remote),
-            user: user.clone(),
+            engine,
+            scope,
             wanted: BTreeSet::new(),
             ready: VecDeque::new(),
             given: Given::default(),
@@ -77,13 +82,14 @@ impl ClusterChanges {
         }
     }
 
-    /// Takes a notice: keeps another instance's job of the user, or asks for a resync.
+    /// Takes a notice: keeps another instance's job in scope, or asks for a resync.
     fn heard(&mut self, notice: Result<RemoteChange, RecvError>) {
         match notice {
             Ok(RemoteChange::Changed {
                 id, user, heard_at, ..
             }) => {
-                if user == Some(self.user.user()) && !self.user.holds(&id) {
+                let in_scope = self.scope.user().is_none_or(|wanted| user == Some(wanted));
+                if in_scope && !self.engine.holds(&id) {
                     self.wanted.insert(id);
                 }
                 // Every notice before this one was heard (a lost one is followed by a resync,
@@ -102,7 +108,7 @@ impl ClusterChanges {
         self.retry_at.is_none_or(|at| Instant::now() >= at)
     }
 
-    /// Lists the user's other-instance jobs changed since well before all was last heard, and
+    /// Lists the other-instance jobs in scope changed since well before all was last heard, and
     /// takes those whose status was not given yet. The look-back is wide: a job's `changedOn`
     /// is its own instance's clock, and an instance that was cut off from the database writes
     /// its changes late.
@@ -113,8 +119,8 @@ impl ClusterChanges {
             .heard_all_at
             .checked_sub_signed(lookback)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let mut jobs = every_job(&self.user).await?;
-        jobs.retain(|status| status.changed_on >= from && !self.user.holds(&status.job_id));
+        let mut jobs = self.engine.cluster_list_all(self.scope).await?;
+        jobs.retain(|status| status.changed_on >= from && !self.engine.holds(&status.job_id));
         jobs.sort_by_key(|status| status.changed_on);
         for status in jobs {
             self.wanted.remove(&status.job_id);
@@ -133,7 +139,7 @@ impl ClusterChanges {
         let ids: Vec<JobId> = self.wanted.iter().copied().collect();
         let mut read = Vec::with_capacity(ids.len());
         for id in &ids {
-            match self.user.status(id).await {
+            match self.engine.cluster_status(id, self.scope).await {
                 Ok(status) => read.push(status),
                 // Gone meanwhile (retention), or not the caller's after all: nothing to send.
                 Err(Error::UnknownJob(_) | Error::NotYourJob(_)) => {}
@@ -153,8 +159,8 @@ impl ClusterChanges {
     }
 
     /// The latest status of the next job that changed, of this instance or another, waiting for
-    /// one if none is pending; `None` once the registry shut down. As the event stream's
-    /// `Changes` asks: a job's latest status, never the same status twice.
+    /// one if none is pending; `None` once the registry shut down: a job's latest status, never
+    /// the same status twice.
     ///
     /// # Cancel safety
     ///
@@ -201,7 +207,7 @@ impl ClusterChanges {
     }
 }
 
-/// The statuses a stream gave of other instances' jobs, each remembered only while it could still
+/// The statuses a feed gave of other instances' jobs, each remembered only while it could still
 /// come again.
 ///
 /// A status comes again by a late notice of its job (one written before the status was read, and
@@ -275,7 +281,7 @@ mod tests {
     #[test]
     fn a_status_is_given_once_and_memory_stays_flat() {
         let mut given = Given::default();
-        // A stream open for a day; every minute a job of another instance runs and finishes,
+        // A feed open for a day; every minute a job of another instance runs and finishes,
         // and all notices are heard.
         for minute in 0..24 * 60 {
             let id = minute as u64;
