@@ -1,9 +1,8 @@
 //! [`Job::apply`]: the one place where a job's status changes.
 
-use std::sync::Arc;
-
 use tokio_util::sync::CancellationToken;
 
+use super::message::Message;
 use super::outbox::Told;
 use super::{Job, COMPLETE};
 use crate::change::Change;
@@ -38,7 +37,7 @@ impl Job {
         }
         let mut note = heard.then(|| Note::of(&change));
         // Freed after the lock is released: a message or a token link the change replaced.
-        let mut replaced: Option<Arc<str>> = None;
+        let mut replaced: Option<Message> = None;
         let mut fire = None;
         let mut release = None;
         match change {
@@ -47,16 +46,16 @@ impl Job {
                 total,
                 message,
             } => {
-                let same_message = st.message.as_deref() == Some(message);
+                let same_message = st.message.as_ref().map(Message::as_str) == Some(message);
                 if same_message && st.progress == Some((current, total)) {
                     return Applied::Unchanged;
                 }
                 st.progress = Some((current, total));
                 if !same_message {
-                    replaced = st.message.replace(Arc::from(message));
+                    replaced = Message::set(&mut st.message, message);
                 }
                 if let Some(note) = &mut note {
-                    note.shows(st.message.clone());
+                    note.shows(st.message.as_mut().map(Message::share));
                 }
             }
             Change::Canceling(cause) => {
@@ -101,17 +100,17 @@ impl Job {
                     return Applied::Unchanged;
                 }
                 st.placed = stamp;
-                if st.message.as_deref() == Some(&*message) {
+                if st.message.as_ref().map(Message::as_str) == Some(&*message) {
                     return Applied::Unchanged;
                 }
-                replaced = st.message.replace(message);
+                replaced = st.message.replace(Message::Shared(message));
             }
             Change::Complete(response) => {
                 st.phase = AsynchJobState::Complete;
                 if let Some((_, total)) = st.progress {
                     st.progress = Some((total, total));
                 }
-                replaced = st.message.replace(COMPLETE.clone());
+                replaced = st.message.replace(Message::Shared(COMPLETE.clone()));
                 st.response = response;
                 release = st.token.take();
             }

@@ -15,6 +15,7 @@
 //! formatting happen before `apply`); it is held only to read and write the fields below.
 
 mod apply;
+mod message;
 mod outbox;
 
 use std::sync::{Arc, LazyLock};
@@ -31,6 +32,7 @@ use crate::observer::StatusSource;
 use crate::{AsynchJobState, AsynchronousJobStatus, CancelCause, Etag, JobId, JobRequest};
 
 pub(crate) use apply::Applied;
+use message::Message;
 use outbox::Outbox;
 
 pub(crate) struct Job {
@@ -70,7 +72,7 @@ struct State {
     changed_at: Instant,
     /// `(current, total)`, once the job reported progress.
     progress: Option<(u64, u64)>,
-    message: Option<Arc<str>>,
+    message: Option<Message>,
     failure: Option<Box<Failure>>,
     response: Option<Arc<Value>>,
     /// The registry's link to the job's token, there until it is fired or the job finishes: a
@@ -84,7 +86,7 @@ struct State {
 // Every retained job is a `Job` in an `Arc`, plus its entries in the table and the retention
 // queue: about 60 bytes more. `benches/memory.rs` measures the whole against the guard of 300
 // bytes per retained finished job; this keeps the struct from growing unnoticed.
-const _: () = assert!(std::mem::size_of::<Job>() <= 216);
+const _: () = assert!(std::mem::size_of::<Job>() <= 224);
 
 /// A complete job's progress message, one `Arc` for every job.
 static COMPLETE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("Complete"));
@@ -126,7 +128,7 @@ impl Job {
                 version: 1,
                 changed_at: started_at,
                 progress: None,
-                message: queued,
+                message: queued.map(Message::Shared),
                 failure: None,
                 response: None,
                 token: Some(token),
@@ -200,7 +202,7 @@ impl Job {
     }
 
     pub(crate) fn snapshot(&self) -> AsynchronousJobStatus {
-        self.build(&self.state.lock())
+        self.build(&mut self.state.lock())
     }
 
     /// A snapshot, or `None` if the job finished at an instant that `expired` says is past its
@@ -209,11 +211,11 @@ impl Job {
         &self,
         expired: impl FnOnce(Instant) -> bool,
     ) -> Option<AsynchronousJobStatus> {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         if st.phase.is_terminal() && expired(st.changed_at) {
             return None;
         }
-        Some(self.build(&st))
+        Some(self.build(&mut st))
     }
 
     /// A snapshot for the shared store's writer, which is about to write it: the next progress
@@ -222,11 +224,11 @@ impl Job {
     pub(crate) fn snapshot_to_write(&self) -> (AsynchronousJobStatus, bool) {
         let mut st = self.state.lock();
         st.unwritten = false;
-        (self.build(&st), st.queued)
+        (self.build(&mut st), st.queued)
     }
 
     /// The status, built under the status lock: field copies and `Arc` clones only.
-    fn build(&self, st: &State) -> AsynchronousJobStatus {
+    fn build(&self, st: &mut State) -> AsynchronousJobStatus {
         // A finished job's runtime ends at its last change. A running job's clock is read under
         // the lock: the job cannot finish at an instant before this one, so a live runtime is
         // never above the final one.
@@ -247,7 +249,7 @@ impl Job {
             started_by_user_id: self.user,
             progress_current: st.progress.map(|(current, _)| current),
             progress_total: st.progress.map(|(_, total)| total),
-            progress_message: st.message.clone(),
+            progress_message: st.message.as_mut().map(Message::share),
             error_message: failure.map(|f| f.message.clone()),
             error_details: failure.and_then(|f| f.details.clone()),
             exception: failure.map(|f| f.exception.clone()),
