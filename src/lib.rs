@@ -188,6 +188,8 @@
 //!
 //! serde and serde_json are not optional: JSON is the wire format.
 #![forbid(unsafe_code)]
+// On docs.rs (`--cfg docsrs`, nightly), feature-gated items say which feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -213,8 +215,10 @@
 
 // 1. Fronts
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 
 // 2. Façade
