@@ -31,9 +31,74 @@ pub enum Error {
     NoRuntime,
     /// The registry's shared store (e.g. PostgreSQL) could not be reached, so a job of another
     /// instance could not be read, waited for or canceled, or no job id could be had. Local jobs
-    /// keep running and answering. Try again later; an HTTP layer answers 503. The text says
-    /// what failed.
-    StoreUnavailable(Arc<str>),
+    /// keep running and answering. Try again later; an HTTP layer answers 503. The
+    /// [`StoreFault`] says what failed, and its [`source`](std::error::Error::source) is the
+    /// store's own error (e.g. a `postgres::StoreError`).
+    StoreUnavailable(StoreFault),
+}
+
+/// What went wrong reaching a shared store: a short text, and the store's own error underneath
+/// ([`source`](std::error::Error::source)), kept for logs and for code that needs the detail.
+/// Clones share the source. Two faults are equal when their texts are.
+#[derive(Clone)]
+pub struct StoreFault {
+    reason: Arc<str>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreFault {
+    /// A fault with `source` underneath; its text is the source's `Display`.
+    pub fn new(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreFault {
+            reason: Arc::from(source.to_string()),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// What failed, as the store said it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl From<&str> for StoreFault {
+    /// A fault with no error underneath.
+    fn from(reason: &str) -> Self {
+        StoreFault {
+            reason: Arc::from(reason),
+            source: None,
+        }
+    }
+}
+
+impl PartialEq for StoreFault {
+    fn eq(&self, other: &Self) -> bool {
+        self.reason == other.reason
+    }
+}
+
+impl Eq for StoreFault {}
+
+impl fmt::Display for StoreFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl fmt::Debug for StoreFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreFault")
+            .field("reason", &self.reason)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl std::error::Error for StoreFault {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let source: &(dyn std::error::Error + 'static) = self.source.as_deref()?;
+        Some(source)
+    }
 }
 
 impl fmt::Display for Error {
@@ -49,7 +114,15 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    /// For [`Error::StoreUnavailable`], the store's own error.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::StoreUnavailable(fault) => std::error::Error::source(fault),
+            _ => None,
+        }
+    }
+}
 
 // Here rather than in `id.rs`, so that ids, a leaf, know nothing of errors.
 impl FromStr for JobId {

@@ -266,7 +266,7 @@ pub use counts::JobCounts;
 pub use engine::cancel::CancelOutcome;
 pub use engine::shutdown::ShutdownSummary;
 pub use engine::spawn::Spawned;
-pub use error::Error;
+pub use error::{Error, StoreFault};
 pub use etag::Etag;
 pub use feed::StatusFeed;
 pub use filter::{JobFilter, JobPage};

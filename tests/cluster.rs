@@ -1261,12 +1261,16 @@ async fn an_outage_keeps_local_jobs_running_and_loses_no_final_status() {
         let anywhere = within("A reads its own job", a.status(id)).await.unwrap();
         assert_eq!(without_runtime(anywhere), without_runtime(local));
     }
-    // B cannot reach A's jobs, and says why.
+    // B cannot reach A's jobs, and says why: the store's own error is underneath.
     fn unavailable<T: std::fmt::Debug>(result: Result<T, Error>, what: &str) {
-        assert!(
-            matches!(result, Err(Error::StoreUnavailable(_))),
-            "B {what} with the database down: {result:?}"
-        );
+        match result {
+            Err(error @ Error::StoreUnavailable(_)) => {
+                let source = std::error::Error::source(&error).expect("the store's error");
+                let store = source.downcast_ref::<asyncjobs::postgres::StoreError>();
+                assert!(store.is_some(), "B {what}: {source:?} is the store's error");
+            }
+            other => panic!("B {what} with the database down: {other:?}"),
+        }
     }
     let id = ids[0];
     unavailable(within("B reads", b.status(&id)).await, "reads");

@@ -24,7 +24,7 @@ use crate::store::{
 };
 use crate::{
     AsynchronousJobStatus, Error, JobCounts, JobEvent, JobFilter, JobId, SharedStore,
-    StatusObserver,
+    StatusObserver, StoreFault,
 };
 
 /// Default of [`PostgresStoreBuilder::lease`]: 10 seconds. Renewed every third of it, so a
@@ -229,7 +229,7 @@ impl seam::CacheClaim for Claim {
 }
 
 fn unavailable(error: StoreError) -> Error {
-    Error::StoreUnavailable(Arc::from(error.to_string()))
+    Error::StoreUnavailable(StoreFault::new(error))
 }
 
 impl Store for PostgresStore {
