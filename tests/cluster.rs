@@ -2044,3 +2044,57 @@ async fn watch_all_follows_every_instance_s_jobs_in_scope() {
     .await;
     assert_eq!(seen, HashSet::from([id, other]));
 }
+
+/// No silent cap (issue 23, defect 7): a user with more jobs than the store once listed at most
+/// (10,000) gets every one of them from another instance, a page at a time, and counts them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_job_is_listed_and_counted_however_many_a_user_has() {
+    const JOBS: usize = 10_050;
+    let test = pg::fresh_db().await;
+    let keep_all = |store| {
+        JobRegistry::builder()
+            .store(store)
+            .keep_finished_at_most(2 * JOBS)
+            .build()
+    };
+    let a = keep_all(store(&test.url).await);
+    let b = keep_all(store(&test.url).await);
+    let alice = a.as_user(7);
+    let mut started = HashSet::new();
+    for n in 0..JOBS {
+        let id = alice
+            .local()
+            .spawn(JobRequest::new(json!({"n": n})), |_job| async {
+                Ok::<_, std::io::Error>(json!("done"))
+            })
+            .unwrap();
+        started.insert(id);
+    }
+    let counts = eventually("B counts all of A's finished jobs", async || {
+        match b.as_user(7).counts().await {
+            Ok(counts) if counts.complete == JOBS => Ok(counts),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!((counts.processing, counts.failed), (0, 0));
+
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    let mut filter = Some(JobFilter::new().limit(1_000));
+    while let Some(this) = filter {
+        let page = within("B lists a page", b.as_user(7).list(&this))
+            .await
+            .unwrap();
+        assert!(page.jobs.len() <= 1_000);
+        listed.extend(page.jobs.iter().map(|s| s.job_id));
+        filter = page.next;
+        pages += 1;
+    }
+    assert_eq!(pages, 11, "ten full pages and one of 50");
+    assert!(
+        listed.windows(2).all(|pair| pair[0] > pair[1]),
+        "newest first, each job once"
+    );
+    assert_eq!(listed.into_iter().collect::<HashSet<_>>(), started);
+}
