@@ -5,7 +5,7 @@
 //! Against: the raw floor (`tokio::spawn`, progress in an `AtomicU64`, waited for through its
 //! `JoinHandle`) and the lean registry (see `common`: a `TaskTracker` spawn, a child token, a
 //! status in one `Mutex<HashMap>`, waited for through its `JoinHandle` and then read, as our
-//! `wait` returns the final status). Target: at most 1.25x the raw floor.
+//! `wait` returns the final status). Guard: at most 1.3x the lean registry (benches/README.md).
 //!
 //! N defaults to 10,000 so a sample takes milliseconds; `BENCH_JOBS=100000 cargo bench --bench
 //! lifecycle` gives the 100k-job figure.

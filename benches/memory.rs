@@ -5,8 +5,8 @@
 //!
 //! - bytes per retained finished job, without request or response bodies, at N retained jobs
 //!   (`BENCH_MEMORY_JOBS`, default 1,000,000; `keep_finished_at_most(N)`), against the lean
-//!   registry's map of N finished statuses (the raw floor retains nothing). Target: at most 256
-//!   bytes per job besides bodies and strings.
+//!   registry's map of N finished statuses (the raw floor retains nothing). Guard
+//!   (benches/README.md): at most 300 bytes per job besides bodies.
 //! - allocations per operation: `set_progress` (same message, changed message, unchanged),
 //!   `status()`, and a whole job's life, against the same operations of both baselines. Target:
 //!   no allocation for a report whose message is unchanged.
