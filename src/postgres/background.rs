@@ -119,8 +119,10 @@ pub(super) async fn poll_cancels(inner: Weak<Inner>) {
     }
 }
 
-/// Reaps instances whose lease ran out (every third of a lease) and trims the table by the
-/// registry's retention rules (every few seconds). Both are safe with every instance doing it.
+/// Reaps instances whose lease ran out and trims the table by the registry's retention rules
+/// (every few seconds). Both are safe with every instance doing it. The reaper looks again when
+/// the next lease of another instance runs out (a little after), and at least every second, so
+/// that how soon a dead instance is found depends on its lease, not on the survivors'.
 pub(super) async fn reap_and_sweep(inner: Weak<Inner>) {
     // The retention rules are the registry's: wait until the store is attached to one (without
     // holding the store, which may be dropped unattached).
@@ -147,10 +149,30 @@ pub(super) async fn reap_and_sweep(inner: Weak<Inner>) {
                     .await;
             }
         }
+        // An instance that registers meanwhile may have a shorter lease than any seen: look at
+        // least every `REAP_AT_LEAST_EVERY`.
+        let at_least = REAP_AT_LEAST_EVERY.min(lease / 3);
+        let next = match inner.db.next_lease_end(inner.instance()).await {
+            Ok(Some(until)) => (until + REAP_MARGIN).min(at_least),
+            Ok(None) | Err(_) => at_least,
+        }
+        .max(REAP_AT_MOST_EVERY);
         drop(inner);
-        tokio::time::sleep(lease / 3).await;
+        tokio::time::sleep(next).await;
     }
 }
+
+/// How long after another instance's lease ran out the reaper looks: the lease's end is read
+/// from the database, and a renewal may be under way at that moment.
+const REAP_MARGIN: Duration = Duration::from_millis(100);
+
+/// The reaper's shortest sleep, so that an instance with a tiny lease does not make the others
+/// poll the database without pause.
+const REAP_AT_MOST_EVERY: Duration = Duration::from_millis(100);
+
+/// The reaper's longest sleep: a dead instance's jobs read FAILED within about its lease plus
+/// this, whatever the survivors' leases. One small query a second per instance.
+const REAP_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
 /// Writes what is due every flush interval, or at once when something urgent is due; see
 /// [`mirror`](super::mirror).

@@ -148,6 +148,37 @@ impl Db {
         Ok(updated == 1)
     }
 
+    /// How long until the first lease of another instance than `instance` runs out, by the
+    /// database's clock (zero if one already has); `None` if there is no other instance. The
+    /// moment a reaper should look next: leases differ between instances, and one that waited
+    /// for a third of its own lease would find a short-leased dead instance late.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the database cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn next_lease_end(&self, instance: u64) -> Result<Option<Duration>, StoreError> {
+        const WHAT: &str = "read the next lease to run out";
+        let instance = to_bigint(instance, "instance id", WHAT)?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT (extract(epoch FROM min(lease_until) - now()) * 1000000)::bigint
+                 FROM asyncjobs_instances WHERE id <> $1",
+            )
+            .await
+            .map_err(|e| StoreError::query(WHAT, e))?;
+        let micros: Option<i64> = client
+            .query_one(&statement, &[&instance])
+            .await
+            .map_err(|e| StoreError::query(WHAT, e))?
+            .get(0);
+        Ok(micros.map(|m| Duration::from_micros(u64::try_from(m).unwrap_or(0))))
+    }
+
     /// Unregisters `instance` at a clean stop. Jobs of it still PROCESSING (normally none: a
     /// clean stop finishes its jobs and writes their statuses first) are failed with
     /// exception [`NODE_LOST`](crate::exception::NODE_LOST) and notified; returns them with

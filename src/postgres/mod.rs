@@ -46,7 +46,8 @@
 //!   (progress at most every flush interval, in one statement for all jobs; starts, cancel flags
 //!   and final statuses at once), keeping what is due while the database is unreachable;
 //! - renews its lease every third of it, cancels its own jobs if it cannot renew in time, and
-//!   reaps other instances whose lease ran out;
+//!   reaps other instances whose lease ran out (looking when the next one runs out, and at
+//!   least every second);
 //! - listens for cancels of its jobs (and polls for them every second, as notifications are lost
 //!   while it reconnects) and applies them as a local cancel;
 //! - wakes waits for other instances' jobs when it hears they changed;

@@ -29,7 +29,8 @@ use crate::{
 
 /// Default of [`PostgresStoreBuilder::lease`]: 10 seconds. Renewed every third of it, so a
 /// dead instance's jobs read FAILED ([`NODE_LOST`](crate::exception::NODE_LOST)) within about
-/// 15 seconds (the lease, plus up to a third of it until another instance's reaper runs).
+/// 11 seconds (its lease, plus up to a second until another instance's reaper looks, whatever
+/// that instance's own lease).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 /// Default of [`PostgresStoreBuilder::flush_interval`]: progress is written at most this often.
