@@ -1102,6 +1102,47 @@ async fn retention_keeps_the_table_bounded_by_age_and_count() {
     }
 }
 
+/// Issue 23, defect 6: the count applies to each instance's finished jobs, as each registry keeps
+/// its own in memory. Counted over the whole table, three instances keeping 40 each kept 40 rows
+/// in all, and the jobs their registries still held were unknown to the others.
+#[tokio::test]
+async fn retention_by_count_keeps_that_many_of_each_instance() {
+    let test = pg::fresh_db().await;
+    let db = db(&test.url).await;
+    let mut next_id = ID_BASE;
+    let mut jobs = Vec::new();
+    for owner in 1..=3 {
+        for n in 0..80 {
+            next_id += 1;
+            let finished = Utc::now() - chrono::Duration::seconds(100 - n);
+            jobs.push(
+                job(next_id, 2, Complete, owner)
+                    .times(finished - chrono::Duration::seconds(1), finished),
+            );
+        }
+    }
+    write(&db, &jobs.iter().collect::<Vec<_>>()).await;
+    assert_eq!(
+        db.sweep_retention(Duration::from_secs(3600), 40, 16)
+            .await
+            .unwrap(),
+        3 * 40
+    );
+    let kept: BTreeSet<u64> = db
+        .list(&JobFilter::new(), 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.status.job_id.as_u64())
+        .collect();
+    // The newest 40 of each instance's 80.
+    let newest: BTreeSet<u64> = jobs
+        .chunks(80)
+        .flat_map(|of_one| of_one[40..].iter().map(|j| j.id))
+        .collect();
+    assert_eq!(kept, newest);
+}
+
 #[tokio::test]
 async fn one_sweeper_works_at_a_time() {
     let test = pg::fresh_db().await;

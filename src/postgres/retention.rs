@@ -16,19 +16,29 @@ DELETE FROM asyncjobs_jobs WHERE id IN (
     LIMIT $2
 )";
 
-/// Finished rows beyond the newest `$1` (by finish time, then id), at most `$2` of them.
+/// Each instance's finished rows beyond its newest `$1` (by finish time, then id), at most `$2`
+/// of them. Counted per instance (`owner`), as each registry counts the finished statuses it
+/// keeps in memory: counted over the whole table, the rule of one instance's registry would
+/// drop rows that the others still hold, and they would answer for jobs the database no longer
+/// knows.
 const TOO_MANY: &str = "
 DELETE FROM asyncjobs_jobs WHERE id IN (
-    SELECT id FROM asyncjobs_jobs
-    WHERE finished_at IS NOT NULL AND state <> 'PROCESSING'
-    ORDER BY finished_at DESC, id DESC
-    OFFSET $1 LIMIT $2
+    SELECT id FROM (
+        SELECT id, row_number() OVER (
+            PARTITION BY owner ORDER BY finished_at DESC, id DESC
+        ) AS newest
+        FROM asyncjobs_jobs
+        WHERE finished_at IS NOT NULL AND state <> 'PROCESSING'
+    ) ranked
+    WHERE newest > $1
+    LIMIT $2
 )";
 
 impl Db {
     /// Deletes finished statuses that finished more than `keep_for` ago (by the database's
-    /// clock), and those beyond the newest `keep_at_most` finished ones, in deletes of at
-    /// most `batch` rows; returns how many were deleted. PROCESSING rows are never deleted.
+    /// clock), and those beyond the newest `keep_at_most` finished ones of each instance, in
+    /// deletes of at most `batch` rows; returns how many were deleted. PROCESSING rows are never
+    /// deleted.
     ///
     /// One sweeper at a time across all instances: the sweep runs in one transaction under a
     /// transaction-scoped advisory lock, and a sweep that finds the lock taken returns 0 at
