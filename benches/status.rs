@@ -1,4 +1,4 @@
-//! Reading: `registry.status(&id)`, and a user's `list()`.
+//! Reading: `registry.local().status(&id)`, and a user's `list()`.
 //!
 //! Against: the lean registry (see `common`: lock + SipHash get + clone of a small status; it
 //! keeps no request body) and, for large bodies only, `BodyCloning`, a registry that stores each
@@ -130,7 +130,7 @@ fn status(c: &mut Criterion) {
         let mut n = 0;
         b.iter(|| {
             n += 1;
-            black_box(registry.status(&ours[random[n % DRAWS]]))
+            black_box(registry.local().status(&ours[random[n % DRAWS]]))
         });
     });
     for (label, draws) in [("1KB_16", &small_draws), ("1MB_16", &big_draws)] {
@@ -145,7 +145,7 @@ fn status(c: &mut Criterion) {
             let mut n = 0;
             b.iter(|| {
                 n += 1;
-                black_box(registry.status(&ours[draws[n % DRAWS]]))
+                black_box(registry.local().status(&ours[draws[n % DRAWS]]))
             });
         });
     }
@@ -239,14 +239,14 @@ fn status_retained(c: &mut Criterion) {
             b.iter(|| black_box(lean.status(black_box(lean_running.id))));
         });
         group.bench_function(BenchmarkId::new("ours/running", n), |b| {
-            b.iter(|| black_box(ours.status(black_box(ours_running))));
+            b.iter(|| black_box(ours.local().status(black_box(ours_running))));
         });
         let (lean_one, ours_one) = (lean_ids[n / 2], ours_ids[n / 2]);
         group.bench_function(BenchmarkId::new("lean/finished", n), |b| {
             b.iter(|| black_box(lean.status(black_box(lean_one))));
         });
         group.bench_function(BenchmarkId::new("ours/finished", n), |b| {
-            b.iter(|| black_box(ours.status(black_box(&ours_one))));
+            b.iter(|| black_box(ours.local().status(black_box(&ours_one))));
         });
         let picks = draws(&mut rng, 0, n);
         group.bench_function(BenchmarkId::new("lean/finished_random", n), |b| {
@@ -260,7 +260,7 @@ fn status_retained(c: &mut Criterion) {
             let mut k = 0;
             b.iter(|| {
                 k += 1;
-                black_box(ours.status(&ours_ids[picks[k % DRAWS]]))
+                black_box(ours.local().status(&ours_ids[picks[k % DRAWS]]))
             });
         });
     }

@@ -20,7 +20,7 @@ mod outbox;
 
 use std::sync::{Arc, LazyLock};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -46,6 +46,9 @@ pub(crate) struct Job {
     /// of the job is this plus monotonic time elapsed since `started_at`, so a job's times never
     /// go backwards even if the system clock is stepped.
     started_on: i64,
+    /// The date (UTC) of `started_on`, worked out once: finding a day's date is most of what
+    /// making a `DateTime` costs, and a status's times nearly always fall on the job's first day.
+    started_day: NaiveDate,
     started_at: Instant,
     state: Mutex<State>,
 }
@@ -109,13 +112,15 @@ impl Job {
         queued: Option<Arc<str>>,
     ) -> Self {
         let started_at = Instant::now();
+        let now = Utc::now();
         Job {
             id,
             user: request.user,
             request: request.body,
             cacheable: request.cacheable,
             name: request.name,
-            started_on: Utc::now().timestamp_millis(),
+            started_on: now.timestamp_millis(),
+            started_day: now.date_naive(),
             started_at,
             state: Mutex::new(State {
                 phase: AsynchJobState::Processing,
@@ -244,8 +249,8 @@ impl Job {
             job_state: st.phase,
             job_canceling: st.cause.is_some(),
             etag: Etag::from_version(st.version),
-            started_on: wall_time(self.started_on, Duration::ZERO),
-            changed_on: wall_time(self.started_on, changed),
+            started_on: self.wall_time(Duration::ZERO),
+            changed_on: self.wall_time(changed),
             started_by_user_id: self.user,
             progress_current: st.progress.map(|(current, _)| current),
             progress_total: st.progress.map(|(_, total)| total),
@@ -316,10 +321,24 @@ impl Job {
     }
 }
 
-/// Wall-clock time `elapsed` after `start_millis`, to the millisecond (as on the wire).
-fn wall_time(start_millis: i64, elapsed: Duration) -> DateTime<Utc> {
-    let elapsed = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
-    DateTime::from_timestamp_millis(start_millis.saturating_add(elapsed)).unwrap_or_default()
+const MILLIS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
+
+impl Job {
+    /// The wall-clock time `elapsed` after the spawn, to the millisecond (as on the wire).
+    fn wall_time(&self, elapsed: Duration) -> DateTime<Utc> {
+        let elapsed = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+        let millis = self.started_on.saturating_add(elapsed);
+        if millis.div_euclid(MILLIS_PER_DAY) == self.started_on.div_euclid(MILLIS_PER_DAY) {
+            // The job's first day: its date is known.
+            let of_day = millis.rem_euclid(MILLIS_PER_DAY);
+            let seconds = u32::try_from(of_day / 1000).unwrap_or(0);
+            let nanos = u32::try_from(of_day % 1000 * 1_000_000).unwrap_or(0);
+            if let Some(time) = NaiveTime::from_num_seconds_from_midnight_opt(seconds, nanos) {
+                return NaiveDateTime::new(self.started_day, time).and_utc();
+            }
+        }
+        DateTime::from_timestamp_millis(millis).unwrap_or_default()
+    }
 }
 
 impl StatusSource for Job {
@@ -496,6 +515,34 @@ mod tests {
             "it runs"
         );
         assert_eq!(job.snapshot().progress_message, None);
+    }
+
+    #[test]
+    fn times_are_those_chrono_gives_on_the_first_day_and_after() {
+        let seam = Seam::new(Vec::new(), None);
+        let mut job = job(&seam);
+        let day = MILLIS_PER_DAY;
+        let leap_day = 1_709_164_800_000; // 2024-02-29T00:00:00Z
+        for start in [
+            0,
+            -1,
+            1,
+            day - 1,
+            -day,
+            leap_day - 1,
+            leap_day + day - 5,
+            1_700_000_000_123,
+        ] {
+            job.started_on = start;
+            job.started_day = DateTime::from_timestamp_millis(start).unwrap().date_naive();
+            for elapsed in [0, 1, 4, 999, 1_000, 3_600_000, day - 1, day, 3 * day + 17] {
+                assert_eq!(
+                    job.wall_time(Duration::from_millis(elapsed as u64)),
+                    DateTime::from_timestamp_millis(start + elapsed).unwrap(),
+                    "{elapsed} ms after {start}"
+                );
+            }
+        }
     }
 
     #[test]
