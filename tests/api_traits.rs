@@ -35,6 +35,49 @@ fn handles_and_values_are_send_and_sync() {
     assert_send_sync::<CancelOutcome>();
     assert_send_sync::<ShutdownSummary>();
     assert_send_sync::<Error>();
+    assert_send_sync::<asyncjobs::JobPage>();
+    assert_send_sync::<asyncjobs::StoreFault>();
+    assert_send_sync::<asyncjobs::Everyone>();
+    assert_send_sync::<asyncjobs::OneUser>();
+}
+
+/// The façade's async calls are `Send` futures, from the registry and from a user's view alike:
+/// what an axum handler awaits (each is awaited here, and its outcome checked).
+#[tokio::test]
+async fn the_facade_s_futures_are_send() {
+    let registry = JobRegistry::new();
+    let alice = registry.as_user(1);
+    let spawn = alice.spawn(JobRequest::default(), |_job: JobHandle| async {
+        Ok::<_, std::io::Error>(())
+    });
+    assert_send(&spawn);
+    let id = spawn.await.unwrap();
+    let submit = registry.submit(JobRequest::default(), |_job: JobHandle| async {
+        Ok::<_, std::io::Error>(())
+    });
+    assert_send(&submit);
+    assert!(!submit.await.unwrap().is_reused());
+    let status = alice.status(&id);
+    assert_send(&status);
+    assert_eq!(status.await.unwrap().job_id, id);
+    let done = alice.wait(&id).await.unwrap();
+    let cancel = alice.cancel(&id);
+    assert_send(&cancel);
+    assert_eq!(cancel.await, Ok(CancelOutcome::AlreadyFinished));
+    let every = JobFilter::new();
+    let list = alice.list(&every);
+    assert_send(&list);
+    assert_eq!(list.await.unwrap().jobs, [done]);
+    let counts = alice.counts();
+    assert_send(&counts);
+    assert_eq!(counts.await.unwrap().complete, 1);
+    let watch = alice.watch(&id);
+    assert_send(&watch);
+    assert!(watch.await.is_ok());
+    let name = alice.job_name(&id);
+    assert_send(&name);
+    assert_eq!(name.await, Ok(None));
+    assert_eq!(registry.counts().await.unwrap().complete, 2);
 }
 
 /// A feed and a watch are read through `&mut self` by one reader, so only `Send` is asked of
