@@ -2102,3 +2102,53 @@ async fn every_job_is_listed_and_counted_however_many_a_user_has() {
     );
     assert_eq!(listed.into_iter().collect::<HashSet<_>>(), started);
 }
+
+/// Issue 23, defect 5: a job that finished while its final status could not be written, and that
+/// retention dropped from memory at once, still reads COMPLETE (never its stale PROCESSING row)
+/// on its own instance, during the outage and after; the other instance reads the same once the
+/// database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_status_dropped_from_memory_before_it_is_written_never_reads_backwards() {
+    let server = pg::private_server();
+    let test = server.fresh_db().await;
+    let a = JobRegistry::builder()
+        .store(store_with_lease(&test.url, Duration::from_secs(30)).await)
+        .keep_finished_at_most(0)
+        .build();
+    let b = registry(store(&test.url).await);
+    let (go, gate) = tokio::sync::oneshot::channel::<()>();
+    let id = a
+        .spawn(JobRequest::default(), |_job: JobHandle| async move {
+            gate.await.ok();
+            Ok::<_, std::io::Error>(json!("done"))
+        })
+        .await
+        .unwrap();
+    let running = eventually("B reads A's job", async || match b.status(&id).await {
+        Ok(status) => Ok(status),
+        Err(e) => Err(format!("{e:?}")),
+    })
+    .await;
+    assert_eq!(running.job_state, Processing);
+
+    server.stop();
+    let waiting = a.wait(&id);
+    go.send(()).unwrap();
+    let done = within("the job finishes", waiting).await.unwrap();
+    assert_eq!(done.job_state, Complete);
+    // Retention keeps no finished status: the job is gone from A's memory.
+    assert_eq!(a.local().status(&id), Err(Error::UnknownJob(id)));
+    // A still answers with its final status, though the database is down.
+    assert_eq!(
+        within("A reads its job", a.status(&id)).await,
+        Ok(done.clone())
+    );
+
+    server.start_again();
+    let on_b = eventually("B reads the final status", async || {
+        final_status_on(&b, id).await
+    })
+    .await;
+    assert_eq!(without_runtime(on_b), without_runtime(done.clone()));
+    assert_eq!(within("A reads its job", a.status(&id)).await, Ok(done));
+}

@@ -48,6 +48,8 @@ struct Due {
     changed: Ids,
     /// Final statuses not yet written.
     finished: HashMap<JobId, AsynchronousJobStatus>,
+    /// Final statuses the flush under way is writing: still not in the database.
+    writing_finished: HashMap<JobId, AsynchronousJobStatus>,
     /// Jobs whose cancel flag was already seen (only the first sighting is urgent).
     canceling: Ids,
     /// Jobs taken by the flush under way.
@@ -58,6 +60,17 @@ struct Due {
 }
 
 impl Mirror {
+    /// Job `id`'s final status, if this instance has not written it yet (it is due, or being
+    /// written). A read of the job must answer with it, not with the row: retention may have
+    /// dropped the job from memory already, and the row still says PROCESSING.
+    pub(super) fn unwritten_final(&self, id: JobId) -> Option<AsynchronousJobStatus> {
+        let due = self.due.lock();
+        due.finished
+            .get(&id)
+            .or_else(|| due.writing_finished.get(&id))
+            .cloned()
+    }
+
     /// Resolves once job `id` has nothing left to write (its latest change is in the database),
     /// or after `at_most`.
     pub(super) async fn written(&self, id: JobId, at_most: Duration) {
@@ -132,6 +145,8 @@ impl Mirror {
             let finished = std::mem::take(&mut due.finished);
             due.in_flight
                 .extend(changed.iter().chain(finished.keys()).copied());
+            // Kept readable until written (see `unwritten_final`); the flush writes clones.
+            due.writing_finished.clone_from(&finished);
             let names: HashMap<JobId, Arc<str>> = changed
                 .iter()
                 .chain(finished.keys())
@@ -159,6 +174,7 @@ impl Mirror {
         let written = db.write_batch(&rows).await;
         let mut due = self.due.lock();
         due.in_flight.clear();
+        due.writing_finished.clear();
         let ok = match written {
             Ok(_) => {
                 // A finished job's row is never written again: its name is no longer needed.

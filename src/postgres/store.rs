@@ -276,6 +276,10 @@ impl Store for PostgresStore {
 
     fn read(&self, id: JobId) -> BoxFuture<'_, Result<Option<AsynchronousJobStatus>, Error>> {
         Box::pin(async move {
+            // This instance's final status not written yet is newer than the row.
+            if let Some(status) = self.inner.mirror.unwritten_final(id) {
+                return Ok(Some(status));
+            }
             let stored = self.inner.db.read(id.as_u64()).await.map_err(unavailable)?;
             Ok(stored.map(|job| job.status))
         })
@@ -293,10 +297,16 @@ impl Store for PostgresStore {
             let more_below = (rows.len() >= limit)
                 .then(|| rows.last().map(|row| row.status.job_id))
                 .flatten();
-            Ok(StoredPage {
-                jobs: rows.into_iter().map(|row| row.status).collect(),
-                more_below,
-            })
+            let jobs = rows
+                .into_iter()
+                .map(|row| {
+                    // As in `read`: this instance's unwritten final status is newer.
+                    let id = row.status.job_id;
+                    self.inner.mirror.unwritten_final(id).unwrap_or(row.status)
+                })
+                .filter(|status| filter.admits_state(status))
+                .collect();
+            Ok(StoredPage { jobs, more_below })
         })
     }
 
