@@ -1480,3 +1480,25 @@ async fn a_write_during_an_outage_fails_clearly_then_succeeds() {
     assert_eq!(db.write_batch(&[a2.row()]).await.unwrap(), 1);
     assert_eq!(read(&db, a.id).await.version, 2);
 }
+
+/// Issue 23, defect 2: numbers come back from the database as they were written: the largest
+/// float, one whose shortest form has 17 digits, and a tiny one.
+#[tokio::test]
+async fn numbers_in_a_status_survive_the_database() {
+    let test = pg::fresh_db().await;
+    let db = db(&test.url).await;
+    let body = json!({
+        "concreteType": "org.example.Request",
+        "max": f64::MAX,
+        "precise": 123_456_789.123_456_79_f64,
+        "tiny": 5e-324_f64,
+        "negative": -1.5e300_f64,
+        "big integer": u64::MAX,
+    });
+    let mut stored = job(ID_BASE + 1, 2, Complete, 1);
+    stored.body = body.clone();
+    write(&db, &[&stored]).await;
+    let read = read(&db, ID_BASE + 1).await;
+    assert_eq!(read.status.request_body.as_deref(), Some(&body));
+    assert_eq!(read.status, stored.status());
+}

@@ -244,7 +244,12 @@ impl Conditions {
 /// A row of [`COLUMNS`] as a [`StoredJob`].
 fn stored_job(row: &Row) -> Result<StoredJob, StoreError> {
     let id: i64 = row.get(0);
-    let status: Value = row.get(5);
+    // `try_get`, not `get`, which panics: a stored status that does not parse is an error of
+    // this read, never a panic (serde_json's `float_roundtrip` makes every float the crate
+    // wrote parse back to itself).
+    let status: Value = row.try_get(5).map_err(|e| {
+        StoreError::decode_because(format!("read job {id}'s stored status"), e.to_string())
+    })?;
     let status: AsynchronousJobStatus = serde_json::from_value(status)
         .map_err(|e| StoreError::decode(format!("read job {id}'s stored status"), e))?;
     if status.job_id.as_u64() != id as u64 {
