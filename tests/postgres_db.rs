@@ -1502,3 +1502,37 @@ async fn numbers_in_a_status_survive_the_database() {
     assert_eq!(read.status.request_body.as_deref(), Some(&body));
     assert_eq!(read.status, stored.status());
 }
+
+/// Issue 23, defect 1: PostgreSQL cannot store U+0000 (NUL), and one statement writes every due
+/// status of an instance. A NUL anywhere in a status (a progress message, a request body's key or
+/// value) or in a job's name is stored as U+FFFD, and the rows written with it are written too.
+#[tokio::test]
+async fn a_nul_in_a_status_is_stored_as_a_replacement_character_and_blocks_no_write() {
+    let test = pg::fresh_db().await;
+    let db = db(&test.url).await;
+    let mut bad = job(ID_BASE + 1, 2, Processing, 1);
+    bad.body = json!({"concreteType": "org.example.Request", "path\u{0}key": "a\u{0}b"});
+    let good = job(ID_BASE + 2, 2, Processing, 1);
+    let mut status = bad.status();
+    status.progress_message = Some("step\u{0}1".into());
+    let rows = [
+        StatusRow::new(&status, 1, None).named(Some("nightly\u{0}export")),
+        good.row(),
+    ];
+    assert_eq!(
+        db.write_batch(&rows).await.unwrap(),
+        2,
+        "both rows are written"
+    );
+    let read_bad = read(&db, ID_BASE + 1).await;
+    assert_eq!(
+        read_bad.status.request_body.as_deref(),
+        Some(&json!({"concreteType": "org.example.Request", "path\u{FFFD}key": "a\u{FFFD}b"}))
+    );
+    assert_eq!(
+        read_bad.status.progress_message.as_deref(),
+        Some("step\u{FFFD}1")
+    );
+    assert_eq!(read_bad.name.as_deref(), Some("nightly\u{FFFD}export"));
+    assert_eq!(read(&db, ID_BASE + 2).await.status, good.status());
+}
