@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::text::{error_chain, error_message, truncate_bytes, truncate_chars};
+use crate::text::{error_chain, error_message, truncate_bytes, truncate_chars, without_nul};
 use crate::{exception, MAX_ERROR_DETAILS_BYTES, MAX_MESSAGE_CHARS};
 
 /// Which time limit a job broke.
@@ -75,8 +75,8 @@ impl Failure {
                     drop_quietly(panic);
                 }
                 Failure {
-                    message: Arc::from(message),
-                    details: Some(Arc::from(details)),
+                    message: Arc::from(without_nul(&message)),
+                    details: Some(Arc::from(without_nul(&details))),
                     exception,
                 }
             }
@@ -144,7 +144,7 @@ impl Failure {
 }
 
 fn capped_message(s: &str) -> Arc<str> {
-    Arc::from(truncate_chars(s, MAX_MESSAGE_CHARS))
+    Arc::from(without_nul(truncate_chars(s, MAX_MESSAGE_CHARS)))
 }
 
 /// Drops a panic payload, whose own `Drop` could panic again.

@@ -7,7 +7,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use crate::change::Change;
 use crate::job::{Applied, Job};
 use crate::seam::Seam;
-use crate::text::truncate_chars;
+use crate::text::{truncate_chars, without_nul};
 use crate::{AsynchronousJobStatus, CancelCause, JobId, MAX_MESSAGE_CHARS};
 
 /// A job's own handle, given to the closure passed to [`JobRegistry::spawn`]: the job reports
@@ -69,19 +69,20 @@ impl JobHandle {
     /// Reports progress: `current` out of `total` done, and what the job is doing. Returns whether
     /// the status changed.
     ///
-    /// The message is cut to [`MAX_MESSAGE_CHARS`](crate::MAX_MESSAGE_CHARS) characters. Values are
+    /// The message is cut to [`MAX_MESSAGE_CHARS`](crate::MAX_MESSAGE_CHARS) characters, and a NUL
+    /// character in it is shown as U+FFFD (no status holds one: PostgreSQL cannot). Values are
     /// stored as given (`current` may exceed `total`). Reporting exactly what is already there
     /// changes nothing: neither the etag nor `changedOn` moves, and nothing is allocated. After
     /// the job has finished this does nothing and returns `false`.
     pub fn set_progress(&self, current: u64, total: u64, message: impl AsRef<str>) -> bool {
         // Cut before taking the job's lock, to keep it short.
-        let message = truncate_chars(message.as_ref(), MAX_MESSAGE_CHARS);
+        let message = without_nul(truncate_chars(message.as_ref(), MAX_MESSAGE_CHARS));
         self.job.apply(
             &self.seam,
             Change::Progress {
                 current,
                 total,
-                message,
+                message: &message,
             },
         ) == Applied::Changed
     }

@@ -31,9 +31,11 @@ pub struct JobRequest {
 
 impl JobRequest {
     /// A request with this body, which becomes the status's `requestBody` (Synapse's bodies are
-    /// objects whose `concreteType` names their type). A `null` body is left out of the status.
+    /// objects whose `concreteType` names their type). A `null` body is left out of the status. A
+    /// NUL character in any of its strings or keys becomes U+FFFD (no status holds one:
+    /// PostgreSQL cannot).
     pub fn new(body: Value) -> Self {
-        let body = (!body.is_null()).then(|| Arc::new(body));
+        let body = (!body.is_null()).then(|| Arc::new(crate::text::value_without_nul(body)));
         JobRequest {
             body,
             ..JobRequest::default()
@@ -90,7 +92,11 @@ impl JobRequest {
     /// shared by many jobs can be one `Arc<str>` for all of them.
     #[must_use]
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = Some(name.into());
+        let name: Arc<str> = name.into();
+        self.name = Some(match crate::text::without_nul(&name) {
+            std::borrow::Cow::Borrowed(_) => name,
+            std::borrow::Cow::Owned(replaced) => Arc::from(replaced),
+        });
         self
     }
 

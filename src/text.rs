@@ -107,9 +107,70 @@ pub(crate) fn error_chain(error: &(dyn StdError + 'static), max_bytes: usize) ->
     out.into_string()
 }
 
+/// `text` with every U+0000 (NUL) as U+FFFD, the replacement character. No status holds a NUL:
+/// PostgreSQL cannot store it, and a shared store must hold what every instance shows.
+pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// [`without_nul`] for every string of a JSON value, object keys included, at any depth.
+pub(crate) fn value_without_nul(mut value: serde_json::Value) -> serde_json::Value {
+    fn has_nul(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(map) => map
+                .iter()
+                .any(|(key, item)| key.contains('\0') || has_nul(item)),
+            _ => false,
+        }
+    }
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => {
+                if let std::borrow::Cow::Owned(replaced) = without_nul(text) {
+                    *text = replaced;
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            serde_json::Value::Object(map) => {
+                if map.keys().any(|key| key.contains('\0')) {
+                    for (key, item) in std::mem::take(map) {
+                        map.insert(without_nul(&key).into_owned(), item);
+                    }
+                }
+                map.values_mut().for_each(walk);
+            }
+            _ => {}
+        }
+    }
+    // Most values hold none: looked for first, so that those are not rebuilt.
+    if has_nul(&value) {
+        walk(&mut value);
+    }
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_nul_is_left_anywhere_in_a_value() {
+        let value = serde_json::json!({"a\u{0}": ["x\u{0}y", {"k": "\u{0}"}], "n": 1});
+        assert_eq!(
+            value_without_nul(value),
+            serde_json::json!({"a\u{FFFD}": ["x\u{FFFD}y", {"k": "\u{FFFD}"}], "n": 1})
+        );
+        assert!(matches!(
+            without_nul("clean"),
+            std::borrow::Cow::Borrowed("clean")
+        ));
+    }
 
     #[test]
     fn truncation_keeps_whole_characters() {

@@ -506,3 +506,63 @@ fn spawn_refused_when_shut_down_or_without_a_runtime() {
     assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
     assert!(registry.local().is_empty());
 }
+
+/// No status holds a NUL character, which PostgreSQL cannot store: in a request body (keys and
+/// values), a job's name, a progress message, an error's message and chain, and a response body,
+/// it is shown as U+FFFD, with or without a store, so every instance shows the same.
+#[tokio::test]
+async fn a_nul_character_is_shown_as_a_replacement_character_everywhere() {
+    #[derive(Debug)]
+    struct NulError;
+    impl std::fmt::Display for NulError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bad\u{0}input")
+        }
+    }
+    impl std::error::Error for NulError {}
+
+    let registry = JobRegistry::new();
+    let request = JobRequest::new(json!({"path\u{0}param": "syn\u{0}42"})).name("export\u{0}");
+    let (go, gate) = tokio::sync::oneshot::channel::<()>();
+    let failing = registry
+        .spawn(request, |job: asyncjobs::JobHandle| async move {
+            job.set_progress(1, 2, "row\u{0}1");
+            gate.await.ok();
+            Err::<(), _>(NulError)
+        })
+        .await
+        .unwrap();
+    let started = registry.status(&failing).await.unwrap();
+    let running = match started.progress_message {
+        Some(_) => started,
+        None => registry
+            .wait_for_change(&failing, &started.etag)
+            .await
+            .unwrap(),
+    };
+    assert_eq!(
+        running.request_body.as_deref(),
+        Some(&json!({"path\u{FFFD}param": "syn\u{FFFD}42"}))
+    );
+    assert_eq!(running.progress_message.as_deref(), Some("row\u{FFFD}1"));
+    assert_eq!(
+        registry.job_name(&failing).await.unwrap().as_deref(),
+        Some("export\u{FFFD}")
+    );
+    go.send(()).unwrap();
+    let failed = registry.wait(&failing).await.unwrap();
+    assert_eq!(failed.error_message.as_deref(), Some("bad\u{FFFD}input"));
+    assert!(!failed.error_details.as_deref().unwrap().contains('\u{0}'));
+
+    let answering = registry
+        .spawn(JobRequest::default(), |_job| async {
+            Ok::<_, std::io::Error>(json!({"text": "a\u{0}b"}))
+        })
+        .await
+        .unwrap();
+    let done = registry.wait(&answering).await.unwrap();
+    assert_eq!(
+        done.response_body.as_deref(),
+        Some(&json!({"text": "a\u{FFFD}b"}))
+    );
+}

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::notify::NOTIFY_WRITTEN;
 use super::{Db, StoreError};
+use crate::text::{value_without_nul, without_nul};
 use crate::{AsynchJobState, AsynchronousJobStatus};
 
 /// One job's status as a row of `asyncjobs_jobs`.
@@ -56,18 +57,19 @@ impl StatusRow {
             finished_at: status.is_terminal().then_some(status.changed_on),
             // Bodies are JSON values already and every other field is a string, number or
             // bool: serializing a status to a value cannot fail.
-            status: storable(serde_json::to_value(status).expect("a status serializes to JSON")),
+            // PostgreSQL cannot store U+0000: the registry keeps it out of every status, and a
+            // status made elsewhere is made safe here too, since one row that cannot be written
+            // would fail the whole batch of its instance, for good.
+            status: value_without_nul(
+                serde_json::to_value(status).expect("a status serializes to JSON"),
+            ),
             name: None,
         }
     }
 
     /// This row, of a job with this name (or none).
     pub fn named(mut self, name: Option<&str>) -> StatusRow {
-        self.name = name.map(|name| {
-            let mut name = name.to_owned();
-            replace_nul(&mut name);
-            name
-        });
+        self.name = name.map(|name| without_nul(name).into_owned());
         self
     }
 
@@ -76,37 +78,6 @@ impl StatusRow {
     pub fn queued(mut self, queued: bool) -> StatusRow {
         self.queued = queued && self.state == AsynchJobState::Processing;
         self
-    }
-}
-
-/// `value` as PostgreSQL can store it. Its `jsonb` and `text` cannot hold U+0000, and one statement
-/// writes every due job of an instance: a status holding it (a NUL in a progress message, or a
-/// `%00` in an HTTP path parameter written into a request body) made every write of the instance
-/// fail, for good. It is stored as U+FFFD, the replacement character.
-fn storable(mut value: Value) -> Value {
-    fn walk(value: &mut Value) {
-        match value {
-            Value::String(text) => replace_nul(text),
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            Value::Object(map) => {
-                if map.keys().any(|key| key.contains('\0')) {
-                    for (mut key, item) in std::mem::take(map) {
-                        replace_nul(&mut key);
-                        map.insert(key, item);
-                    }
-                }
-                map.values_mut().for_each(walk);
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
-    }
-    walk(&mut value);
-    value
-}
-
-fn replace_nul(text: &mut String) {
-    if text.contains('\0') {
-        *text = text.replace('\0', "\u{FFFD}");
     }
 }
 
