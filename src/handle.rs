@@ -7,7 +7,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use crate::change::Change;
 use crate::job::{Applied, Job};
 use crate::seam::Seam;
-use crate::text::{truncate_chars, without_nul};
+use crate::text::truncate_chars;
 use crate::{AsynchronousJobStatus, CancelCause, JobId, MAX_MESSAGE_CHARS};
 
 /// A job's own handle, given to the closure passed to [`JobRegistry::spawn`]: the job reports
@@ -76,13 +76,13 @@ impl JobHandle {
     /// the job has finished this does nothing and returns `false`.
     pub fn set_progress(&self, current: u64, total: u64, message: impl AsRef<str>) -> bool {
         // Cut before taking the job's lock, to keep it short.
-        let message = without_nul(truncate_chars(message.as_ref(), MAX_MESSAGE_CHARS));
+        let message = truncate_chars(message.as_ref(), MAX_MESSAGE_CHARS);
         self.job.apply(
             &self.seam,
             Change::Progress {
                 current,
                 total,
-                message: &message,
+                message,
             },
         ) == Applied::Changed
     }

@@ -31,11 +31,11 @@ pub struct JobRequest {
 
 impl JobRequest {
     /// A request with this body, which becomes the status's `requestBody` (Synapse's bodies are
-    /// objects whose `concreteType` names their type). A `null` body is left out of the status. A
-    /// NUL character in any of its strings or keys becomes U+FFFD (no status holds one:
-    /// PostgreSQL cannot).
+    /// objects whose `concreteType` names their type). A `null` body is left out of the status.
+    /// With a PostgreSQL store, a NUL character in it is stored (and read by other instances) as
+    /// U+FFFD; the HTTP front makes it so before the job starts.
     pub fn new(body: Value) -> Self {
-        let body = (!body.is_null()).then(|| Arc::new(crate::text::value_without_nul(body)));
+        let body = (!body.is_null()).then(|| Arc::new(body));
         JobRequest {
             body,
             ..JobRequest::default()

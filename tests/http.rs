@@ -1765,3 +1765,31 @@ fn public_types_are_send_and_sync() {
     fn send_sync_of<T: Send + Sync + 'static>(_: &T) {}
     send_sync_of(&BearerToken::new(lookup));
 }
+
+/// A NUL character in a request body (as `\u0000` in the JSON) is made safe at the door: the
+/// status shows U+FFFD, as a PostgreSQL store would store it (issue 23, defect 1).
+#[tokio::test]
+async fn a_nul_in_a_request_body_is_shown_as_a_replacement_character() {
+    let f = fixture().await;
+    let response = f
+        .post(ALICE, "/async/start")
+        .header("content-type", "application/json")
+        .body(r#"{"concreteType": "test.Gated", "steps": 1, "note\u0000": "a\u0000b"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let token: Value = response.json().await.unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let status: Value = f
+        .get(ALICE, &format!("/asynchronous/job/{token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["requestBody"]["note\u{FFFD}"], "a\u{FFFD}b");
+    assert!(!status.to_string().contains("\\u0000"));
+    f.gate.notify_one();
+}

@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use crate::change::Change;
 use crate::failure::{drop_quietly, Failure, Timeout};
 use crate::job::{Applied, Job};
-use crate::text::value_without_nul;
 use crate::{exception, CancelCause};
 
 use super::Engine;
@@ -294,12 +293,12 @@ fn completed<R: Serialize + 'static>(response: R) -> Change<'static> {
     {
         return match value.take() {
             None | Some(serde_json::Value::Null) => Change::Complete(None),
-            Some(value) => Change::Complete(Some(Arc::new(value_without_nul(value)))),
+            Some(value) => Change::Complete(Some(Arc::new(value))),
         };
     }
     match catch_unwind(AssertUnwindSafe(|| serde_json::to_value(&response))) {
         Ok(Ok(serde_json::Value::Null)) => Change::Complete(None),
-        Ok(Ok(value)) => Change::Complete(Some(Arc::new(value_without_nul(value)))),
+        Ok(Ok(value)) => Change::Complete(Some(Arc::new(value))),
         Ok(Err(error)) => Change::Fail(Failure::not_serializable(&error)),
         Err(panic) => {
             drop_quietly(panic);

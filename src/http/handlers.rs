@@ -25,6 +25,7 @@ use super::response::{
     complete_response, json, mark_reused, no_store, status_response, tag, Reason,
 };
 use super::state::{Api, Kind};
+use crate::text::value_without_nul;
 use crate::{AsynchJobState, AsynchronousJobStatus, JobId, UserView};
 
 /// The calling user's view of the registry.
@@ -116,7 +117,10 @@ pub(super) async fn start(
     }
     // With a shared store, this answers once every instance can find the job: the client may
     // poll another instance next.
-    let spawned = (kind.start)(&user, Value::Object(body)).await?;
+    // A NUL (a `%00` in a path parameter, a `\u0000` in the JSON) is made safe at this door: no
+    // status holds one, since PostgreSQL cannot store it.
+    let body = value_without_nul(Value::Object(body));
+    let spawned = (kind.start)(&user, body).await?;
     let mut response = json(
         StatusCode::CREATED,
         &Token {
@@ -142,7 +146,10 @@ pub(super) async fn launch(
 ) -> Result<Response, Rejection> {
     let body = object(&body)?;
     let (_, kind) = kind_of(&api, &body)?;
-    let spawned = (kind.start)(&user, Value::Object(body)).await?;
+    // A NUL (a `%00` in a path parameter, a `\u0000` in the JSON) is made safe at this door: no
+    // status holds one, since PostgreSQL cannot store it.
+    let body = value_without_nul(Value::Object(body));
+    let spawned = (kind.start)(&user, body).await?;
     let status = user.status(&spawned.id()).await?;
     let mut response = status_response(StatusCode::CREATED, &status);
     mark_reused(&mut response, spawned);

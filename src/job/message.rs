@@ -36,12 +36,13 @@ impl Message {
     }
 
     /// The message as a snapshot shows it: shared from now on, so that the next snapshot only
-    /// clones it.
+    /// clones it. A NUL in it is shown as U+FFFD (no status holds one: PostgreSQL cannot); done
+    /// here, once per message shown, rather than by every report.
     pub(super) fn share(&mut self) -> Arc<str> {
         match self {
             Message::Shared(shared) => shared.clone(),
             Message::Text(text) => {
-                let shared: Arc<str> = Arc::from(text.as_str());
+                let shared: Arc<str> = Arc::from(crate::text::without_nul(text));
                 *self = Message::Shared(shared.clone());
                 shared
             }
