@@ -37,3 +37,11 @@ pub(crate) enum Step {
     Finished,
     Removed,
 }
+
+/// Whole milliseconds of `duration` (a job's runtime, as on the wire), in `u64` arithmetic.
+pub(crate) fn millis(duration: std::time::Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(duration.subsec_millis()))
+}

@@ -152,7 +152,7 @@ impl Seam {
         note: Note,
     ) {
         crate::metrics::record(event, source.name());
-        let runtime_ms = crate::job::millis(event.elapsed);
+        let runtime_ms = crate::event::millis(event.elapsed);
         self.deliver(event, source, || {
             note.emit(event.id, event.user, event.version, event.cause, runtime_ms);
         });

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::event::millis;
 use crate::failure::Failure;
 use crate::observer::StatusSource;
 use crate::{AsynchJobState, AsynchronousJobStatus, CancelCause, Etag, JobId, JobRequest};
@@ -322,15 +323,6 @@ impl Job {
 }
 
 const MILLIS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
-
-/// Whole milliseconds of `duration`, in `u64` arithmetic (`Duration::as_millis` divides a
-/// `u128`, a library call that cost a status read about 50 instructions a time).
-pub(crate) fn millis(duration: Duration) -> u64 {
-    duration
-        .as_secs()
-        .saturating_mul(1000)
-        .saturating_add(u64::from(duration.subsec_millis()))
-}
 
 impl Job {
     /// The wall-clock time `elapsed` after the spawn, to the millisecond (as on the wire).
