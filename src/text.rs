@@ -117,7 +117,9 @@ pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// [`without_nul`] for every string of a JSON value, object keys included, at any depth.
+/// [`without_nul`] for every string of a JSON value, object keys included, at any depth. Used at
+/// the HTTP door and by the store.
+#[cfg_attr(not(any(feature = "http", feature = "postgres")), allow(dead_code))]
 pub(crate) fn value_without_nul(mut value: serde_json::Value) -> serde_json::Value {
     fn has_nul(value: &serde_json::Value) -> bool {
         match value {
