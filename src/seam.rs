@@ -93,9 +93,10 @@ impl Seam {
         self.store.is_some()
     }
 
-    /// A progress report nobody else hears changed a job that the store had written since (the
-    /// job's own flag says so, and is set again only by the store's read): the store's writer
-    /// is told at once, outside the job's outbox, since it only notes which jobs to write.
+    /// The store's writer is told of a change outside the job's outbox: progress nobody else
+    /// hears, once between two of its writes (the job's own flag says so), since the writer only
+    /// notes which jobs to write; or a final status queued behind another thread's delivery,
+    /// which the writer must hold before the job can be retired.
     pub(crate) fn unwritten(&self, event: &Event, source: &dyn crate::observer::StatusSource) {
         if let Some(store) = &self.store {
             let public = JobEvent {
@@ -104,8 +105,9 @@ impl Seam {
                 user: event.user,
                 version: event.version,
                 state: event.state,
-                // Told outside the outbox, this may come after the job's later events: it must
-                // not say more than "changed" (the cancel flag always comes through the outbox).
+                // Told outside the outbox, this may come before or after the job's other events:
+                // it says no more than "changed", or "finished" with the final status (the
+                // cancel flag always comes through the outbox).
                 canceling: false,
                 source,
             };

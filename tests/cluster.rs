@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use asyncjobs::postgres::PostgresStore;
 use asyncjobs::{
-    exception, AsynchJobState, AsynchronousJobStatus, CancelOutcome, Error, JobFilter, JobHandle,
-    JobId, JobPage, JobRegistry, JobRequest,
+    exception, AsynchJobState, AsynchronousJobStatus, CancelOutcome, Error, JobEvent, JobEventKind,
+    JobFilter, JobHandle, JobId, JobPage, JobRegistry, JobRequest,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -2158,4 +2158,50 @@ async fn a_final_status_dropped_from_memory_before_it_is_written_never_reads_bac
     .await;
     assert_eq!(without_runtime(on_b), without_runtime(done.clone()));
     assert_eq!(within("A reads its job", a.status(&id)).await, Ok(done));
+}
+
+/// A final status queued behind a slow delivery (an observer still busy with the job's cancel)
+/// reaches the store before the job is retired: once retention has dropped the job from memory,
+/// its instance reads COMPLETE, never the store's stale row (found by review, with issue 23's
+/// defect 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_status_queued_behind_a_slow_observer_never_reads_backwards() {
+    let test = pg::fresh_db().await;
+    let slow = |event: &JobEvent<'_>| {
+        if event.kind() == JobEventKind::Changed && event.job_canceling() {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+    };
+    let a = JobRegistry::builder()
+        .store(store(&test.url).await)
+        .keep_finished_at_most(0)
+        .observe(slow)
+        .build();
+    let id = a
+        .spawn(JobRequest::default(), |job: JobHandle| async move {
+            job.cancelled().await;
+            Ok::<_, std::io::Error>(json!("finished anyway"))
+        })
+        .await
+        .unwrap();
+    // The canceling thread delivers the cancel's event, and sits in the observer meanwhile.
+    let canceler = {
+        let a = a.clone();
+        std::thread::spawn(move || a.local().cancel(&id))
+    };
+    eventually(
+        "retention drops the finished job from memory",
+        async || match a.local().status(&id) {
+            Err(Error::UnknownJob(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    let read = within("A reads its job", a.status(&id)).await.unwrap();
+    assert_eq!(read.job_state, Complete, "{read:?}");
+    assert!(read.job_canceling);
+    tokio::task::spawn_blocking(move || canceler.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
 }

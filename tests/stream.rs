@@ -89,3 +89,31 @@ async fn a_feed_streams_every_change_and_ends_after_the_shutdown() {
     assert_eq!(last.job_state, AsynchJobState::Failed);
     assert!(last.job_canceling);
 }
+
+/// A feed polled as a `Stream`, then read with `next()` that is dropped before it resolves (a
+/// timeout), loses nothing: the next `next()` still gets the job started afterwards.
+#[tokio::test(start_paused = true)]
+async fn a_feed_survives_a_dropped_next_after_a_stream_poll() {
+    let registry = JobRegistry::new();
+    let mut feed = registry.watch_all();
+    // One poll as a stream: nothing yet, the item stays under way.
+    let polled = poll_fn(|cx| std::task::Poll::Ready(Pin::new(&mut feed).poll_next(cx))).await;
+    assert!(polled.is_pending());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), feed.next())
+            .await
+            .is_err(),
+        "nothing changed yet"
+    );
+    let id = registry
+        .spawn(JobRequest::default(), |_job| async {
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(5), feed.next())
+        .await
+        .expect("the feed still hears")
+        .expect("the registry runs");
+    assert_eq!(heard.job_id, id);
+}

@@ -102,10 +102,12 @@ impl StatusFeed {
     ///
     /// Cancel safe: if dropped before it resolves, no change is lost.
     pub async fn next(&mut self) -> Option<AsynchronousJobStatus> {
-        if let Some(under_way) = self.next.take() {
-            // A `Stream` item was under way: it has the source.
-            let under_way = under_way.into_inner().unwrap_or_else(|e| e.into_inner());
-            let (source, item) = under_way.await;
+        if let Some(under_way) = self.next.as_mut() {
+            // A `Stream` item was under way: it has the source. Awaited where it is, so that a
+            // `next` dropped meanwhile leaves it (and the source) in the feed.
+            let under_way = under_way.get_mut().unwrap_or_else(|e| e.into_inner());
+            let (source, item) = under_way.as_mut().await;
+            self.next = None;
             self.source = Some(source);
             return item;
         }

@@ -144,8 +144,17 @@ impl Job {
             None => None,
         };
         // Delivered by this thread, or queued for the thread delivering the job's earlier events.
+        let finished = told.is_some() && st.phase.is_terminal();
         let deliver = told.and_then(|told| st.outbox.hand(told));
-        let unwritten = tell_store.then(|| self.event(JobEventKind::Changed, &st));
+        // A final status queued behind another thread's delivery still reaches the store before
+        // this returns: the engine then retires the job, and retention may drop it from memory
+        // before its event is delivered, when a read would find only the store's stale row. (The
+        // store hears it again through the outbox; a final status noted twice is written once.)
+        let unwritten = if finished && deliver.is_none() && seam.mirrored() {
+            Some(self.event(JobEventKind::Finished, &st))
+        } else {
+            tell_store.then(|| self.event(JobEventKind::Changed, &st))
+        };
         drop(st);
         drop(replaced);
         // Tokens take their own locks: fire and release them only after ours is released.
