@@ -8,7 +8,7 @@
 //! 1. B starts three exports and C a reindex; every instance's job ids come from blocks the
 //!    store reserves, so they never collide.
 //! 2. A follows one of B's exports live, long-polling it with `wait_for_change`.
-//! 3. A cancels another of B's exports with `cancel_anywhere`; B stops it, and A sees it FAILED
+//! 3. A cancels another of B's exports with `cancel`; B stops it, and A sees it FAILED
 //!    with `jobCanceling` set.
 //! 4. A starts a job of its own, and B follows it to its end.
 //! 5. B is killed (SIGKILL). Its exports still running end FAILED with exception
@@ -215,11 +215,11 @@ async fn orchestrate(url: &str) -> Result<()> {
         "export-1's progress to move forward, saw {progress:?}"
     );
 
-    say!("3. A cancels B's export-2 (cancel_anywhere); B hears it and stops the export:");
+    say!("3. A cancels B's export-2 (cancel); B hears it and stops the export:");
     read_soon(&registry, &export_2).await?;
     let asked = Instant::now();
     let outcome = registry.cancel(&export_2).await?;
-    say!("   cancel_anywhere: {outcome:?}");
+    say!("   cancel: {outcome:?}");
     ensure!(
         outcome == CancelOutcome::Requested,
         "Requested, got {outcome:?}"
@@ -237,7 +237,7 @@ async fn orchestrate(url: &str) -> Result<()> {
         line(&canceled)
     );
 
-    say!("4. B follows A's summary job (status_anywhere, then wait):");
+    say!("4. B follows A's summary job (status, then wait):");
     b.send(&format!("FOLLOW {summary}")).await?;
     let first = b.expect("SEEN").await?;
     say!("   B sees {}", first[1..].join(" "));

@@ -35,6 +35,10 @@ pub enum Error {
     /// [`StoreFault`] says what failed, and its [`source`](std::error::Error::source) is the
     /// store's own error (e.g. a `postgres::StoreError`).
     StoreUnavailable(StoreFault),
+    /// The job cannot be started as the request says, and the text says why: e.g. a user id
+    /// above `i64::MAX` with a PostgreSQL store, which keeps user ids as `bigint`. Nothing was
+    /// started. An HTTP layer answers 400.
+    InvalidRequest(Arc<str>),
 }
 
 /// What went wrong reaching a shared store: a short text, and the store's own error underneath
@@ -110,6 +114,7 @@ impl fmt::Display for Error {
             Error::ShutDown => f.write_str("job registry is shut down"),
             Error::NoRuntime => f.write_str("no tokio runtime to run the job on"),
             Error::StoreUnavailable(reason) => write!(f, "job store unavailable: {reason}"),
+            Error::InvalidRequest(reason) => write!(f, "invalid job request: {reason}"),
         }
     }
 }

@@ -107,8 +107,9 @@ pub(crate) fn error_chain(error: &(dyn StdError + 'static), max_bytes: usize) ->
     out.into_string()
 }
 
-/// `text` with every U+0000 (NUL) as U+FFFD, the replacement character. No status holds a NUL:
-/// PostgreSQL cannot store it, and a shared store must hold what every instance shows.
+/// `text` with every U+0000 (NUL) as U+FFFD, the replacement character: PostgreSQL cannot store
+/// a NUL. Applied to progress and error messages, names, request bodies at the HTTP door, and by
+/// the store to whatever else a status holds.
 pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains('\0') {
         std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))

@@ -2205,3 +2205,43 @@ async fn a_final_status_queued_behind_a_slow_observer_never_reads_backwards() {
         .unwrap()
         .unwrap();
 }
+
+/// Values the store cannot keep never hold back its writes (found by review, with issue 23's
+/// defect 1): a user id above i64::MAX is refused with a store (nothing starts), and a NUL in a
+/// list filter is an empty answer, not an outage; other jobs go on being written and read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_the_store_cannot_keep_are_refused_or_made_safe() {
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+    let refused = a
+        .spawn(JobRequest::default().started_by(u64::MAX), |_job| async {
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidRequest(_))),
+        "{refused:?}"
+    );
+    let id = a
+        .as_user(1)
+        .spawn(JobRequest::default(), |_job| async {
+            Ok::<_, std::io::Error>(json!("done"))
+        })
+        .await
+        .unwrap();
+    let done = eventually("B reads user 1's job finished", async || {
+        final_status_on(&b, id).await
+    })
+    .await;
+    assert_eq!(done.job_state, Complete);
+    for filter in [
+        JobFilter::new().named("a\u{0}b"),
+        JobFilter::new().concrete_type("x\u{0}"),
+    ] {
+        let page = within("B lists with a NUL in the filter", b.list(&filter))
+            .await
+            .unwrap();
+        assert!(page.jobs.is_empty());
+    }
+}

@@ -52,6 +52,17 @@ impl Engine {
         if self.is_shut_down() {
             return Err(Error::ShutDown);
         }
+        // A store keeps user ids as signed 64-bit integers: a row it cannot write would hold
+        // back every write of this instance, so such a job is refused here.
+        if self.store.is_some()
+            && request
+                .user
+                .is_some_and(|user| i64::try_from(user).is_err())
+        {
+            return Err(Error::InvalidRequest(
+                "user id above 9223372036854775807 (i64::MAX), which the store cannot keep".into(),
+            ));
+        }
         let runtime = match &self.config.runtime {
             Some(runtime) => runtime.clone(),
             None => Handle::try_current().map_err(|_| Error::NoRuntime)?,

@@ -81,7 +81,7 @@ impl From<Error> for Rejection {
     fn from(error: Error) -> Self {
         let status = match error {
             Error::UnknownJob(_) => StatusCode::NOT_FOUND,
-            Error::MalformedId => StatusCode::BAD_REQUEST,
+            Error::MalformedId | Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotYourJob(_) => StatusCode::FORBIDDEN,
             Error::ShutDown | Error::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

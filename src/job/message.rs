@@ -36,8 +36,8 @@ impl Message {
     }
 
     /// The message as a snapshot shows it: shared from now on, so that the next snapshot only
-    /// clones it. A NUL in it is shown as U+FFFD (no status holds one: PostgreSQL cannot); done
-    /// here, once per message shown, rather than by every report.
+    /// clones it. A NUL in it is shown as U+FFFD (PostgreSQL cannot store one); done here, once per
+    /// message shown, rather than by every report.
     pub(super) fn share(&mut self) -> Arc<str> {
         match self {
             Message::Shared(shared) => shared.clone(),

@@ -8,7 +8,8 @@
 //! - every change that someone listens to is handed to the [seam](crate::seam) after the status
 //!   lock is released, in etag order, the first event being the job's creation
 //!   ([`Job::created`]) and the last its removal ([`Job::removed`]); `outbox.rs` says how;
-//! - waiters are woken after the change was delivered.
+//! - a waiter asleep when a change is made is woken after the change was delivered (one that
+//!   starts waiting later sees the state at once, maybe before its event is delivered).
 //!
 //! The status lock is the last lock of the crate's [lock order](crate::engine#lock-order): under
 //! it nothing else is locked, nothing is awaited and no user code runs (serialization and error

@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 
 use super::writes::to_bigint;
 use super::{Db, StoreError};
+use crate::text::without_nul;
 use crate::{AsynchronousJobStatus, JobCounts, JobFilter};
 
 /// A job as stored: its status and the columns beside it.
@@ -199,12 +200,14 @@ impl Conditions {
             conditions.and("user_id = $", Box::new(user));
         }
         if let Some(name) = &filter.name {
-            conditions.and("name = $", Box::new(name.to_string()));
+            // Stored names and bodies hold no NUL (see `writes`): nor may a filter, which
+            // PostgreSQL would refuse.
+            conditions.and("name = $", Box::new(without_nul(name).into_owned()));
         }
         if let Some(concrete_type) = &filter.concrete_type {
             conditions.and(
                 "status->'requestBody'->>'concreteType' = $",
-                Box::new(concrete_type.to_string()),
+                Box::new(without_nul(concrete_type).into_owned()),
             );
         }
         if paged {

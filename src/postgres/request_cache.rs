@@ -19,6 +19,7 @@ use super::db::micros;
 use super::notify::NOTIFY_WRITTEN;
 use super::writes::to_bigint;
 use super::{Db, StatusRow, StoreError};
+use crate::text::value_without_nul;
 
 /// Jobs that may answer a cacheable request of user `$1` (`NULL` for none) with cache key `$2`
 /// and request body `$3`: PROCESSING, not being canceled, on an instance whose lease holds (a
@@ -121,6 +122,8 @@ impl Db {
     ) -> Result<Option<u64>, StoreError> {
         const WHAT: &str = "look up a cached request";
         let user = user.map(|u| to_bigint(u, "user id", WHAT)).transpose()?;
+        let body = body.map(|body| value_without_nul(body.clone()));
+        let body = body.as_ref();
         let client = self.client().await?;
         let statement = client
             .prepare_cached(FIND)
@@ -157,6 +160,9 @@ impl Db {
     ) -> Result<CacheLookup, StoreError> {
         const WHAT: &str = "claim a cached request";
         let user = user.map(|u| to_bigint(u, "user id", WHAT)).transpose()?;
+        // As stored (see `writes`): a body holding a NUL would make PostgreSQL refuse the query.
+        let body = body.map(|body| value_without_nul(body.clone()));
+        let body = body.as_ref();
         // Few claims wait at once, so that equal requests piling up cannot take the pool that
         // the store's writes and lease renewals need.
         let permit = tokio::time::timeout(CLAIM_WAIT, self.claims().acquire_owned())

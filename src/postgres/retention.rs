@@ -1,5 +1,7 @@
 //! Retention in the shared table: finished statuses are deleted once they are older than a time
-//! or beyond a count, as the registry does in memory.
+//! or beyond a count of each instance's, as each registry does in memory. One instance sweeps at a
+//! time, by its own registry's rules: instances sharing a store are expected to share their
+//! retention settings (with different ones, the sweeper's apply to every instance's rows).
 
 use std::time::Duration;
 
