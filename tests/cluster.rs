@@ -2245,3 +2245,45 @@ async fn values_the_store_cannot_keep_are_refused_or_made_safe() {
         assert!(page.jobs.is_empty());
     }
 }
+
+/// A list pages through this instance's jobs and the others' together: with jobs of user 7 on
+/// both A and B, B's pages (of 1 to 7 jobs) list every job once, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_pages_through_both_instances_jobs_each_once() {
+    let test = pg::fresh_db().await;
+    let a = registry(store(&test.url).await);
+    let b = registry(store(&test.url).await);
+    let mut all = HashSet::new();
+    for n in 0..12u64 {
+        let on = if n % 3 == 0 { &a } else { &b };
+        let id = on
+            .as_user(7)
+            .spawn(JobRequest::new(json!({"n": n})), |_job| async {
+                Ok::<_, std::io::Error>(json!("done"))
+            })
+            .await
+            .unwrap();
+        all.insert(id);
+    }
+    for limit in 1..=7 {
+        let mut listed = Vec::new();
+        let mut filter = Some(JobFilter::new().limit(limit));
+        while let Some(this) = filter {
+            let page = within("B lists a page", b.as_user(7).list(&this))
+                .await
+                .unwrap();
+            assert!(page.jobs.len() <= limit);
+            listed.extend(page.jobs.iter().map(|s| s.job_id));
+            filter = page.next;
+        }
+        assert!(
+            listed.windows(2).all(|pair| pair[0] > pair[1]),
+            "pages of {limit}: newest first, each job once: {listed:?}"
+        );
+        assert_eq!(
+            listed.iter().copied().collect::<HashSet<_>>(),
+            all,
+            "pages of {limit}"
+        );
+    }
+}
